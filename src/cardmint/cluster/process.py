@@ -1,0 +1,194 @@
+"""PostgreSQL processes: run programs as the unprivileged OS user, start a postmaster,
+wait for it, stop it by PID.
+
+initdb and postgres refuse to run as root, so when CardMint runs as root every server
+program runs as `pg_os_user` and every directory they touch is owned by that user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cardmint.dsn import redact
+from cardmint.errors import ClusterError
+
+
+@dataclass(frozen=True)
+class OsUser:
+    """Who server programs run as; `name=None` means the invoking user."""
+
+    name: str | None
+    uid: int
+    gid: int
+
+    @classmethod
+    def resolve(cls, wanted: str) -> OsUser:
+        if os.geteuid() != 0:
+            return cls(None, os.geteuid(), os.getegid())
+        try:
+            entry = pwd.getpwnam(wanted)
+        except KeyError:
+            raise ClusterError(
+                f"running as root, PostgreSQL must run as an unprivileged user, and OS user "
+                f"{wanted!r} does not exist: create it (useradd --system {wanted}) or set "
+                "CARDMINT_PG_OS_USER"
+            ) from None
+        return cls(wanted, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def switching(self) -> bool:
+        return self.name is not None
+
+    def own(self, path: Path, mode: int = 0o700) -> None:
+        """Make `path` a directory this user owns with `mode` (PostgreSQL insists on 0700)."""
+        path.mkdir(parents=True, exist_ok=True)
+        if self.switching:
+            os.chown(path, self.uid, self.gid)
+        os.chmod(path, mode)
+
+    def check_reachable(self, path: Path) -> None:
+        """Every parent of `path` must let this user through, or the server cannot start."""
+        if not self.switching:
+            return
+        for parent in path.resolve().parents:
+            st = parent.stat()
+            if st.st_uid == self.uid:
+                ok = st.st_mode & 0o100
+            elif st.st_gid == self.gid:
+                ok = st.st_mode & 0o010
+            else:
+                ok = st.st_mode & 0o001
+            if not ok:
+                raise ClusterError(
+                    f"OS user {self.name!r} cannot reach {path}: {parent} (mode "
+                    f"{oct(st.st_mode & 0o777)}) does not let it through. Set CARDMINT_HOME to "
+                    "a directory it can reach (for example under /var/tmp or /srv)."
+                )
+
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a program as this user; a failure raises ClusterError with its redacted output."""
+        full_env = {**os.environ, **(env or {})}
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, env=full_env, input=input, timeout=timeout,
+                user=self.uid if self.switching else None,
+                group=self.gid if self.switching else None,
+                cwd="/",  # the invoking user's cwd may be unreadable to the server user
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ClusterError(f"{Path(argv[0]).name} failed: {redact(str(exc))}") from exc
+        if done.returncode != 0:
+            out = redact((done.stderr or done.stdout).strip())[-2000:]
+            raise ClusterError(f"{Path(argv[0]).name} exited {done.returncode}: {out}")
+        return done
+
+    def spawn(self, argv: list[str], log: Path) -> int:
+        """Start a long-running server in its own session (Ctrl-C in a terminal must not
+        reach it) with output appended to `log`; returns its PID."""
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd="/",
+                user=self.uid if self.switching else None,
+                group=self.gid if self.switching else None,
+            )
+        _children[proc.pid] = proc
+        return proc.pid
+
+
+# Servers this process started: polled so that they never linger as zombies.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` is a live process (an exited child is reaped, not counted)."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def postmaster_pid(datadir: Path) -> int | None:
+    """The PID of the postmaster running on `datadir`, or None.
+
+    postmaster.pid alone is not proof: after a crash it stays behind and its PID may
+    since belong to another program, so the process's command line must name the
+    directory too.
+    """
+    try:
+        first = (datadir / "postmaster.pid").read_text().split("\n", 1)[0]
+        pid = int(first)
+    except (FileNotFoundError, ValueError, PermissionError):
+        return None
+    if not alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if str(datadir).encode() in cmdline and any(b"postgres" in part for part in cmdline[:1]):
+        return pid
+    return None
+
+
+def postmaster_status(datadir: Path) -> str | None:
+    """The server's own word in postmaster.pid line 8: starting, ready, standby, stopping."""
+    try:
+        lines = (datadir / "postmaster.pid").read_text().splitlines()
+    except (FileNotFoundError, PermissionError):
+        return None
+    return lines[7].strip() if len(lines) > 7 else None
+
+
+async def wait_ready(datadir: Path, pid: int, log: Path, timeout: float = 60.0) -> None:
+    """Poll until the server says it accepts connections (ready, or standby for a replica)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise ClusterError(f"PostgreSQL on {datadir} exited while starting: {tail(log)}")
+        if postmaster_status(datadir) in ("ready", "standby"):
+            return
+        await asyncio.sleep(0.02)
+    raise ClusterError(f"PostgreSQL on {datadir} was not ready after {timeout:.0f} s: {tail(log)}")
+
+
+async def stop(pid: int, timeout: float = 30.0) -> str:
+    """Stop a postmaster by PID: fast shutdown, then immediate, then SIGKILL. Returns the
+    mode that worked."""
+    for sig, mode, wait in (
+        (signal.SIGINT, "fast", timeout),
+        (signal.SIGQUIT, "immediate", 10.0),
+        (signal.SIGKILL, "kill", 10.0),
+    ):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return mode
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return mode
+            await asyncio.sleep(0.02)
+    raise ClusterError(f"PostgreSQL process {pid} did not stop, even after SIGKILL")
+
+
+def tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "(no log)"
+    return redact("\n".join(text))

@@ -1,0 +1,140 @@
+"""The local cluster's state file, `$CARDMINT_HOME/cluster.json`.
+
+It names the nodes (port, data directory, last known role, PID) and the DSNs every
+command uses, without passwords: those live in `secrets.env` beside it. Written
+atomically, so a killed command leaves the previous state or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cardmint.config import STATE_FILE
+
+# Database roles the local cluster creates (issue 2: owner, DML-only app, read-only).
+SUPERUSER = "postgres"
+OWNER = "cardmint_owner"
+APP = "cardmint_app"
+READONLY = "cardmint_ro"
+REPLICATION = "cardmint_replicator"
+ROLES = (SUPERUSER, OWNER, APP, READONLY, REPLICATION)
+
+CREATING = "creating"  # `up` began but has not finished: never reused as it is
+READY = "ready"
+
+
+@dataclass
+class Node:
+    name: str
+    role: str  # "primary" | "replica": the last role CardMint gave it
+    port: int
+    datadir: str
+    host: str = "127.0.0.1"
+    pid: int | None = None
+
+    @property
+    def slot(self) -> str:
+        """The replication slot this node streams from when it is a replica."""
+        return self.name
+
+
+@dataclass
+class ClusterState:
+    home: str
+    bindir: str
+    pg_version: str
+    os_user: str | None  # None: PostgreSQL runs as the invoking user
+    database: str = "cardmint"
+    provider: str = "local"
+    status: str = CREATING
+    sync: bool = False
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Node:
+        for node in self.nodes:
+            if node.role == "primary":
+                return node
+        raise LookupError("the state names no primary")
+
+    @property
+    def replicas(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "replica"]
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise LookupError(f"no node named {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+    def dsn(self, user: str, nodes: list[Node] | None = None, database: str | None = None,
+            attrs: str | None = None) -> str:
+        """A password-less URL for `user` on `nodes` (default: primary first, then replicas)."""
+        nodes = nodes if nodes is not None else [self.primary, *self.replicas]
+        hosts = ",".join(f"{n.host}:{n.port}" for n in nodes)
+        url = f"postgresql://{user}@{hosts}/{database or self.database}"
+        return f"{url}?target_session_attrs={attrs}" if attrs else url
+
+    def dsns(self) -> dict[str, Any]:
+        """What settings read: the primary by role (multi-host, read-write) and each replica."""
+        return {
+            "app": self.dsn(APP, attrs="read-write"),
+            "owner": self.dsn(OWNER, attrs="read-write"),
+            "readonly": self.dsn(READONLY, attrs="prefer-standby"),
+            "admin": self.dsn(SUPERUSER, attrs="read-write"),
+            "replicas": [self.dsn(APP, [n]) for n in self.replicas],
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dsns"] = self.dsns() if self.nodes else {}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ClusterState:
+        data = dict(data)
+        data.pop("dsns", None)
+        nodes = [Node(**n) for n in data.pop("nodes", [])]
+        return cls(**data, nodes=nodes)
+
+
+def path(home: Path) -> Path:
+    return home / STATE_FILE
+
+
+def load(home: Path) -> ClusterState | None:
+    """The saved state, or None when there is none. A corrupt file is an error, not None."""
+    try:
+        text = path(home).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return ClusterState.from_json(json.loads(text))
+    except (ValueError, TypeError) as exc:
+        from cardmint.errors import ClusterError
+
+        raise ClusterError(f"{path(home)} is not a valid cluster state: {exc}") from exc
+
+
+def save(state: ClusterState) -> None:
+    home = Path(state.home)
+    home.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=home, prefix=".cluster.json.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(state.to_json(), out, indent=2)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path(home))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

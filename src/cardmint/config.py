@@ -1,0 +1,161 @@
+"""Settings: connection strings, pool sizes, timeouts and every runbook threshold.
+
+Read, highest priority first, from keyword arguments, the environment (`CARDMINT_*`), a
+`.env` file in the working directory, and the local cluster's state
+(`$CARDMINT_HOME/cluster.json` with passwords from `$CARDMINT_HOME/secrets.env`).
+Connection strings are `SecretStr`, so printing the settings never shows a password;
+`describe()` gives a redacted view for people.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from cardmint import secretfile
+from cardmint.dsn import redact, username, with_password
+
+STATE_FILE = "cluster.json"
+SECRETS_FILE = "secrets.env"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CARDMINT_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # Where the local cluster lives and how it is run.
+    home: Path = Path(".cardmint")
+    pg_bindir: Path | None = None
+    pg_os_user: str = "postgres"
+
+    # Connections. Unset DSNs come from the local cluster's state.
+    database_url: SecretStr | None = None  # primary, application role (DML only)
+    replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    migration_url: SecretStr | None = None  # primary, owner role (DDL)
+    readonly_url: SecretStr | None = None  # any node, read-only role
+    admin_url: SecretStr | None = None  # primary, superuser: cluster operations only
+
+    # Pool and timeouts (the runbook's pool: 5-20 connections via asyncpg).
+    pool_min: int = Field(5, ge=0)
+    pool_max: int = Field(20, ge=1)
+    replica_pool_max: int = Field(20, ge=1)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    statement_timeout_ms: int = Field(10_000, ge=0)
+    pool_acquire_timeout_s: float = Field(2.0, gt=0)
+    replica_check_interval_s: float = Field(1.0, gt=0)
+    # After a write, this context reads from the primary for this long (read-your-writes).
+    read_after_write_s: float = Field(2.0, ge=0)
+
+    # Runbook thresholds: normal below warn, alert above critical.
+    latency_p95_warn_ms: float = 100.0
+    latency_p95_critical_ms: float = 150.0
+    pool_utilization_warn_pct: float = 80.0
+    pool_utilization_critical_pct: float = 90.0
+    replica_lag_warn_s: float = 10.0
+    replica_lag_critical_s: float = 30.0
+    storage_warn_pct: float = 70.0
+    storage_critical_pct: float = 85.0
+    # Scaling triggers.
+    pgbouncer_connections: int = 100
+    read_replica_read_write_ratio: float = 5.0
+    scale_cpu_pct: float = 75.0
+    scale_cpu_for_min: float = 15.0
+    scale_memory_pct: float = 85.0
+    scale_memory_for_min: float = 10.0
+    scale_latency_p95_ms: float = 100.0
+    scale_latency_for_min: float = 5.0
+    uptime_target_pct: float = 99.9
+
+    # The HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("replica_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) exceeds pool_max ({self.pool_max})")
+        pairs = [
+            ("latency_p95", self.latency_p95_warn_ms, self.latency_p95_critical_ms),
+            ("pool_utilization", self.pool_utilization_warn_pct,
+             self.pool_utilization_critical_pct),
+            ("replica_lag", self.replica_lag_warn_s, self.replica_lag_critical_s),
+            ("storage", self.storage_warn_pct, self.storage_critical_pct),
+        ]
+        for name, warn, critical in pairs:
+            if warn > critical:
+                raise ValueError(f"{name}: warn threshold {warn} exceeds critical {critical}")
+        self._fill_from_state()
+        return self
+
+    # -- the local cluster's state ---------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / STATE_FILE
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.home / SECRETS_FILE
+
+    def _fill_from_state(self) -> None:
+        """Take DSNs the environment did not give from cluster.json plus the secrets file."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return
+        dsns = state.get("dsns") or {}
+        secrets = secretfile.read(self.secrets_path)
+
+        def complete(dsn: str) -> SecretStr:
+            user = username(dsn)
+            password = secrets.get(secretfile.role_key(user)) if user else None
+            return SecretStr(with_password(dsn, password) if password else dsn)
+
+        if self.database_url is None and dsns.get("app"):
+            self.database_url = complete(dsns["app"])
+        if not self.replica_urls and dsns.get("replicas"):
+            self.replica_urls = [complete(d) for d in dsns["replicas"]]
+        if self.migration_url is None and dsns.get("owner"):
+            self.migration_url = complete(dsns["owner"])
+        if self.readonly_url is None and dsns.get("readonly"):
+            self.readonly_url = complete(dsns["readonly"])
+        if self.admin_url is None and dsns.get("admin"):
+            self.admin_url = complete(dsns["admin"])
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting, with passwords masked: safe to print or log."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = redact(value.get_secret_value())
+            elif isinstance(value, list):
+                value = [redact(v.get_secret_value()) if isinstance(v, SecretStr) else v
+                         for v in value]
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def secret(value: SecretStr | None) -> str | None:
+    """The plain text of an optional secret (for handing to a driver, never to a log)."""
+    return value.get_secret_value() if value is not None else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests build their own `Settings(...)` instead."""
+    return Settings()
