@@ -1,20 +1,88 @@
-"""Shared fixtures. TEMPORARY: empty_database uses the machine's PostgreSQL on 5432 until the
-session cluster fixture lands."""
+"""Fixtures: one real local cluster (primary + replica) for the whole session.
 
+Clusters are made by copying a template data directory that initdb makes once per
+session. Everything lives under a fresh directory in /tmp (the PostgreSQL OS user must
+be able to reach it, which pytest's own mode-700 temp root does not allow) and is
+stopped by PID and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
-import asyncpg
 import pytest
+
+from cardmint.cluster import roles
+from cardmint.cluster.state import OWNER
+from cardmint.config import secret
+from cardmint.db import Database, migrate
+from cardmint.dsn import with_password
+from support import TestCluster, start_cluster
+
+# The suite must not pick up a developer's cluster or DSNs.
+for _key in [k for k in os.environ if k.startswith("CARDMINT_")]:
+    del os.environ[_key]
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="cardmint-test-", dir=os.environ.get("TMPDIR", "/tmp")))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_dir(work_root: Path) -> Path:
+    """Made by the first cluster that needs it, then copied."""
+    return work_root / "template"
+
+
+@pytest.fixture(scope="session")
+async def pg(work_root: Path, template_dir: Path) -> AsyncIterator[TestCluster]:
+    """The session's cluster, migrated to head."""
+    tc = await start_cluster(work_root, template_dir, "main")
+    try:
+        await asyncio.to_thread(migrate.upgrade, secret(tc.settings().migration_url))
+        yield tc
+    finally:
+        await tc.cluster.down(purge=True)
 
 
 @pytest.fixture
-async def empty_database():
-    """DSN of a new, empty database whose user may create tables; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    await admin.execute(f'CREATE DATABASE "{name}"')
+async def db(pg: TestCluster) -> AsyncIterator[Database]:
+    database = Database(pg.settings())
+    await database.open(monitor=False)
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield database
     finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await database.close()
+
+
+@pytest.fixture
+async def empty_database(pg: TestCluster) -> AsyncIterator[str]:
+    """DSN (owner role) of a new, empty database on the session cluster; dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await pg.admin(database="postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER {OWNER}')
+        inner = await pg.admin(database=name)
+        try:
+            for statement in roles.database_sql():
+                await inner.execute(statement)
+        finally:
+            await inner.close()
+        primary = pg.cluster.state().primary
+        dsn = f"postgresql://{OWNER}@{primary.host}:{primary.port}/{name}"
+        yield with_password(dsn, pg.password(OWNER))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

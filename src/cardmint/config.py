@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     home: Path = Path(".cardmint")
     pg_bindir: Path | None = None
     pg_os_user: str = "postgres"
+    # A data directory to copy instead of running initdb (made on first use).
+    pg_template: Path | None = None
 
     # Connections. Unset DSNs come from the local cluster's state.
     database_url: SecretStr | None = None  # primary, application role (DML only)

@@ -62,7 +62,7 @@ class LocalCluster:
     def __init__(self, settings: Settings, *, template: Path | None = None) -> None:
         self.settings = settings
         self.home = settings.home.resolve()
-        self.template = template
+        self.template = template or settings.pg_template
         for ch in "'\"\\\n":
             if ch in str(self.home):
                 raise UsageError(f"CARDMINT_HOME may not contain {ch!r}: {self.home}")

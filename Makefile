@@ -1,0 +1,56 @@
+# CardMint: `make run` serves the API on a local primary + replica cluster; `make test`
+# runs the suite against real PostgreSQL. Both set up everything they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test venv postgres lint bench down clean
+
+run: venv postgres
+	$(BIN)/cardmint cluster up
+	$(BIN)/cardmint db upgrade
+	$(BIN)/cardmint catalog load
+	$(BIN)/cardmint serve
+
+test: venv postgres
+	$(BIN)/pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "CardMint needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+	         "Set PYTHON=/path/to/python3.11."; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+	  --constraint constraints.txt --editable '.[dev]'
+	touch $@
+
+# PostgreSQL's server programs (initdb, postgres, pg_basebackup, psql) for the local
+# cluster; installed from Debian's packages when missing and we may, else a clear stop.
+postgres: venv
+	@$(BIN)/python -c 'from cardmint.cluster import pgbin; pgbin.find()' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing PostgreSQL server binaries (Debian package postgresql-15)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      postgresql-15 postgresql-contrib >/dev/null || \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  fi; \
+	  $(BIN)/python -c 'from cardmint.cluster import pgbin; pgbin.find()' || { \
+	    echo "Missing: PostgreSQL >= 15 server binaries (initdb, postgres, pg_basebackup," \
+	         "psql). Install them (Debian: apt-get install postgresql-15) or set" \
+	         "CARDMINT_PG_BINDIR to their directory."; exit 1; }; }
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+bench: venv postgres
+	$(BIN)/python -m bench.run
+
+down: venv
+	$(BIN)/cardmint cluster down
+
+clean: down
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The card catalog: loading the vendored TCGdex data, search and identification."""

@@ -1,0 +1,1 @@
+"""The `cardmint` command: thin typer commands over the layers below."""

@@ -1,0 +1,123 @@
+"""`cardmint cluster ...`: the local primary + replica cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
+from cardmint.cluster.local import LocalCluster
+
+app = typer.Typer(help="Create, inspect, connect to and stop the PostgreSQL cluster.",
+                  no_args_is_help=True)
+
+
+def _cluster(home: Any) -> LocalCluster:
+    return LocalCluster(settings(home))
+
+
+@app.command()
+def up(
+    home: HomeOpt = None,
+    replicas: Annotated[int | None, typer.Option(help="Streaming replicas (default 1).")] = None,
+    sync: Annotated[bool | None, typer.Option("--sync/--async",
+                                              help="Synchronous replication.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create and start a primary and N streaming replicas, or adopt the running cluster."""
+    cluster = _cluster(home)
+    report = run(cluster.up(replicas=replicas, sync=sync))
+    data = {"ok": True, "home": str(cluster.home), **asdict(report)}
+
+    def render(d: dict[str, Any]) -> None:
+        verb = "created" if d["created"] else "adopted"
+        started = ", ".join(d["started"]) or "nothing (all running)"
+        console.print(f"cluster {verb} in {d['home']} in {d['duration_s']:.2f} s; "
+                      f"started: {started}")
+
+    emit(data, as_json, render)
+
+
+@app.command()
+def down(
+    home: HomeOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete the cluster's data.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop every server of the cluster, by PID."""
+    report = run(_cluster(home).down(purge=purge))
+
+    def render(d: dict[str, Any]) -> None:
+        if not d["stopped"]:
+            console.print("nothing was running")
+        for s in d["stopped"]:
+            console.print(f"stopped {s['node']} (pid {s['pid']}, {s['mode']} shutdown)")
+        if d["purged"]:
+            console.print("cluster data deleted")
+
+    emit({"ok": True, **asdict(report)}, as_json, render)
+
+
+def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float) -> int:
+    """critical without a running primary; warn for a replica down, not streaming or late."""
+    nodes = report["nodes"]
+    if not any(n["role"] == "primary" and n["running"] and not n["error"] for n in nodes):
+        return CRITICAL
+    code = OK
+    for n in nodes:
+        if n["role"] != "replica":
+            continue
+        if not n["running"] or n["error"] or n["state"] != "streaming":
+            code = WARN
+        elif n["lag_s"] is not None and n["lag_s"] > lag_critical_s:
+            return CRITICAL
+        elif n["lag_s"] is not None and n["lag_s"] > lag_warn_s:
+            code = WARN
+    return code
+
+
+@app.command()
+def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Each node as it reports itself: role, port, timeline, LSN, lag."""
+    cluster = _cluster(home)
+    report = run(cluster.status())
+
+    def render(d: dict[str, Any]) -> None:
+        table = Table(title=f"cluster {d['home']} ({d['provider']}, "
+                            f"{'sync' if d['sync'] else 'async'})")
+        for col in ("node", "role", "port", "running", "state", "timeline", "lsn",
+                    "lag bytes", "lag s"):
+            table.add_column(col)
+        for n in d["nodes"]:
+            table.add_row(n["name"], n["role"], str(n["port"]),
+                          "yes" if n["running"] else "[red]no[/]", n["state"] or "",
+                          str(n["timeline"] or ""), n["lsn"] or "",
+                          "" if n["lag_bytes"] is None else str(n["lag_bytes"]),
+                          "" if n["lag_s"] is None else f"{n['lag_s']:.3f}")
+        console.print(table)
+
+    emit(report, as_json, render)
+    s = cluster.settings
+    code = status_code(report, s.replica_lag_warn_s, s.replica_lag_critical_s)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def connect(
+    ctx: typer.Context,
+    node: Annotated[str | None, typer.Argument(
+        help="Node name, or primary / replica for whichever has that role now.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """psql on a node's application database; further arguments go to psql."""
+    argv, env = run(_cluster(home).psql_command(node, list(ctx.args)))
+    code = subprocess.call(argv, env={**os.environ, **env})
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,36 @@
+"""Options and helpers several command groups share."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cardmint.config import Settings
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Cluster home (default $CARDMINT_HOME or ./.cardmint).",
+                 show_default=False),
+]
+
+
+def settings(home: Path | None = None) -> Settings:
+    return Settings(home=home) if home is not None else Settings()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on uvloop when it is there (it is a dependency; the fallback is
+    for odd platforms)."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)

@@ -1,0 +1,36 @@
+"""`cardmint serve`: the HTTP API on loopback."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+
+from cardmint.cli.common import HomeOpt, settings
+from cardmint.errors import UsageError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        host: Annotated[str | None, typer.Option(help="Loopback address to bind.")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+        home: HomeOpt = None,
+    ) -> None:
+        """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
+        import uvicorn
+
+        from cardmint.api.app import create_app
+
+        s = settings(home)
+        host = host or s.api_host
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise UsageError(f"--host {host} is not a loopback address; CardMint serves on "
+                             "loopback only (put a proxy in front for remote clients)")
+        uvicorn.run(create_app(s), host=host, port=port or s.api_port, loop="uvloop",
+                    http="httptools", log_level="info", access_log=False)

@@ -1,0 +1,7 @@
+"""The database layer: asyncpg pools with routing and latency recording, the schema and
+its migrations. asyncpg's errors become CardMint's here and nowhere else."""
+
+from cardmint.db.latency import LatencyHistogram
+from cardmint.db.pool import Database
+
+__all__ = ["Database", "LatencyHistogram"]

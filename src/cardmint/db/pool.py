@@ -1,0 +1,382 @@
+"""The primary pool, the replica pools and the rule that picks one for each query.
+
+- Writes and transactions go to the primary.
+- A read marked `stale_ok=True` goes to a healthy replica whose lag is within the
+  threshold, else to the primary; but never right after this context wrote
+  (read-your-writes for `read_after_write_s`), and never inside a transaction.
+- A read that loses its connection is retried once (on the primary); a write is not.
+- Every query's latency (pool wait included) goes into a histogram per target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from cardmint.config import Settings, secret
+from cardmint.db import errors
+from cardmint.db.latency import LatencyHistogram
+from cardmint.dsn import redact
+from cardmint.errors import ConfigError, DatabaseUnavailable
+
+Record = asyncpg.Record
+
+LAG_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN NOT pg_is_in_recovery() THEN NULL
+            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+       END::float8 AS lag_s
+"""
+
+
+@dataclass
+class Replica:
+    """One replica's pool and what the last check found."""
+
+    name: str  # host:port, never the DSN
+    dsn: str
+    pool: asyncpg.Pool | None = None
+    healthy: bool = False
+    lag_s: float | None = None
+    error: str | None = None
+    checked_at: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "healthy": self.healthy, "lag_s": self.lag_s,
+                "error": self.error, **pool_figures(self.pool)}
+
+
+class Database:
+    """What the rest of CardMint queries through. Open it once per process."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic,
+                 primary_dsn: str | None = None,
+                 replica_dsns: Sequence[str] | None = None) -> None:
+        self.settings = settings
+        self._clock = clock
+        dsn = primary_dsn or secret(settings.database_url)
+        if not dsn:
+            raise ConfigError(
+                "no database configured: set CARDMINT_DATABASE_URL or run `cardmint cluster up`"
+            )
+        self._primary_dsn = dsn
+        if replica_dsns is None:
+            replica_dsns = [s.get_secret_value() for s in settings.replica_urls]
+        self.replicas = [Replica(name=_hosts(d), dsn=d) for d in replica_dsns]
+        self._primary: asyncpg.Pool | None = None
+        self._rotation = itertools.count()
+        self._monitor: asyncio.Task[None] | None = None
+        self._waiting = 0
+        self._tx: ContextVar[Transaction | None] = ContextVar(f"cardmint_tx_{id(self)}",
+                                                             default=None)
+        self._last_write: ContextVar[float | None] = ContextVar(f"cardmint_w_{id(self)}",
+                                                                default=None)
+        self.latency = {"primary": LatencyHistogram(), "replica": LatencyHistogram()}
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def open(self, *, monitor: bool = True) -> Database:
+        """Connect the primary pool (raising DatabaseUnavailable if it cannot), prepare the
+        replica pools, check the replicas once and, with `monitor`, keep checking them."""
+        s = self.settings
+        try:
+            self._primary = await asyncpg.create_pool(
+                self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
+                **self._connect_args("cardmint"),
+            )
+        except Exception as exc:
+            raise errors.translate(exc, "the primary") from exc
+        for replica in self.replicas:
+            # min_size=0: no connection yet, so a replica that is down cannot stop start-up.
+            replica.pool = await asyncpg.create_pool(
+                replica.dsn, min_size=0, max_size=s.replica_pool_max,
+                **self._connect_args("cardmint-replica"),
+            )
+        await self.check_replicas()
+        if monitor and self.replicas:
+            self._monitor = asyncio.create_task(self._watch_replicas())
+        return self
+
+    def _connect_args(self, application: str) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "timeout": s.connect_timeout_s,
+            "server_settings": {"application_name": application,
+                                "statement_timeout": str(s.statement_timeout_ms)},
+        }
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            try:
+                await self._monitor
+            except asyncio.CancelledError:
+                pass
+            self._monitor = None
+        pools = [p for p in (self._primary, *(r.pool for r in self.replicas)) if p is not None]
+        await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
+        self._primary = None
+        for replica in self.replicas:
+            replica.pool = None
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- queries -------------------------------------------------------------------
+
+    async def fetch(self, sql: str, *args: Any, stale_ok: bool = False) -> list[Record]:
+        return await self._read("fetch", sql, args, stale_ok)
+
+    async def fetchrow(self, sql: str, *args: Any, stale_ok: bool = False) -> Record | None:
+        return await self._read("fetchrow", sql, args, stale_ok)
+
+    async def fetchval(self, sql: str, *args: Any, stale_ok: bool = False) -> Any:
+        return await self._read("fetchval", sql, args, stale_ok)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        """A write on the primary, in its own transaction. Never retried."""
+        tx = self._open_tx()
+        if tx is not None:
+            return await tx.execute(sql, *args)
+        try:
+            return await self._run(self._primary_pool(), "primary", "execute", sql, args)
+        finally:
+            self._last_write.set(self._clock())
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        tx = self._open_tx()
+        if tx is not None:
+            return await tx.executemany(sql, args)
+        try:
+            await self._run(self._primary_pool(), "primary", "executemany", sql, (args,))
+        finally:
+            self._last_write.set(self._clock())
+
+    @asynccontextmanager
+    async def transaction(self, *, isolation: str = "read_committed",
+                          readonly: bool = False) -> AsyncIterator[Transaction]:
+        """A transaction on the primary. Queries through the database object inside the
+        block (in this task) join it."""
+        if self._open_tx() is not None:
+            raise RuntimeError("transactions do not nest; use the open one")
+        pool = self._primary_pool()
+        conn = await self._acquire(pool, "primary")
+        tx = Transaction(self, conn)
+        token = self._tx.set(tx)
+        try:
+            try:
+                async with conn.transaction(isolation=isolation, readonly=readonly):
+                    yield tx
+            except asyncpg.PostgresError as exc:
+                raise errors.translate(exc, "the primary") from exc
+            except errors.CONNECTION_ERRORS as exc:
+                raise errors.translate(exc, "the primary") from exc
+        finally:
+            self._tx.reset(token)
+            if not readonly:
+                self._last_write.set(self._clock())
+            await pool.release(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A raw primary connection for what the methods above cannot do (COPY, LISTEN).
+        Its queries are not timed; errors are translated."""
+        pool = self._primary_pool()
+        conn = await self._acquire(pool, "primary")
+        try:
+            yield conn
+        except asyncpg.PostgresError as exc:
+            raise errors.translate(exc, "the primary") from exc
+        finally:
+            await pool.release(conn)
+
+    # -- routing -------------------------------------------------------------------
+
+    def route(self, stale_ok: bool) -> Replica | None:
+        """The replica a read should use, or None for the primary."""
+        if not stale_ok or self._open_tx() is not None or self.wrote_recently():
+            return None
+        limit = self.settings.replica_lag_warn_s
+        usable = [r for r in self.replicas
+                  if r.healthy and r.pool is not None and (r.lag_s or 0.0) <= limit]
+        if not usable:
+            return None
+        return usable[next(self._rotation) % len(usable)]
+
+    def _open_tx(self) -> Transaction | None:
+        """The transaction this task opened. Tasks started inside the block inherit the
+        context variable but must not share the connection, so the owner is checked."""
+        tx = self._tx.get()
+        if tx is not None and tx.task is asyncio.current_task():
+            return tx
+        return None
+
+    def wrote_recently(self) -> bool:
+        last = self._last_write.get()
+        return last is not None and self._clock() - last < self.settings.read_after_write_s
+
+    async def _read(self, method: str, sql: str, args: tuple[Any, ...], stale_ok: bool) -> Any:
+        tx = self._open_tx()
+        if tx is not None:
+            return await getattr(tx, method)(sql, *args)
+        replica = self.route(stale_ok)
+        if replica is not None:
+            try:
+                return await self._run(replica.pool, "replica", method, sql, args,
+                                       translate=False)
+            except Exception as exc:
+                if not errors.retryable(exc):
+                    raise errors.translate(exc, replica.name) from exc
+                replica.healthy, replica.error = False, redact(str(exc)) or type(exc).__name__
+                # one lost connection means its siblings are likely gone too
+                await replica.pool.expire_connections()
+            # the one retry: the primary has everything the replica had
+            return await self._run(self._primary_pool(), "primary", method, sql, args)
+        pool = self._primary_pool()
+        try:
+            return await self._run(pool, "primary", method, sql, args, translate=False)
+        except Exception as exc:
+            if not errors.retryable(exc):
+                raise errors.translate(exc, "the primary") from exc
+            await pool.expire_connections()
+        return await self._run(pool, "primary", method, sql, args)
+
+    async def _run(self, pool: asyncpg.Pool, target: str, method: str, sql: str,
+                   args: tuple[Any, ...], *, translate: bool = True) -> Any:
+        began = time.perf_counter()
+        try:
+            conn = await self._acquire(pool, target)
+            try:
+                return await getattr(conn, method)(sql, *args)
+            finally:
+                await pool.release(conn)
+        except Exception as exc:
+            if not translate:
+                raise
+            raise errors.translate(exc, target) from exc
+        finally:
+            self.latency[target].record(time.perf_counter() - began)
+
+    async def _acquire(self, pool: asyncpg.Pool, target: str) -> asyncpg.Connection:
+        timeout = self.settings.pool_acquire_timeout_s
+        self._waiting += 1
+        try:
+            return await pool.acquire(timeout=timeout)
+        except TimeoutError:
+            raise errors.pool_timeout(target, timeout) from None
+        except Exception as exc:
+            raise errors.translate(exc, target) from exc
+        finally:
+            self._waiting -= 1
+
+    def _primary_pool(self) -> asyncpg.Pool:
+        if self._primary is None:
+            raise DatabaseUnavailable("the database is not open")
+        return self._primary
+
+    # -- replicas ------------------------------------------------------------------
+
+    async def check_replicas(self) -> list[dict[str, Any]]:
+        """Ask every replica whether it is in recovery and how far behind it is."""
+        await asyncio.gather(*(self._check(r) for r in self.replicas))
+        return [r.describe() for r in self.replicas]
+
+    async def _check(self, replica: Replica) -> None:
+        replica.checked_at = self._clock()
+        if replica.pool is None:
+            replica.healthy, replica.error = False, "not open"
+            return
+        try:
+            row = await asyncio.wait_for(replica.pool.fetchrow(LAG_SQL),
+                                         self.settings.connect_timeout_s)
+        except Exception as exc:
+            replica.healthy, replica.lag_s = False, None
+            replica.error = redact(str(exc)) or type(exc).__name__
+            return
+        if not row["in_recovery"]:
+            # promoted, or a primary listed as a replica: its data may have diverged
+            replica.healthy, replica.lag_s = False, None
+            replica.error = "not in recovery (not a replica)"
+            return
+        replica.healthy, replica.lag_s, replica.error = True, row["lag_s"], None
+
+    async def _watch_replicas(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.replica_check_interval_s)
+            await self.check_replicas()
+
+    # -- figures -------------------------------------------------------------------
+
+    def pool_stats(self) -> dict[str, Any]:
+        """Pool figures: `utilization_pct` is connections in use over the pool's maximum."""
+        return {**pool_figures(self._primary), "waiting": self._waiting,
+                "replicas": [r.describe() for r in self.replicas]}
+
+    def latency_stats(self) -> dict[str, Any]:
+        return {target: h.snapshot() for target, h in self.latency.items()}
+
+    def reset_latency(self) -> None:
+        for histogram in self.latency.values():
+            histogram.reset()
+
+
+class Transaction:
+    """The queries of one open transaction; latency is recorded as for the pool."""
+
+    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+        self._db = db
+        self.connection = conn
+        self.task = asyncio.current_task()
+
+    async def _call(self, method: str, sql: str, *args: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await getattr(self.connection, method)(sql, *args)
+        except Exception as exc:
+            raise errors.translate(exc, "the primary") from exc
+        finally:
+            self._db.latency["primary"].record(time.perf_counter() - began)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Record]:
+        return await self._call("fetch", sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Record | None:
+        return await self._call("fetchrow", sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._call("fetchval", sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._call("execute", sql, *args)
+
+    async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
+        await self._call("executemany", sql, args)
+
+
+def pool_figures(pool: asyncpg.Pool | None) -> dict[str, Any]:
+    if pool is None:
+        return {"size": 0, "idle": 0, "in_use": 0, "max": 0, "utilization_pct": 0.0}
+    size, idle, most = pool.get_size(), pool.get_idle_size(), pool.get_max_size()
+    in_use = size - idle
+    return {"size": size, "idle": idle, "in_use": in_use, "max": most,
+            "utilization_pct": round(100.0 * in_use / most, 1) if most else 0.0}
+
+
+def _hosts(dsn: str) -> str:
+    try:
+        return urlsplit(dsn).netloc.rsplit("@", 1)[-1] or "replica"
+    except ValueError:
+        return "replica"

@@ -1,0 +1,415 @@
+"""The database schema, declared with SQLAlchemy Core for alembic autogenerate only.
+
+Nothing queries through these objects at run time (queries are plain SQL via asyncpg).
+Conventions: money is integer cents (bigint), time is timestamptz, catalog rows keep the
+catalog's text ids, every other table has a bigint identity id. Constraint names follow
+`NAMING_CONVENTION` so the API can tell a client which rule a request broke
+(e.g. `ck_inventory_items_cost_not_negative`, `uq_products_sku`).
+
+What autogenerate cannot see lives only in the migrations: the pg_trgm extension and the
+append-only trigger on inventory_ledger (see versions/0001_initial.py).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+CARD_CATEGORIES = ("Pokemon", "Trainer", "Energy")
+CONDITIONS = ("NM", "LP", "MP", "HP", "DMG")
+ITEM_STATUSES = ("IN_STOCK", "RESERVED", "SOLD", "REMOVED")
+LEDGER_EVENTS = (
+    "acquired", "reserved", "released", "sold", "returned", "removed", "moved", "adjusted",
+)
+CAPTURE_STATUSES = ("captured", "queued", "processing", "processed", "needs_review", "failed")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+SEVERITIES = ("P0", "P1", "P2")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    """SQL text for `column IN (...)`, used by CHECK constraints."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _created_at() -> sa.Column:
+    return sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                     server_default=sa.func.now())
+
+
+def _updated_at() -> sa.Column:
+    return sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
+                     server_default=sa.func.now())
+
+
+def _id() -> sa.Column:
+    # BY DEFAULT (not ALWAYS) so restores and imports may keep their ids.
+    return sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True)
+
+
+# -- catalog ------------------------------------------------------------------------------
+
+sets = sa.Table(
+    "sets", metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # TCGdex set id, e.g. base1, sv10
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("series_id", sa.Text, nullable=False),
+    sa.Column("series_name", sa.Text, nullable=False),
+    sa.Column("release_date", sa.Date),
+    sa.Column("printed_total", sa.Integer),  # the number printed on the cards ("/102")
+    sa.Column("card_count", sa.Integer, nullable=False),  # cards of this set in the catalog
+    sa.Column("tcg_online_code", sa.Text),
+    sa.Column("abbreviation", sa.Text),
+    sa.Column("tcgplayer_group_id", sa.Integer),
+    sa.Column("cardmarket_id", sa.Integer),
+    _updated_at(),
+    sa.CheckConstraint("printed_total >= 0", name="printed_total_not_negative"),
+    sa.CheckConstraint("card_count >= 0", name="card_count_not_negative"),
+    comment="Card sets (expansions) from the vendored TCGdex catalog.",
+)
+
+cards = sa.Table(
+    "cards", metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # "<set id>-<local_id>"
+    sa.Column("set_id", sa.Text, sa.ForeignKey("sets.id"), nullable=False),
+    sa.Column("local_id", sa.Text, nullable=False),  # as printed/upstream: 001, TG01, 77a
+    # local_id lower-cased without leading zeros ("004" -> "4"), so "4/102" finds it.
+    sa.Column("number_key", sa.Text, nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # 1-based, natural order in the set
+    sa.Column("name", sa.Text, nullable=False),
+    # name without accents, case-folded ("Pokémon" -> "pokemon"); the loader fills it
+    # with cardmint.catalog.load.normalize_name, searches normalize the query the same way.
+    sa.Column("search_name", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("rarity", sa.Text),
+    sa.Column("illustrator", sa.Text),
+    sa.Column("hp", sa.Integer),
+    sa.Column("types", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("stage", sa.Text),
+    sa.Column("evolve_from", sa.Text),
+    sa.Column("dex_ids", ARRAY(sa.Integer), nullable=False, server_default="{}"),
+    sa.Column("regulation_mark", sa.Text),
+    sa.Column("trainer_type", sa.Text),
+    sa.Column("energy_type", sa.Text),
+    sa.Column("retreat", sa.Integer),
+    sa.Column("attacks", JSONB, nullable=False, server_default="[]"),
+    sa.Column("abilities", JSONB, nullable=False, server_default="[]"),
+    sa.Column("weaknesses", JSONB, nullable=False, server_default="[]"),
+    sa.Column("resistances", JSONB, nullable=False, server_default="[]"),
+    sa.Column("legal_standard", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("legal_expanded", sa.Boolean, nullable=False, server_default=sa.false()),
+    _updated_at(),
+    sa.UniqueConstraint("set_id", "local_id"),  # also serves lookups by set_id alone
+    sa.CheckConstraint("id = set_id || '-' || local_id", name="id_is_set_and_local_id"),
+    sa.CheckConstraint(_in("category", CARD_CATEGORIES), name="category"),
+    sa.CheckConstraint("energy_type IN ('Normal', 'Special')", name="energy_type"),
+    sa.CheckConstraint("hp >= 0", name="hp_not_negative"),
+    sa.CheckConstraint("retreat >= 0", name="retreat_not_negative"),
+    sa.CheckConstraint("position > 0", name="position_positive"),
+    comment="Every English card of the catalog; game text as in the upstream data.",
+)
+sa.Index("ix_cards_name_trgm", cards.c.name, postgresql_using="gin",
+         postgresql_ops={"name": "gin_trgm_ops"})
+sa.Index("ix_cards_search_name_trgm", cards.c.search_name, postgresql_using="gin",
+         postgresql_ops={"search_name": "gin_trgm_ops"})
+sa.Index(None, cards.c.number_key, cards.c.set_id)
+sa.Index(None, cards.c.rarity)
+sa.Index(None, cards.c.category)
+sa.Index(None, cards.c.dex_ids, postgresql_using="gin")
+
+card_variants = sa.Table(
+    "card_variants", metadata,
+    _id(),
+    # Variants are part of their card: they go with it (products then block the delete).
+    sa.Column("card_id", sa.Text, sa.ForeignKey("cards.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("type", sa.Text, nullable=False),  # normal, reverse, holo, ...
+    sa.Column("subtype", sa.Text),  # shadowless, unlimited, ...
+    sa.Column("size", sa.Text),  # jumbo, standard
+    sa.Column("stamps", ARRAY(sa.Text), nullable=False, server_default="{}"),  # sorted
+    sa.Column("foil", sa.Text),
+    sa.Column("tcgplayer_product_id", sa.Integer),
+    sa.Column("cardmarket_id", sa.Integer),
+    sa.Column("position", sa.Integer, nullable=False),  # order in the card's variant list
+    _updated_at(),
+    # The natural key: reloads upsert on it, so ids (which products reference) stay stable.
+    sa.UniqueConstraint("card_id", "type", "subtype", "size", "stamps", "foil",
+                        name="uq_card_variants_natural_key",
+                        postgresql_nulls_not_distinct=True),
+    # Target of the (variant_id, card_id) foreign keys that keep card_id consistent.
+    sa.UniqueConstraint("id", "card_id"),
+    sa.CheckConstraint("type <> ''", name="type_not_empty"),
+    comment="Printings of a card (normal, reverse holo, stamped, ...) from the catalog.",
+)
+
+# -- intake -------------------------------------------------------------------------------
+
+captures = sa.Table(
+    "captures", metadata,
+    _id(),
+    sa.Column("image_ref", sa.Text, nullable=False),  # where the scan is stored
+    sa.Column("status", sa.Text, nullable=False, server_default="captured"),
+    sa.Column("ocr_text", sa.Text),
+    sa.Column("ocr", JSONB),  # raw OCR output (boxes, per-field text)
+    sa.Column("candidates", JSONB, nullable=False, server_default="[]"),  # ranked guesses
+    sa.Column("card_id", sa.Text),
+    sa.Column("variant_id", sa.BigInteger),
+    sa.Column("confidence", sa.Double),
+    sa.Column("error", sa.Text),
+    _created_at(),
+    _updated_at(),
+    sa.ForeignKeyConstraint(["card_id"], ["cards.id"]),
+    sa.ForeignKeyConstraint(["variant_id", "card_id"],
+                            ["card_variants.id", "card_variants.card_id"]),
+    sa.CheckConstraint(_in("status", CAPTURE_STATUSES), name="status"),
+    sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
+    sa.CheckConstraint("variant_id IS NULL OR card_id IS NOT NULL", name="variant_needs_card"),
+    comment="Scanned images going through identification.",
+)
+sa.Index(None, captures.c.status, captures.c.created_at)
+sa.Index(None, captures.c.card_id, postgresql_where=captures.c.card_id.isnot(None))
+
+processing_jobs = sa.Table(
+    "processing_jobs", metadata,
+    _id(),
+    sa.Column("capture_id", sa.BigInteger, sa.ForeignKey("captures.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # e.g. ocr, identify
+    sa.Column("status", sa.Text, nullable=False, server_default="queued"),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="100"),  # lower runs first
+    sa.Column("payload", JSONB, nullable=False, server_default="{}"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="5"),
+    sa.Column("run_after", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    # A worker's lease: past locked_until another worker may take the job over.
+    sa.Column("locked_until", sa.DateTime(timezone=True)),
+    sa.Column("locked_by", sa.Text),
+    sa.Column("last_error", sa.Text),
+    _created_at(),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+    sa.CheckConstraint("kind ~ '^[a-z][a-z0-9_]*$'", name="kind_format"),
+    sa.CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+    sa.CheckConstraint("max_attempts > 0", name="max_attempts_positive"),
+    sa.CheckConstraint("attempts <= max_attempts", name="attempts_within_max"),
+    sa.CheckConstraint("status <> 'running' OR locked_until IS NOT NULL",
+                       name="running_is_locked"),
+    sa.CheckConstraint("(finished_at IS NOT NULL) = (status IN ('succeeded', 'failed'))",
+                       name="finished_when_done"),
+    comment="The intake work queue; workers take jobs with FOR UPDATE SKIP LOCKED.",
+)
+# Only open jobs are indexed, so the dequeue scan stays small however long the history.
+sa.Index("ix_processing_jobs_ready", processing_jobs.c.priority, processing_jobs.c.run_after,
+         processing_jobs.c.id,
+         postgresql_where=processing_jobs.c.status.in_(("queued", "running")))
+# At most one open job of a kind per capture: enqueueing twice is a no-op (ON CONFLICT).
+sa.Index("uq_processing_jobs_open_capture_kind", processing_jobs.c.capture_id,
+         processing_jobs.c.kind, unique=True,
+         postgresql_where=processing_jobs.c.status.in_(("queued", "running")))
+sa.Index(None, processing_jobs.c.capture_id)
+
+# -- inventory ----------------------------------------------------------------------------
+
+products = sa.Table(
+    "products", metadata,
+    _id(),
+    sa.Column("card_id", sa.Text, nullable=False),
+    sa.Column("variant_id", sa.BigInteger, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False, server_default="en"),
+    sa.Column("sku", sa.Text, nullable=False),
+    _created_at(),
+    _updated_at(),
+    # One key for both: the variant exists and belongs to card_id.
+    sa.ForeignKeyConstraint(["variant_id", "card_id"],
+                            ["card_variants.id", "card_variants.card_id"]),
+    sa.UniqueConstraint("sku"),
+    sa.UniqueConstraint("variant_id", "condition", "language"),
+    sa.CheckConstraint(_in("condition", CONDITIONS), name="condition"),
+    sa.CheckConstraint("language ~ '^[a-z]{2}(-[a-z]{2,4})?$'", name="language_format"),
+    sa.CheckConstraint("sku <> '' AND sku !~ '\\s'", name="sku_format"),
+    comment="What we sell: a card variant in a condition and language, with its SKU.",
+)
+sa.Index(None, products.c.card_id)
+
+inventory_items = sa.Table(
+    "inventory_items", metadata,
+    _id(),
+    sa.Column("product_id", sa.BigInteger, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="IN_STOCK"),
+    sa.Column("location", sa.Text),
+    sa.Column("acquisition_cost_cents", sa.BigInteger),  # null: unknown
+    sa.Column("acquired_on", sa.Date),
+    sa.Column("grading_company", sa.Text),
+    sa.Column("grade", sa.Numeric(3, 1)),
+    sa.Column("cert_number", sa.Text),
+    # Optimistic concurrency: updates say WHERE version = $seen and bump it.
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    _created_at(),
+    _updated_at(),
+    sa.UniqueConstraint("grading_company", "cert_number"),
+    sa.CheckConstraint(_in("status", ITEM_STATUSES), name="status"),
+    sa.CheckConstraint("acquisition_cost_cents >= 0", name="cost_not_negative"),
+    sa.CheckConstraint("grade >= 1 AND grade <= 10", name="grade_range"),
+    sa.CheckConstraint("(grade IS NULL) = (grading_company IS NULL)",
+                       name="grade_with_company"),
+    sa.CheckConstraint("cert_number IS NULL OR grading_company IS NOT NULL",
+                       name="cert_needs_company"),
+    sa.CheckConstraint("grading_company <> ''", name="grading_company_not_empty"),
+    sa.CheckConstraint("version >= 1", name="version_positive"),
+    comment="Physical cards we hold, one row per copy.",
+)
+sa.Index(None, inventory_items.c.product_id, inventory_items.c.status)
+
+inventory_ledger = sa.Table(
+    "inventory_ledger", metadata,
+    _id(),
+    sa.Column("item_id", sa.BigInteger, sa.ForeignKey("inventory_items.id"), nullable=False),
+    sa.Column("product_id", sa.BigInteger, sa.ForeignKey("products.id"), nullable=False),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("from_status", sa.Text),
+    sa.Column("to_status", sa.Text),
+    sa.Column("from_location", sa.Text),
+    sa.Column("to_location", sa.Text),
+    sa.Column("amount_cents", sa.BigInteger),  # cost on acquired, price on sold, ...
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("details", JSONB, nullable=False, server_default="{}"),
+    sa.CheckConstraint(_in("event", LEDGER_EVENTS), name="event"),
+    sa.CheckConstraint(_in("from_status", ITEM_STATUSES), name="from_status"),
+    sa.CheckConstraint(_in("to_status", ITEM_STATUSES), name="to_status"),
+    sa.CheckConstraint("amount_cents >= 0", name="amount_not_negative"),
+    sa.CheckConstraint("actor <> ''", name="actor_not_empty"),
+    comment="Append-only history of inventory changes (a trigger refuses UPDATE/DELETE).",
+)
+sa.Index(None, inventory_ledger.c.item_id, inventory_ledger.c.occurred_at)
+sa.Index(None, inventory_ledger.c.product_id, inventory_ledger.c.occurred_at)
+
+# -- prices -------------------------------------------------------------------------------
+
+prices = sa.Table(
+    "prices", metadata,
+    _id(),
+    sa.Column("card_id", sa.Text, nullable=False),
+    sa.Column("variant_id", sa.BigInteger, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False, server_default="NM"),
+    sa.Column("source", sa.Text, nullable=False),  # tcgplayer, cardmarket, manual, ...
+    sa.Column("price_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.CHAR(3), nullable=False, server_default="USD"),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.ForeignKeyConstraint(["variant_id", "card_id"],
+                            ["card_variants.id", "card_variants.card_id"]),
+    # Column order serves "latest price of a variant" too: scan backwards on observed_at.
+    sa.UniqueConstraint("variant_id", "condition", "source", "observed_at"),
+    sa.CheckConstraint(_in("condition", CONDITIONS), name="condition"),
+    sa.CheckConstraint("price_cents >= 0", name="price_not_negative"),
+    sa.CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency_format"),
+    sa.CheckConstraint("source <> ''", name="source_not_empty"),
+    comment="Observed market prices per variant and condition.",
+)
+sa.Index(None, prices.c.card_id, prices.c.observed_at)
+
+# -- operations ---------------------------------------------------------------------------
+
+backups = sa.Table(
+    "backups", metadata,
+    sa.Column("id", sa.Text, primary_key=True),  # e.g. 20250101T020000Z
+    sa.Column("status", sa.Text, nullable=False, server_default="running"),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("start_lsn", sa.Text),  # pg_lsn as text (e.g. 0/3000028)
+    sa.Column("end_lsn", sa.Text),
+    sa.Column("timeline", sa.Integer),
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("duration_s", sa.Double),
+    sa.Column("throughput_mb_s", sa.Double),
+    sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("verified_at", sa.DateTime(timezone=True)),
+    sa.Column("node", sa.Text),
+    sa.Column("path", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.CheckConstraint("status IN ('running', 'ok', 'failed')", name="status"),
+    sa.CheckConstraint("status = 'running' OR finished_at IS NOT NULL",
+                       name="finished_when_done"),
+    sa.CheckConstraint("finished_at >= started_at", name="finished_after_start"),
+    sa.CheckConstraint("size_bytes >= 0", name="size_not_negative"),
+    comment="Base backups taken by `cardmint backup create`.",
+)
+sa.Index(None, backups.c.started_at)
+
+drills = sa.Table(
+    "drills", metadata,
+    _id(),
+    sa.Column("kind", sa.Text, nullable=False),  # failover, restore, ...
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("ok", sa.Boolean),  # null while running
+    sa.Column("report", JSONB, nullable=False, server_default="{}"),
+    sa.CheckConstraint("finished_at >= started_at", name="finished_after_start"),
+    comment="Failover and restore drills with their measured report.",
+)
+sa.Index(None, drills.c.kind, drills.c.started_at)
+
+incidents = sa.Table(
+    "incidents", metadata,
+    _id(),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="open"),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("acknowledged_at", sa.DateTime(timezone=True)),
+    sa.Column("mitigated_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("deadline_at", sa.DateTime(timezone=True)),  # response due, by severity
+    sa.Column("notes", sa.Text),
+    sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),
+    sa.CheckConstraint("status IN ('open', 'mitigated', 'resolved')", name="status"),
+    sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
+                       name="resolved_when_resolved"),
+    sa.CheckConstraint("title <> ''", name="title_not_empty"),
+    comment="Incidents opened by people or by alerts, with their timeline.",
+)
+sa.Index(None, incidents.c.status, incidents.c.opened_at)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    _id(),
+    sa.Column("name", sa.Text, nullable=False),  # the check that fired, e.g. replica_lag
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="firing"),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("value", sa.Double),
+    sa.Column("threshold", sa.Double),
+    sa.Column("node", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("incident_id", sa.BigInteger,
+              sa.ForeignKey("incidents.id", ondelete="SET NULL")),
+    sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),
+    sa.CheckConstraint("status IN ('firing', 'resolved')", name="status"),
+    sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
+                       name="resolved_when_resolved"),
+    comment="Threshold alerts raised by `cardmint monitor`.",
+)
+# One firing alert per check and node: a monitor that sees it again updates that row.
+sa.Index("uq_alerts_firing_name_node", alerts.c.name, alerts.c.node, unique=True,
+         postgresql_where=alerts.c.status == "firing", postgresql_nulls_not_distinct=True)
+sa.Index(None, alerts.c.started_at)
+sa.Index(None, alerts.c.incident_id)

@@ -1,0 +1,81 @@
+"""Helpers the tests share (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from cardmint.cluster import process
+from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.state import SUPERUSER
+from cardmint.config import Settings
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    """Settings for a cluster home, ignoring any .env file in the working directory."""
+    return Settings(_env_file=None, home=home, **overrides)  # type: ignore[call-arg]
+
+
+@dataclass
+class TestCluster:
+    __test__ = False  # not a test class, whatever its name
+
+    cluster: LocalCluster
+    home: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        """Fresh settings: DSNs as the state file says now."""
+        return make_settings(self.home, pg_template=self.cluster.template, **overrides)
+
+    def password(self, role: str) -> str:
+        return self.cluster.passwords()[role]
+
+    async def admin(self, node: str = "primary", database: str = "cardmint") -> asyncpg.Connection:
+        resolved = await self.cluster.resolve(node)
+        return await asyncpg.connect(host=resolved.host, port=resolved.port, user=SUPERUSER,
+                                     password=self.password(SUPERUSER), database=database)
+
+
+async def start_cluster(work_root: Path, template: Path, name: str,
+                        replicas: int = 1) -> TestCluster:
+    home = work_root / name
+    cluster = LocalCluster(make_settings(home), template=template)
+    await cluster.up(replicas=replicas)
+    return TestCluster(cluster, home)
+
+
+async def poll(predicate: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0,
+               interval: float = 0.02) -> Any:
+    """Until `predicate()` returns something truthy (awaited if need be), or fail at the
+    deadline: the suite waits for state this way, never with a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def postgres_pids(home: Path) -> set[int]:
+    """Every live PostgreSQL process whose command line names a directory under `home`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(home).encode() in cmd and b"postgres" in cmd and process.alive(int(entry.name)):
+            found.add(int(entry.name))
+    return found
