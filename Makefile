@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 
 bench: venv postgres
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.foundation
 
 down: venv
 	$(BIN)/cardmint cluster down

@@ -168,3 +168,39 @@ async def test_lifecycle_adopt_restart_clean_and_down(work_root: Path, template_
     assert postgres_pids(tc.home) == set()
     assert not (tc.home / "nodes").exists()
 
+
+
+@pytest.mark.slow
+async def test_sync_cluster_with_two_replicas(work_root: Path, template_dir: Path) -> None:
+    from cardmint.cluster.local import LocalCluster
+    from cardmint.config import Settings
+    from support import TestCluster, make_settings
+
+    home = work_root / "sync"
+    cluster = LocalCluster(make_settings(home), template=template_dir)
+    try:
+        await cluster.up(replicas=2, sync=True)
+        tc = TestCluster(cluster, home)
+        conn = await tc.admin("primary")
+        try:
+            assert await conn.fetchval("SHOW synchronous_standby_names") == \
+                "FIRST 1 (node2, node3)"
+            rows = await conn.fetch(
+                "SELECT application_name, sync_state FROM pg_stat_replication "
+                "ORDER BY application_name")
+            assert [(r["application_name"], r["sync_state"]) for r in rows] == [
+                ("node2", "sync"), ("node3", "potential")]
+            await conn.execute("CREATE TABLE sync_probe (x int)")
+            await conn.execute("INSERT INTO sync_probe VALUES (1)")  # a commit that returns
+        finally:
+            await conn.close()
+        status = await cluster.status()
+        assert status["sync"] is True
+        assert sorted(n["role"] for n in status["nodes"]) == ["primary", "replica", "replica"]
+        with pytest.raises(UsageError):
+            await cluster.up(sync=False)
+        assert isinstance(tc.settings(), Settings)
+        assert len(tc.settings().replica_urls) == 2
+    finally:
+        await cluster.down(purge=True)
+    assert postgres_pids(home) == set()

@@ -247,3 +247,8 @@ async def test_primary_dsn_finds_the_writable_node_among_several(pg: TestCluster
         assert await db.fetchval(PORT) == primary
     finally:
         await db.close()
+
+
+async def test_json_arrives_as_python_values(db: Database) -> None:
+    assert await db.fetchval("SELECT '{\"a\": [1, 2]}'::jsonb") == {"a": [1, 2]}
+    assert await db.fetchval("SELECT $1::jsonb", {"b": None}) == {"b": None}

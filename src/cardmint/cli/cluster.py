@@ -91,15 +91,15 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     def render(d: dict[str, Any]) -> None:
         table = Table(title=f"cluster {d['home']} ({d['provider']}, "
                             f"{'sync' if d['sync'] else 'async'})")
-        for col in ("node", "role", "port", "running", "state", "timeline", "lsn",
-                    "lag bytes", "lag s"):
-            table.add_column(col)
+        for col in ("node", "role", "port", "state", "TL", "LSN", "lag"):
+            table.add_column(col, no_wrap=True)
         for n in d["nodes"]:
-            table.add_row(n["name"], n["role"], str(n["port"]),
-                          "yes" if n["running"] else "[red]no[/]", n["state"] or "",
-                          str(n["timeline"] or ""), n["lsn"] or "",
-                          "" if n["lag_bytes"] is None else str(n["lag_bytes"]),
-                          "" if n["lag_s"] is None else f"{n['lag_s']:.3f}")
+            state = n["state"] or ""
+            if not n["running"] or n["error"]:
+                state = f"[red]{state}[/]"
+            lag = "" if n["lag_s"] is None else f"{n['lag_bytes'] or 0} B, {n['lag_s']:.3f} s"
+            table.add_row(n["name"], n["role"], str(n["port"]), state,
+                          str(n["timeline"] or ""), n["lsn"] or "", lag)
         console.print(table)
 
     emit(report, as_json, render)

@@ -179,6 +179,7 @@ class LocalCluster:
                 state, f"ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'",
                 "SELECT pg_reload_conf()",
             )
+            await self._wait_streaming(state, sync=True)
         state.status = READY
         save(state)
         return UpReport(created=True, adopted=False, started=[n.name for n in state.nodes])
@@ -222,8 +223,9 @@ class LocalCluster:
         await self._admin_execute(state, *roles.database_sql(), database=state.database,
                                   password=passwords[SUPERUSER])
 
-    async def _wait_streaming(self, state: ClusterState) -> None:
-        """Until every replica streams from the primary (its slot in use, state streaming)."""
+    async def _wait_streaming(self, state: ClusterState, sync: bool = False) -> None:
+        """Until every replica streams from the primary; with `sync`, until each has taken
+        up its synchronous role too (walsenders read a reload in their own time)."""
         if not state.replicas:
             return
         wanted = {n.name for n in state.replicas}
@@ -232,9 +234,12 @@ class LocalCluster:
         try:
             while True:
                 rows = await conn.fetch(
-                    "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
+                    "SELECT application_name, sync_state FROM pg_stat_replication "
+                    "WHERE state = 'streaming'"
                 )
-                if wanted <= {r["application_name"] for r in rows}:
+                streaming = {r["application_name"] for r in rows}
+                if wanted <= streaming and (not sync or all(
+                        r["sync_state"] in ("sync", "potential", "quorum") for r in rows)):
                     return
                 if time.monotonic() > deadline:
                     raise ClusterError(

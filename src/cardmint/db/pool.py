@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -110,6 +111,7 @@ class Database:
     def _connect_args(self, application: str) -> dict[str, Any]:
         s = self.settings
         return {
+            "init": init_connection,
             "timeout": s.connect_timeout_s,
             "server_settings": {"application_name": application,
                                 "statement_timeout": str(s.statement_timeout_ms)},
@@ -364,6 +366,13 @@ class Transaction:
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         await self._call("executemany", sql, args)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """json and jsonb arrive as Python values, not strings."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, schema="pg_catalog", encoder=json.dumps,
+                                  decoder=json.loads)
 
 
 def pool_figures(pool: asyncpg.Pool | None) -> dict[str, Any]:

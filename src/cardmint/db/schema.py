@@ -6,8 +6,9 @@ catalog's text ids, every other table has a bigint identity id. Constraint names
 `NAMING_CONVENTION` so the API can tell a client which rule a request broke
 (e.g. `ck_inventory_items_cost_not_negative`, `uq_products_sku`).
 
-What autogenerate cannot see lives only in the migrations: the pg_trgm extension and the
-append-only trigger on inventory_ledger (see versions/0001_initial.py).
+What autogenerate cannot see lives only in the migrations: the pg_trgm extension, the
+fold_search() function behind cards.search_name, and the append-only trigger on
+inventory_ledger (see versions/0001_initial.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ LEDGER_EVENTS = (
 CAPTURE_STATUSES = ("captured", "queued", "processing", "processed", "needs_review", "failed")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed")
 SEVERITIES = ("P0", "P1", "P2")
+
+# fold_search(text) is an IMMUTABLE SQL function created by migration 0001 (autogenerate
+# does not see functions): NFKD, combining accents removed, lower case, spaces collapsed.
+NUMBER_KEY_SQL = "lower(regexp_replace(local_id, '^0+(?=[0-9])', ''))"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -83,12 +88,14 @@ cards = sa.Table(
     sa.Column("set_id", sa.Text, sa.ForeignKey("sets.id"), nullable=False),
     sa.Column("local_id", sa.Text, nullable=False),  # as printed/upstream: 001, TG01, 77a
     # local_id lower-cased without leading zeros ("004" -> "4"), so "4/102" finds it.
-    sa.Column("number_key", sa.Text, nullable=False),
+    sa.Column("number_key", sa.Text, sa.Computed(NUMBER_KEY_SQL, persisted=True),
+              nullable=False),
     sa.Column("position", sa.Integer, nullable=False),  # 1-based, natural order in the set
     sa.Column("name", sa.Text, nullable=False),
-    # name without accents, case-folded ("Pokémon" -> "pokemon"); the loader fills it
-    # with cardmint.catalog.load.normalize_name, searches normalize the query the same way.
-    sa.Column("search_name", sa.Text, nullable=False),
+    # fold_search(name): no accents, lower case ("Pokémon" -> "pokemon"). Searches fold
+    # the query with the same SQL function: WHERE search_name % fold_search($1).
+    sa.Column("search_name", sa.Text, sa.Computed("fold_search(name)", persisted=True),
+              nullable=False),
     sa.Column("category", sa.Text, nullable=False),
     sa.Column("rarity", sa.Text),
     sa.Column("illustrator", sa.Text),

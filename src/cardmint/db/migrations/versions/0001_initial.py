@@ -25,6 +25,17 @@ NOW = sa.text("now()")
 FALSE = sa.text("false")
 OPEN_JOB = sa.text("status IN ('queued', 'running')")
 
+# Folds a name for accent- and case-insensitive search; cards.search_name is generated
+# from it and searches apply it to the query. Every function it calls is IMMUTABLE, so it
+# may be too (a stored generated column requires that). Needs a UTF8 database.
+FOLD_SEARCH_SQL = r"""
+CREATE FUNCTION fold_search(value text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN btrim(regexp_replace(
+    lower(regexp_replace(normalize(value, NFKD), '[\u0300-\u036f]', '', 'g')),
+    '\s+', ' ', 'g'))
+"""
+
 # One statement per op.execute: asyncpg prepares each, and a prepared statement holds one.
 LEDGER_FUNCTION_SQL = """
 CREATE FUNCTION inventory_ledger_append_only() RETURNS trigger
@@ -60,6 +71,7 @@ def upgrade() -> None:
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
 
     # -- catalog ----------------------------------------------------------------------
+    op.execute(FOLD_SEARCH_SQL)
     op.create_table(
         "sets",
         sa.Column("id", sa.Text(), nullable=False),
@@ -85,10 +97,14 @@ def upgrade() -> None:
         sa.Column("id", sa.Text(), nullable=False),
         sa.Column("set_id", sa.Text(), nullable=False),
         sa.Column("local_id", sa.Text(), nullable=False),
-        sa.Column("number_key", sa.Text(), nullable=False),
+        sa.Column("number_key", sa.Text(),
+                  sa.Computed("lower(regexp_replace(local_id, '^0+(?=[0-9])', ''))",
+                              persisted=True),
+                  nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("search_name", sa.Text(), nullable=False),
+        sa.Column("search_name", sa.Text(), sa.Computed("fold_search(name)", persisted=True),
+                  nullable=False),
         sa.Column("category", sa.Text(), nullable=False),
         sa.Column("rarity", sa.Text(), nullable=True),
         sa.Column("illustrator", sa.Text(), nullable=True),
@@ -460,3 +476,4 @@ def downgrade() -> None:
     ):
         op.drop_table(table)
     op.execute("DROP FUNCTION inventory_ledger_append_only()")
+    op.execute("DROP FUNCTION fold_search(text)")

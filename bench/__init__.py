@@ -1,0 +1,1 @@
+"""Reproducible benchmarks; results and commands in bench/README.md."""
