@@ -22,12 +22,19 @@ from cardmint.cluster import roles
 from cardmint.cluster.state import OWNER
 from cardmint.config import secret
 from cardmint.db import Database, migrate
-from cardmint.dsn import with_password
+from cardmint.dsn import redact, with_password
 from support import TestCluster, start_cluster
 
 # The suite must not pick up a developer's cluster or DSNs.
 for _key in [k for k in os.environ if k.startswith("CARDMINT_")]:
     del os.environ[_key]
+
+
+class RedactedDsn(str):
+    """A DSN that pytest's failure reports print without its password."""
+
+    def __repr__(self) -> str:
+        return repr(redact(self))
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +89,7 @@ async def empty_database(pg: TestCluster) -> AsyncIterator[str]:
             await inner.close()
         primary = pg.cluster.state().primary
         dsn = f"postgresql://{OWNER}@{primary.host}:{primary.port}/{name}"
-        yield with_password(dsn, pg.password(OWNER))
+        yield RedactedDsn(with_password(dsn, pg.password(OWNER)))
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from cardmint.catalog.load import load_catalog
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
@@ -50,9 +50,17 @@ def load(
                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             report = run(go(progress))
-    data = {"ok": True, **asdict(report)}
+    data = {"ok": True, **report.to_dict()}
 
     def render(d: dict[str, Any]) -> None:
-        console.print(" ".join(f"{k}={v}" for k, v in d.items() if k != "ok"))
+        table = Table(title=f"catalog {'sample ' if d['sample'] else ''}loaded in "
+                            f"{d['duration_s']:.2f} s")
+        for col in ("table", "rows", "inserted", "updated", "deleted", "kept"):
+            table.add_column(col, justify="right" if col != "table" else "left")
+        for name in ("sets", "cards", "variants"):
+            c = d["changes"].get(name, {})
+            table.add_row(name, str(d[name]), *(str(c.get(k, 0)) for k in
+                                                ("inserted", "updated", "deleted", "kept")))
+        console.print(table)
 
     emit(data, as_json, render)

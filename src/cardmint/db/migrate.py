@@ -21,19 +21,15 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
+from cardmint.db.errors import translate
 from cardmint.dsn import redact
-from cardmint.errors import CardmintError, DatabaseError, DatabaseUnavailable, UsageError
+from cardmint.errors import CardmintError, UsageError
 
 # The migrations inside the installed package, found the way alembic.ini finds them.
 SCRIPT_LOCATION = "cardmint:db/migrations"
 CONNECT_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
-
-# SQLSTATE classes that mean "no usable connection", not "the migration is wrong":
-# 08 connection exception, 28 invalid authorization, 3D invalid catalog (no such
-# database), 53 insufficient resources (too many connections), 57P0x shutdown/starting.
-_UNAVAILABLE_PREFIXES = ("08", "28", "3D", "53", "57P")
 
 
 def _config(dsn: str | None = None, *, rev_id: str | None = None) -> Config:
@@ -50,34 +46,16 @@ def _plain(dsn: str) -> str:
     return dsn.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    # SQLAlchemy wraps the asyncpg adapter's error, which wraps asyncpg's.
-    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
-        state = getattr(candidate, "sqlstate", None)
-        if isinstance(state, str):
-            return state
-    return None
-
-
 def _translate(exc: BaseException, dsn: str) -> CardmintError:
     """A CardMint error for anything a migration run raised; messages are redacted."""
     if isinstance(exc, CardmintError):
         return exc
-    where = redact(dsn)
     if isinstance(exc, CommandError):
         return UsageError(redact(str(exc)))
+    # SQLAlchemy wraps its asyncpg adapter's error, which wraps asyncpg's own.
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-        detail = str(exc.orig)
-    else:
-        detail = str(exc) or type(exc).__name__
-    detail = redact(detail.strip().splitlines()[0] if detail.strip() else detail)
-    state = _sqlstate(exc)
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError) or (
-        state is not None and state.startswith(_UNAVAILABLE_PREFIXES)
-    ):
-        return DatabaseUnavailable(f"cannot reach the database at {where}: {detail}",
-                                   sqlstate=state)
-    return DatabaseError(f"migration failed on {where}: {detail}", sqlstate=state)
+        exc = exc.orig.__cause__ or exc.orig
+    return translate(exc, redact(dsn))
 
 
 def _run(dsn: str, action: Callable[[], T]) -> T:

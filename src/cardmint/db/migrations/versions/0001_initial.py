@@ -20,7 +20,9 @@ down_revision: str | None = None
 branch_labels: str | tuple[str, ...] | None = None
 depends_on: str | tuple[str, ...] | None = None
 
-# Migrations are frozen history: literals here, never imports from schema.py.
+# Migrations are frozen history: literals here, never imports from schema.py. Names are
+# wrapped in op.f() ("final"): otherwise the naming convention of the target metadata
+# would be applied to them a second time (ck_x_ck_x_...).
 NOW = sa.text("now()")
 FALSE = sa.text("false")
 OPEN_JOB = sa.text("status IN ('queued', 'running')")
@@ -86,9 +88,9 @@ def upgrade() -> None:
         sa.Column("tcgplayer_group_id", sa.Integer(), nullable=True),
         sa.Column("cardmarket_id", sa.Integer(), nullable=True),
         _ts("updated_at", default=True, nullable=False),
-        sa.CheckConstraint("card_count >= 0", name="ck_sets_card_count_not_negative"),
-        sa.CheckConstraint("printed_total >= 0", name="ck_sets_printed_total_not_negative"),
-        sa.PrimaryKeyConstraint("id", name="pk_sets"),
+        sa.CheckConstraint("card_count >= 0", name=op.f("ck_sets_card_count_not_negative")),
+        sa.CheckConstraint("printed_total >= 0", name=op.f("ck_sets_printed_total_not_negative")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sets")),
         comment="Card sets (expansions) from the vendored TCGdex catalog.",
     )
 
@@ -125,25 +127,27 @@ def upgrade() -> None:
         sa.Column("legal_expanded", sa.Boolean(), server_default=FALSE, nullable=False),
         _ts("updated_at", default=True, nullable=False),
         sa.CheckConstraint("category IN ('Pokemon', 'Trainer', 'Energy')",
-                           name="ck_cards_category"),
-        sa.CheckConstraint("energy_type IN ('Normal', 'Special')", name="ck_cards_energy_type"),
-        sa.CheckConstraint("id = set_id || '-' || local_id", name="ck_cards_id_is_set_and_local_id"),
-        sa.CheckConstraint("hp >= 0", name="ck_cards_hp_not_negative"),
-        sa.CheckConstraint("position > 0", name="ck_cards_position_positive"),
-        sa.CheckConstraint("retreat >= 0", name="ck_cards_retreat_not_negative"),
-        sa.ForeignKeyConstraint(["set_id"], ["sets.id"], name="fk_cards_set_id_sets"),
-        sa.PrimaryKeyConstraint("id", name="pk_cards"),
-        sa.UniqueConstraint("set_id", "local_id", name="uq_cards_set_id_local_id"),
+                           name=op.f("ck_cards_category")),
+        sa.CheckConstraint("energy_type IN ('Normal', 'Special')",
+                           name=op.f("ck_cards_energy_type")),
+        sa.CheckConstraint("id = set_id || '-' || local_id",
+                           name=op.f("ck_cards_id_is_set_and_local_id")),
+        sa.CheckConstraint("hp >= 0", name=op.f("ck_cards_hp_not_negative")),
+        sa.CheckConstraint("position > 0", name=op.f("ck_cards_position_positive")),
+        sa.CheckConstraint("retreat >= 0", name=op.f("ck_cards_retreat_not_negative")),
+        sa.ForeignKeyConstraint(["set_id"], ["sets.id"], name=op.f("fk_cards_set_id_sets")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_cards")),
+        sa.UniqueConstraint("set_id", "local_id", name=op.f("uq_cards_set_id_local_id")),
         comment="Every English card of the catalog; game text as in the upstream data.",
     )
-    op.create_index("ix_cards_name_trgm", "cards", ["name"], postgresql_using="gin",
+    op.create_index(op.f("ix_cards_name_trgm"), "cards", ["name"], postgresql_using="gin",
                     postgresql_ops={"name": "gin_trgm_ops"})
-    op.create_index("ix_cards_search_name_trgm", "cards", ["search_name"],
+    op.create_index(op.f("ix_cards_search_name_trgm"), "cards", ["search_name"],
                     postgresql_using="gin", postgresql_ops={"search_name": "gin_trgm_ops"})
-    op.create_index("ix_cards_number_key_set_id", "cards", ["number_key", "set_id"])
-    op.create_index("ix_cards_rarity", "cards", ["rarity"])
-    op.create_index("ix_cards_category", "cards", ["category"])
-    op.create_index("ix_cards_dex_ids", "cards", ["dex_ids"], postgresql_using="gin")
+    op.create_index(op.f("ix_cards_number_key_set_id"), "cards", ["number_key", "set_id"])
+    op.create_index(op.f("ix_cards_rarity"), "cards", ["rarity"])
+    op.create_index(op.f("ix_cards_category"), "cards", ["category"])
+    op.create_index(op.f("ix_cards_dex_ids"), "cards", ["dex_ids"], postgresql_using="gin")
 
     op.create_table(
         "card_variants",
@@ -158,14 +162,15 @@ def upgrade() -> None:
         sa.Column("cardmarket_id", sa.Integer(), nullable=True),
         sa.Column("position", sa.Integer(), nullable=False),
         _ts("updated_at", default=True, nullable=False),
-        sa.CheckConstraint("type <> ''", name="ck_card_variants_type_not_empty"),
-        sa.ForeignKeyConstraint(["card_id"], ["cards.id"], name="fk_card_variants_card_id_cards",
+        sa.CheckConstraint("type <> ''", name=op.f("ck_card_variants_type_not_empty")),
+        sa.ForeignKeyConstraint(["card_id"], ["cards.id"],
+                                name=op.f("fk_card_variants_card_id_cards"),
                                 ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id", name="pk_card_variants"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_card_variants")),
         sa.UniqueConstraint("card_id", "type", "subtype", "size", "stamps", "foil",
-                            name="uq_card_variants_natural_key",
+                            name=op.f("uq_card_variants_natural_key"),
                             postgresql_nulls_not_distinct=True),
-        sa.UniqueConstraint("id", "card_id", name="uq_card_variants_id_card_id"),
+        sa.UniqueConstraint("id", "card_id", name=op.f("uq_card_variants_id_card_id")),
         comment="Printings of a card (normal, reverse holo, stamped, ...) from the catalog.",
     )
 
@@ -187,20 +192,20 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "status IN ('captured', 'queued', 'processing', 'processed', 'needs_review', "
             "'failed')",
-            name="ck_captures_status"),
+            name=op.f("ck_captures_status")),
         sa.CheckConstraint("confidence >= 0 AND confidence <= 1",
-                           name="ck_captures_confidence_range"),
+                           name=op.f("ck_captures_confidence_range")),
         sa.CheckConstraint("variant_id IS NULL OR card_id IS NOT NULL",
-                           name="ck_captures_variant_needs_card"),
-        sa.ForeignKeyConstraint(["card_id"], ["cards.id"], name="fk_captures_card_id_cards"),
+                           name=op.f("ck_captures_variant_needs_card")),
+        sa.ForeignKeyConstraint(["card_id"], ["cards.id"], name=op.f("fk_captures_card_id_cards")),
         sa.ForeignKeyConstraint(["variant_id", "card_id"],
                                 ["card_variants.id", "card_variants.card_id"],
-                                name="fk_captures_variant_id_card_id_card_variants"),
-        sa.PrimaryKeyConstraint("id", name="pk_captures"),
+                                name=op.f("fk_captures_variant_id_card_id_card_variants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_captures")),
         comment="Scanned images going through identification.",
     )
-    op.create_index("ix_captures_status_created_at", "captures", ["status", "created_at"])
-    op.create_index("ix_captures_card_id", "captures", ["card_id"],
+    op.create_index(op.f("ix_captures_status_created_at"), "captures", ["status", "created_at"])
+    op.create_index(op.f("ix_captures_card_id"), "captures", ["card_id"],
                     postgresql_where=sa.text("card_id IS NOT NULL"))
 
     op.create_table(
@@ -220,27 +225,29 @@ def upgrade() -> None:
         _ts("created_at", default=True, nullable=False),
         _ts("finished_at"),
         sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')",
-                           name="ck_processing_jobs_status"),
-        sa.CheckConstraint("kind ~ '^[a-z][a-z0-9_]*$'", name="ck_processing_jobs_kind_format"),
-        sa.CheckConstraint("attempts >= 0", name="ck_processing_jobs_attempts_not_negative"),
-        sa.CheckConstraint("max_attempts > 0", name="ck_processing_jobs_max_attempts_positive"),
+                           name=op.f("ck_processing_jobs_status")),
+        sa.CheckConstraint("kind ~ '^[a-z][a-z0-9_]*$'",
+                           name=op.f("ck_processing_jobs_kind_format")),
+        sa.CheckConstraint("attempts >= 0", name=op.f("ck_processing_jobs_attempts_not_negative")),
+        sa.CheckConstraint("max_attempts > 0",
+                           name=op.f("ck_processing_jobs_max_attempts_positive")),
         sa.CheckConstraint("attempts <= max_attempts",
-                           name="ck_processing_jobs_attempts_within_max"),
+                           name=op.f("ck_processing_jobs_attempts_within_max")),
         sa.CheckConstraint("status <> 'running' OR locked_until IS NOT NULL",
-                           name="ck_processing_jobs_running_is_locked"),
+                           name=op.f("ck_processing_jobs_running_is_locked")),
         sa.CheckConstraint("(finished_at IS NOT NULL) = (status IN ('succeeded', 'failed'))",
-                           name="ck_processing_jobs_finished_when_done"),
+                           name=op.f("ck_processing_jobs_finished_when_done")),
         sa.ForeignKeyConstraint(["capture_id"], ["captures.id"],
-                                name="fk_processing_jobs_capture_id_captures",
+                                name=op.f("fk_processing_jobs_capture_id_captures"),
                                 ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("id", name="pk_processing_jobs"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_processing_jobs")),
         comment="The intake work queue; workers take jobs with FOR UPDATE SKIP LOCKED.",
     )
-    op.create_index("ix_processing_jobs_ready", "processing_jobs",
+    op.create_index(op.f("ix_processing_jobs_ready"), "processing_jobs",
                     ["priority", "run_after", "id"], postgresql_where=OPEN_JOB)
-    op.create_index("uq_processing_jobs_open_capture_kind", "processing_jobs",
+    op.create_index(op.f("uq_processing_jobs_open_capture_kind"), "processing_jobs",
                     ["capture_id", "kind"], unique=True, postgresql_where=OPEN_JOB)
-    op.create_index("ix_processing_jobs_capture_id", "processing_jobs", ["capture_id"])
+    op.create_index(op.f("ix_processing_jobs_capture_id"), "processing_jobs", ["capture_id"])
 
     # -- inventory --------------------------------------------------------------------
     op.create_table(
@@ -254,20 +261,20 @@ def upgrade() -> None:
         _ts("created_at", default=True, nullable=False),
         _ts("updated_at", default=True, nullable=False),
         sa.CheckConstraint("condition IN ('NM', 'LP', 'MP', 'HP', 'DMG')",
-                           name="ck_products_condition"),
+                           name=op.f("ck_products_condition")),
         sa.CheckConstraint("language ~ '^[a-z]{2}(-[a-z]{2,4})?$'",
-                           name="ck_products_language_format"),
-        sa.CheckConstraint("sku <> '' AND sku !~ '\\s'", name="ck_products_sku_format"),
+                           name=op.f("ck_products_language_format")),
+        sa.CheckConstraint("sku <> '' AND sku !~ '\\s'", name=op.f("ck_products_sku_format")),
         sa.ForeignKeyConstraint(["variant_id", "card_id"],
                                 ["card_variants.id", "card_variants.card_id"],
-                                name="fk_products_variant_id_card_id_card_variants"),
-        sa.PrimaryKeyConstraint("id", name="pk_products"),
-        sa.UniqueConstraint("sku", name="uq_products_sku"),
+                                name=op.f("fk_products_variant_id_card_id_card_variants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
+        sa.UniqueConstraint("sku", name=op.f("uq_products_sku")),
         sa.UniqueConstraint("variant_id", "condition", "language",
-                            name="uq_products_variant_id_condition_language"),
+                            name=op.f("uq_products_variant_id_condition_language")),
         comment="What we sell: a card variant in a condition and language, with its SKU.",
     )
-    op.create_index("ix_products_card_id", "products", ["card_id"])
+    op.create_index(op.f("ix_products_card_id"), "products", ["card_id"])
 
     op.create_table(
         "inventory_items",
@@ -284,25 +291,26 @@ def upgrade() -> None:
         _ts("created_at", default=True, nullable=False),
         _ts("updated_at", default=True, nullable=False),
         sa.CheckConstraint("status IN ('IN_STOCK', 'RESERVED', 'SOLD', 'REMOVED')",
-                           name="ck_inventory_items_status"),
+                           name=op.f("ck_inventory_items_status")),
         sa.CheckConstraint("acquisition_cost_cents >= 0",
-                           name="ck_inventory_items_cost_not_negative"),
-        sa.CheckConstraint("grade >= 1 AND grade <= 10", name="ck_inventory_items_grade_range"),
+                           name=op.f("ck_inventory_items_cost_not_negative")),
+        sa.CheckConstraint("grade >= 1 AND grade <= 10",
+                           name=op.f("ck_inventory_items_grade_range")),
         sa.CheckConstraint("(grade IS NULL) = (grading_company IS NULL)",
-                           name="ck_inventory_items_grade_with_company"),
+                           name=op.f("ck_inventory_items_grade_with_company")),
         sa.CheckConstraint("cert_number IS NULL OR grading_company IS NOT NULL",
-                           name="ck_inventory_items_cert_needs_company"),
+                           name=op.f("ck_inventory_items_cert_needs_company")),
         sa.CheckConstraint("grading_company <> ''",
-                           name="ck_inventory_items_grading_company_not_empty"),
-        sa.CheckConstraint("version >= 1", name="ck_inventory_items_version_positive"),
+                           name=op.f("ck_inventory_items_grading_company_not_empty")),
+        sa.CheckConstraint("version >= 1", name=op.f("ck_inventory_items_version_positive")),
         sa.ForeignKeyConstraint(["product_id"], ["products.id"],
-                                name="fk_inventory_items_product_id_products"),
-        sa.PrimaryKeyConstraint("id", name="pk_inventory_items"),
+                                name=op.f("fk_inventory_items_product_id_products")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inventory_items")),
         sa.UniqueConstraint("grading_company", "cert_number",
-                            name="uq_inventory_items_grading_company_cert_number"),
+                            name=op.f("uq_inventory_items_grading_company_cert_number")),
         comment="Physical cards we hold, one row per copy.",
     )
-    op.create_index("ix_inventory_items_product_id_status", "inventory_items",
+    op.create_index(op.f("ix_inventory_items_product_id_status"), "inventory_items",
                     ["product_id", "status"])
 
     op.create_table(
@@ -323,23 +331,24 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "event IN ('acquired', 'reserved', 'released', 'sold', 'returned', 'removed', "
             "'moved', 'adjusted')",
-            name="ck_inventory_ledger_event"),
+            name=op.f("ck_inventory_ledger_event")),
         sa.CheckConstraint("from_status IN ('IN_STOCK', 'RESERVED', 'SOLD', 'REMOVED')",
-                           name="ck_inventory_ledger_from_status"),
+                           name=op.f("ck_inventory_ledger_from_status")),
         sa.CheckConstraint("to_status IN ('IN_STOCK', 'RESERVED', 'SOLD', 'REMOVED')",
-                           name="ck_inventory_ledger_to_status"),
-        sa.CheckConstraint("amount_cents >= 0", name="ck_inventory_ledger_amount_not_negative"),
-        sa.CheckConstraint("actor <> ''", name="ck_inventory_ledger_actor_not_empty"),
+                           name=op.f("ck_inventory_ledger_to_status")),
+        sa.CheckConstraint("amount_cents >= 0",
+                           name=op.f("ck_inventory_ledger_amount_not_negative")),
+        sa.CheckConstraint("actor <> ''", name=op.f("ck_inventory_ledger_actor_not_empty")),
         sa.ForeignKeyConstraint(["item_id"], ["inventory_items.id"],
-                                name="fk_inventory_ledger_item_id_inventory_items"),
+                                name=op.f("fk_inventory_ledger_item_id_inventory_items")),
         sa.ForeignKeyConstraint(["product_id"], ["products.id"],
-                                name="fk_inventory_ledger_product_id_products"),
-        sa.PrimaryKeyConstraint("id", name="pk_inventory_ledger"),
+                                name=op.f("fk_inventory_ledger_product_id_products")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_inventory_ledger")),
         comment="Append-only history of inventory changes (a trigger refuses UPDATE/DELETE).",
     )
-    op.create_index("ix_inventory_ledger_item_id_occurred_at", "inventory_ledger",
+    op.create_index(op.f("ix_inventory_ledger_item_id_occurred_at"), "inventory_ledger",
                     ["item_id", "occurred_at"])
-    op.create_index("ix_inventory_ledger_product_id_occurred_at", "inventory_ledger",
+    op.create_index(op.f("ix_inventory_ledger_product_id_occurred_at"), "inventory_ledger",
                     ["product_id", "occurred_at"])
     # Not visible to autogenerate (it compares tables, columns, indexes and constraints).
     op.execute(LEDGER_FUNCTION_SQL)
@@ -357,19 +366,19 @@ def upgrade() -> None:
         sa.Column("currency", sa.CHAR(length=3), server_default="USD", nullable=False),
         _ts("observed_at", default=True, nullable=False),
         sa.CheckConstraint("condition IN ('NM', 'LP', 'MP', 'HP', 'DMG')",
-                           name="ck_prices_condition"),
-        sa.CheckConstraint("price_cents >= 0", name="ck_prices_price_not_negative"),
-        sa.CheckConstraint("currency ~ '^[A-Z]{3}$'", name="ck_prices_currency_format"),
-        sa.CheckConstraint("source <> ''", name="ck_prices_source_not_empty"),
+                           name=op.f("ck_prices_condition")),
+        sa.CheckConstraint("price_cents >= 0", name=op.f("ck_prices_price_not_negative")),
+        sa.CheckConstraint("currency ~ '^[A-Z]{3}$'", name=op.f("ck_prices_currency_format")),
+        sa.CheckConstraint("source <> ''", name=op.f("ck_prices_source_not_empty")),
         sa.ForeignKeyConstraint(["variant_id", "card_id"],
                                 ["card_variants.id", "card_variants.card_id"],
-                                name="fk_prices_variant_id_card_id_card_variants"),
-        sa.PrimaryKeyConstraint("id", name="pk_prices"),
+                                name=op.f("fk_prices_variant_id_card_id_card_variants")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_prices")),
         sa.UniqueConstraint("variant_id", "condition", "source", "observed_at",
-                            name="uq_prices_variant_id_condition_source_observed_at"),
+                            name=op.f("uq_prices_variant_id_condition_source_observed_at")),
         comment="Observed market prices per variant and condition.",
     )
-    op.create_index("ix_prices_card_id_observed_at", "prices", ["card_id", "observed_at"])
+    op.create_index(op.f("ix_prices_card_id_observed_at"), "prices", ["card_id", "observed_at"])
 
     # -- operations -------------------------------------------------------------------
     op.create_table(
@@ -389,15 +398,16 @@ def upgrade() -> None:
         sa.Column("node", sa.Text(), nullable=True),
         sa.Column("path", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.CheckConstraint("status IN ('running', 'ok', 'failed')", name="ck_backups_status"),
+        sa.CheckConstraint("status IN ('running', 'ok', 'failed')", name=op.f("ck_backups_status")),
         sa.CheckConstraint("status = 'running' OR finished_at IS NOT NULL",
-                           name="ck_backups_finished_when_done"),
-        sa.CheckConstraint("finished_at >= started_at", name="ck_backups_finished_after_start"),
-        sa.CheckConstraint("size_bytes >= 0", name="ck_backups_size_not_negative"),
-        sa.PrimaryKeyConstraint("id", name="pk_backups"),
+                           name=op.f("ck_backups_finished_when_done")),
+        sa.CheckConstraint("finished_at >= started_at",
+                           name=op.f("ck_backups_finished_after_start")),
+        sa.CheckConstraint("size_bytes >= 0", name=op.f("ck_backups_size_not_negative")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_backups")),
         comment="Base backups taken by `cardmint backup create`.",
     )
-    op.create_index("ix_backups_started_at", "backups", ["started_at"])
+    op.create_index(op.f("ix_backups_started_at"), "backups", ["started_at"])
 
     op.create_table(
         "drills",
@@ -407,11 +417,12 @@ def upgrade() -> None:
         _ts("finished_at"),
         sa.Column("ok", sa.Boolean(), nullable=True),
         sa.Column("report", JSONB(), server_default="{}", nullable=False),
-        sa.CheckConstraint("finished_at >= started_at", name="ck_drills_finished_after_start"),
-        sa.PrimaryKeyConstraint("id", name="pk_drills"),
+        sa.CheckConstraint("finished_at >= started_at",
+                           name=op.f("ck_drills_finished_after_start")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_drills")),
         comment="Failover and restore drills with their measured report.",
     )
-    op.create_index("ix_drills_kind_started_at", "drills", ["kind", "started_at"])
+    op.create_index(op.f("ix_drills_kind_started_at"), "drills", ["kind", "started_at"])
 
     op.create_table(
         "incidents",
@@ -425,16 +436,16 @@ def upgrade() -> None:
         _ts("resolved_at"),
         _ts("deadline_at"),
         sa.Column("notes", sa.Text(), nullable=True),
-        sa.CheckConstraint("severity IN ('P0', 'P1', 'P2')", name="ck_incidents_severity"),
+        sa.CheckConstraint("severity IN ('P0', 'P1', 'P2')", name=op.f("ck_incidents_severity")),
         sa.CheckConstraint("status IN ('open', 'mitigated', 'resolved')",
-                           name="ck_incidents_status"),
+                           name=op.f("ck_incidents_status")),
         sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
-                           name="ck_incidents_resolved_when_resolved"),
-        sa.CheckConstraint("title <> ''", name="ck_incidents_title_not_empty"),
-        sa.PrimaryKeyConstraint("id", name="pk_incidents"),
+                           name=op.f("ck_incidents_resolved_when_resolved")),
+        sa.CheckConstraint("title <> ''", name=op.f("ck_incidents_title_not_empty")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
         comment="Incidents opened by people or by alerts, with their timeline.",
     )
-    op.create_index("ix_incidents_status_opened_at", "incidents", ["status", "opened_at"])
+    op.create_index(op.f("ix_incidents_status_opened_at"), "incidents", ["status", "opened_at"])
 
     op.create_table(
         "alerts",
@@ -449,20 +460,20 @@ def upgrade() -> None:
         _ts("started_at", default=True, nullable=False),
         _ts("resolved_at"),
         sa.Column("incident_id", sa.BigInteger(), nullable=True),
-        sa.CheckConstraint("severity IN ('P0', 'P1', 'P2')", name="ck_alerts_severity"),
-        sa.CheckConstraint("status IN ('firing', 'resolved')", name="ck_alerts_status"),
+        sa.CheckConstraint("severity IN ('P0', 'P1', 'P2')", name=op.f("ck_alerts_severity")),
+        sa.CheckConstraint("status IN ('firing', 'resolved')", name=op.f("ck_alerts_status")),
         sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
-                           name="ck_alerts_resolved_when_resolved"),
+                           name=op.f("ck_alerts_resolved_when_resolved")),
         sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"],
-                                name="fk_alerts_incident_id_incidents", ondelete="SET NULL"),
-        sa.PrimaryKeyConstraint("id", name="pk_alerts"),
+                                name=op.f("fk_alerts_incident_id_incidents"), ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
         comment="Threshold alerts raised by `cardmint monitor`.",
     )
-    op.create_index("uq_alerts_firing_name_node", "alerts", ["name", "node"], unique=True,
+    op.create_index(op.f("uq_alerts_firing_name_node"), "alerts", ["name", "node"], unique=True,
                     postgresql_where=sa.text("status = 'firing'"),
                     postgresql_nulls_not_distinct=True)
-    op.create_index("ix_alerts_started_at", "alerts", ["started_at"])
-    op.create_index("ix_alerts_incident_id", "alerts", ["incident_id"])
+    op.create_index(op.f("ix_alerts_started_at"), "alerts", ["started_at"])
+    op.create_index(op.f("ix_alerts_incident_id"), "alerts", ["incident_id"])
 
 
 def downgrade() -> None:
