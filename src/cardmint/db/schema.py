@@ -409,6 +409,9 @@ alerts = sa.Table(
     sa.Column("resolved_at", sa.DateTime(timezone=True)),
     sa.Column("incident_id", sa.BigInteger,
               sa.ForeignKey("incidents.id", ondelete="SET NULL")),
+    sa.Column("runbook_section", sa.Text),  # where the on-call person should look
+    sa.Column("recommendation", sa.Text),  # e.g. "add PgBouncer"
+    sa.Column("last_seen_at", sa.DateTime(timezone=True)),
     sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),
     sa.CheckConstraint("status IN ('firing', 'resolved')", name="status"),
     sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
@@ -420,3 +423,29 @@ sa.Index("uq_alerts_firing_name_node", alerts.c.name, alerts.c.node, unique=True
          postgresql_where=alerts.c.status == "firing", postgresql_nulls_not_distinct=True)
 sa.Index(None, alerts.c.started_at)
 sa.Index(None, alerts.c.incident_id)
+
+incident_events = sa.Table(
+    "incident_events", metadata,
+    _id(),
+    sa.Column("incident_id", sa.BigInteger,
+              sa.ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("actor", sa.Text),
+    sa.CheckConstraint(
+        "kind IN ('opened', 'acknowledged', 'note', 'mitigated', 'resolved', 'alert')",
+        name="kind"),
+    comment="An incident's timeline: what happened and who did what, in order.",
+)
+sa.Index(None, incident_events.c.incident_id, incident_events.c.at)
+
+monitor_samples = sa.Table(
+    "monitor_samples", metadata,
+    _id(),
+    sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("figures", JSONB, nullable=False),
+    comment="What `cardmint monitor` measured each round: sustained rules and charts read it.",
+)
+sa.Index(None, monitor_samples.c.taken_at)

@@ -460,6 +460,9 @@ def upgrade() -> None:
         _ts("started_at", default=True, nullable=False),
         _ts("resolved_at"),
         sa.Column("incident_id", sa.BigInteger(), nullable=True),
+        sa.Column("runbook_section", sa.Text(), nullable=True),
+        sa.Column("recommendation", sa.Text(), nullable=True),
+        _ts("last_seen_at"),
         sa.CheckConstraint("severity IN ('P0', 'P1', 'P2')", name=op.f("ck_alerts_severity")),
         sa.CheckConstraint("status IN ('firing', 'resolved')", name=op.f("ck_alerts_status")),
         sa.CheckConstraint("(status = 'resolved') = (resolved_at IS NOT NULL)",
@@ -475,12 +478,42 @@ def upgrade() -> None:
     op.create_index(op.f("ix_alerts_started_at"), "alerts", ["started_at"])
     op.create_index(op.f("ix_alerts_incident_id"), "alerts", ["incident_id"])
 
+    op.create_table(
+        "incident_events",
+        _id(),
+        sa.Column("incident_id", sa.BigInteger(), nullable=False),
+        _ts("at", default=True, nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("message", sa.Text(), server_default="", nullable=False),
+        sa.Column("actor", sa.Text(), nullable=True),
+        sa.CheckConstraint(
+            "kind IN ('opened', 'acknowledged', 'note', 'mitigated', 'resolved', 'alert')",
+            name=op.f("ck_incident_events_kind")),
+        sa.ForeignKeyConstraint(["incident_id"], ["incidents.id"],
+                                name=op.f("fk_incident_events_incident_id_incidents"),
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_incident_events")),
+        comment="An incident's timeline: what happened and who did what, in order.",
+    )
+    op.create_index(op.f("ix_incident_events_incident_id_at"), "incident_events",
+                    ["incident_id", "at"])
+
+    op.create_table(
+        "monitor_samples",
+        _id(),
+        _ts("taken_at", default=True, nullable=False),
+        sa.Column("figures", JSONB(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monitor_samples")),
+        comment="What `cardmint monitor` measured each round: sustained rules and charts read it.",
+    )
+    op.create_index(op.f("ix_monitor_samples_taken_at"), "monitor_samples", ["taken_at"])
+
 
 def downgrade() -> None:
     # Dropping a table drops its indexes, constraints and triggers with it. pg_trgm stays:
     # it may have been there before 0001, and other objects may use it.
     for table in (
-        "alerts", "incidents", "drills", "backups",
+        "monitor_samples", "incident_events", "alerts", "incidents", "drills", "backups",
         "prices", "inventory_ledger", "inventory_items", "products",
         "processing_jobs", "captures",
         "card_variants", "cards", "sets",
