@@ -90,7 +90,7 @@ async def test_primary_has_the_runbook_settings(pg: TestCluster) -> None:
 
 async def test_no_password_is_left_in_state_logs_or_statistics(pg: TestCluster) -> None:
     passwords = [p for p in pg.cluster.passwords().values() if p]
-    assert len(passwords) == 5
+    assert len(passwords) == 6
     exposed = [pg.home / "cluster.json", *sorted((pg.home / "logs").iterdir())]
     for path in exposed:
         text = path.read_text(errors="replace")
@@ -112,7 +112,8 @@ async def test_roles_have_least_privilege(pg: TestCluster, db) -> None:
     roles = {r["rolname"]: r for r in await db.fetch(
         "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolreplication "
         "FROM pg_roles WHERE rolname LIKE 'cardmint%'")}
-    assert set(roles) == {"cardmint_owner", "cardmint_app", "cardmint_ro", "cardmint_replicator"}
+    assert set(roles) == {"cardmint_owner", "cardmint_app", "cardmint_ro", "cardmint_replicator",
+                          "cardmint_monitor"}
     assert not any(r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"] for r in roles.values())
     assert [n for n, r in roles.items() if r["rolreplication"]] == ["cardmint_replicator"]
 

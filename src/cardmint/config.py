@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     migration_url: SecretStr | None = None  # primary, owner role (DDL)
     readonly_url: SecretStr | None = None  # any node, read-only role
     admin_url: SecretStr | None = None  # primary, superuser: cluster operations only
+    # One DSN per node, role with pg_monitor: health, stats and the monitor ask each node.
+    monitor_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     # Pool and timeouts (the runbook's pool: 5-20 connections via asyncpg).
     pool_min: int = Field(5, ge=0)
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
 
-    @field_validator("replica_urls", mode="before")
+    @field_validator("replica_urls", "monitor_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -134,6 +136,8 @@ class Settings(BaseSettings):
             self.migration_url = complete(dsns["owner"])
         if self.readonly_url is None and dsns.get("readonly"):
             self.readonly_url = complete(dsns["readonly"])
+        if not self.monitor_urls and dsns.get("monitor_nodes"):
+            self.monitor_urls = [complete(d) for d in dsns["monitor_nodes"]]
         if self.admin_url is None and dsns.get("admin"):
             self.admin_url = complete(dsns["admin"])
 

@@ -21,6 +21,7 @@ import asyncpg
 
 from cardmint import secretfile
 from cardmint.cluster import nodes, pgbin, process, roles
+from cardmint.cluster.probe import NODE_SQL, parse_lsn
 from cardmint.cluster.state import (
     READY,
     REPLICATION,
@@ -322,7 +323,7 @@ class LocalCluster:
             out["state"] = "unreachable"
             return out
         try:
-            row = await conn.fetchrow(STATUS_SQL)
+            row = await conn.fetchrow(NODE_SQL)
             replication = await conn.fetch(
                 "SELECT application_name, state, sync_state FROM pg_stat_replication"
             )
@@ -333,7 +334,7 @@ class LocalCluster:
         out["lsn"] = row["lsn"]
         out["_lsn_int"] = parse_lsn(row["lsn"])
         if row["in_recovery"]:
-            out["state"] = "streaming" if row["receiving"] else "recovering"
+            out["state"] = "streaming" if row["streaming"] else "recovering"
             out["lag_s"] = round(row["lag_s"], 3)
         else:
             out["state"] = "accepting writes"
@@ -417,32 +418,6 @@ class LocalCluster:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-STATUS_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
-            ELSE pg_current_wal_lsn() END::text AS lsn,
-       CASE WHEN pg_is_in_recovery()
-            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
-                          (SELECT timeline_id FROM pg_control_checkpoint()))
-            -- the WAL file name starts with the timeline the primary writes on now
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-       END AS timeline,
-       EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS receiving,
-       CASE WHEN NOT pg_is_in_recovery() THEN 0
-            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
-       END::float8 AS lag_s
-"""
-
-
-def parse_lsn(lsn: str | None) -> int | None:
-    """'16/B374D848' as a byte position."""
-    if not lsn:
-        return None
-    high, low = lsn.split("/")
-    return (int(high, 16) << 32) + int(low, 16)
 
 
 def free_ports(count: int) -> list[int]:

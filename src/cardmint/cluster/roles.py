@@ -12,7 +12,7 @@ import hmac
 import secrets as _random
 from datetime import UTC, datetime, timedelta
 
-from cardmint.cluster.state import APP, OWNER, READONLY, REPLICATION, ROLES, SUPERUSER
+from cardmint.cluster.state import APP, MONITOR, OWNER, READONLY, REPLICATION, ROLES, SUPERUSER
 
 PASSWORD_VALID_DAYS = 100  # the quarterly rotation renews it before it lapses
 SCRAM_ITERATIONS = 4096
@@ -68,9 +68,11 @@ def cluster_sql(passwords: dict[str, str], database: str) -> list[str]:
         f"CREATE ROLE {APP} LOGIN PASSWORD {pw(APP)} VALID UNTIL {until}",
         f"CREATE ROLE {READONLY} LOGIN PASSWORD {pw(READONLY)} VALID UNTIL {until}",
         f"CREATE ROLE {REPLICATION} LOGIN REPLICATION PASSWORD {pw(REPLICATION)}",
+        f"CREATE ROLE {MONITOR} LOGIN PASSWORD {pw(MONITOR)} VALID UNTIL {until}",
+        f"GRANT pg_monitor TO {MONITOR}",
         f"CREATE DATABASE {ident(database)} OWNER {OWNER}",
         f"REVOKE ALL ON DATABASE {ident(database)} FROM PUBLIC",
-        f"GRANT CONNECT ON DATABASE {ident(database)} TO {APP}, {READONLY}",
+        f"GRANT CONNECT ON DATABASE {ident(database)} TO {APP}, {READONLY}, {MONITOR}",
     ]
 
 
@@ -81,7 +83,7 @@ def database_sql() -> list[str]:
     return [
         "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-        f"GRANT USAGE ON SCHEMA public TO {APP}, {READONLY}",
+        f"GRANT USAGE ON SCHEMA public TO {APP}, {READONLY}, {MONITOR}",
         f"{grant} SELECT, INSERT, UPDATE, DELETE ON TABLES TO {APP}",
         f"{grant} USAGE, SELECT ON SEQUENCES TO {APP}",
         f"{grant} SELECT ON TABLES TO {READONLY}",

@@ -23,7 +23,8 @@ OWNER = "cardmint_owner"
 APP = "cardmint_app"
 READONLY = "cardmint_ro"
 REPLICATION = "cardmint_replicator"
-ROLES = (SUPERUSER, OWNER, APP, READONLY, REPLICATION)
+MONITOR = "cardmint_monitor"  # pg_monitor: health, stats and monitoring read with it
+ROLES = (SUPERUSER, OWNER, APP, READONLY, REPLICATION, MONITOR)
 
 CREATING = "creating"  # `up` began but has not finished: never reused as it is
 READY = "ready"
@@ -90,6 +91,7 @@ class ClusterState:
             "readonly": self.dsn(READONLY, attrs="prefer-standby"),
             "admin": self.dsn(SUPERUSER, attrs="read-write"),
             "replicas": [self.dsn(APP, [n]) for n in self.replicas],
+            "monitor_nodes": [self.dsn(MONITOR, [n]) for n in self.nodes],
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +31,9 @@ from cardmint.dsn import redact
 from cardmint.errors import ConfigError, DatabaseUnavailable
 
 Record = asyncpg.Record
+# Pools name their connections "cardmint/<pid>" so a server-side view can tell each
+# application process's pool apart (health's pool_utilization, the security audit).
+APPLICATION = "cardmint"
 
 LAG_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -93,7 +97,7 @@ class Database:
         try:
             self._primary = await asyncpg.create_pool(
                 self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
-                **self._connect_args("cardmint"),
+                **self._connect_args(f"{APPLICATION}/{os.getpid()}"),
             )
         except Exception as exc:
             raise errors.translate(exc, "the primary") from exc
@@ -101,7 +105,7 @@ class Database:
             # min_size=0: no connection yet, so a replica that is down cannot stop start-up.
             replica.pool = await asyncpg.create_pool(
                 replica.dsn, min_size=0, max_size=s.replica_pool_max,
-                **self._connect_args("cardmint-replica"),
+                **self._connect_args(f"{APPLICATION}-replica/{os.getpid()}"),
             )
         await self.check_replicas()
         if monitor and self.replicas:
