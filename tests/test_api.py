@@ -10,8 +10,9 @@ import pytest
 from cardmint.api.app import create_app
 from cardmint.catalog.load import load_catalog
 from cardmint.config import secret
+from cardmint.db import migrate
 from cardmint.db.connect import connection
-from support import TestCluster, start_cluster
+from support import TestCluster, poll, start_cluster
 
 
 @pytest.fixture
@@ -21,6 +22,7 @@ async def client(pg: TestCluster) -> AsyncIterator[httpx.AsyncClient]:
         await load_catalog(conn, sample=True)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        await poll(lambda: app.state.db.is_open)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             yield c
@@ -51,12 +53,55 @@ async def test_a_lost_primary_is_a_503_with_retry_after(work_root, template_dir)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                assert (await c.get("/health")).status_code == 200
+                await poll(lambda: app.state.db.is_open)
+                assert (await c.get("/health/primary")).status_code == 200
                 await tc.cluster.down()  # the primary goes away under a running app
-                response = await c.get("/health")
+                response = await c.get("/v1/sets")
+                alive = await c.get("/health")
     finally:
         await tc.cluster.down(purge=True)
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
     body = response.json()
     assert body["status"] == 503 and "unavailable" in body["detail"]
+    assert alive.status_code == 200  # the process itself is fine
+
+
+async def test_health_endpoints_answer_like_patroni(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["revision"] == ready.json()["head"] == migrate.head()
+    assert (await client.get("/health/primary")).status_code == 200
+    replica = await client.get("/health/replica")
+    assert replica.status_code == 200 and replica.json()["replicas"][0]["healthy"] is True
+    bad = await client.get("/health/replica", params={"lag": "-1"})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "query.lag"
+
+
+async def test_metrics_in_prometheus_format(client: httpx.AsyncClient) -> None:
+    await client.get("/v1/cards/base1-4")
+    await client.get("/v1/cards/nope-1")
+    text = (await client.get("/metrics")).text
+    assert ('cardmint_http_request_duration_seconds_count{method="GET",'
+            'route="/v1/cards/{card_id}",status="200"} 1.0') in text
+    assert 'route="/v1/cards/{card_id}",status="404"' in text
+    for name in ("cardmint_db_query_latency_ms", "cardmint_db_pool_in_use",
+                 "cardmint_db_pool_max", "cardmint_replica_lag_seconds",
+                 "cardmint_replica_healthy", "cardmint_queue_depth",
+                 'cardmint_alerts_firing{severity="P0"}'):
+        assert name in text, name
+
+
+async def test_the_app_starts_without_a_database_and_says_503(pg: TestCluster) -> None:
+    settings = pg.settings(database_url="postgresql://cardmint_app:x@127.0.0.1:1/cardmint",
+                           replica_urls=[])
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            assert (await c.get("/health")).status_code == 200
+            ready = await c.get("/health/ready")
+            assert ready.status_code == 503 and ready.headers["retry-after"]
+            data = await c.get("/v1/sets")
+            assert data.status_code == 503
+            assert data.headers["content-type"] == "application/problem+json"

@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     scale_latency_p95_ms: float = 100.0
     scale_latency_for_min: float = 5.0
     uptime_target_pct: float = 99.9
+    # Health checks beyond the runbook's four metrics.
+    storage_capacity_bytes: int | None = None  # default: the data directory's filesystem
+    backup_age_warn_h: float = 26.0  # a daily backup, with slack
+    backup_age_critical_h: float = 50.0
+    long_transaction_warn_s: float = 60.0
+    long_transaction_critical_s: float = 300.0
+    idle_in_transaction_warn_s: float = 30.0
+    idle_in_transaction_critical_s: float = 300.0
+    archive_backlog_warn_s: float = 300.0  # oldest segment still waiting to be archived
+    health_probe_queries: int = Field(40, ge=1, le=10_000)
+    # `cardmint monitor`: its round interval (a gap over 2.5 intervals breaks a sustained
+    # condition), how long samples are kept, and where alert transitions are POSTed.
+    monitor_interval_s: float = Field(60.0, gt=0)
+    monitor_retention_h: float = Field(24.0, gt=0)
+    alert_webhook_url: SecretStr | None = None  # may carry a token in its path
 
     # The HTTP API.
     api_host: str = "127.0.0.1"

@@ -1,17 +1,24 @@
-"""The application factory. The data layer opens with the app and closes with it."""
+"""The application factory. The data layer opens with the app and closes with it; if the
+database is not there at start-up the app starts anyway, answers 503, and keeps trying."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Path, Request
 
 from cardmint import __version__
-from cardmint.api import problems
+from cardmint.api import health, metrics, problems
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
+from cardmint.errors import DatabaseUnavailable
+
+log = logging.getLogger("cardmint.api")
+REOPEN_EVERY_S = 2.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,25 +27,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings)
-        await db.open()
         app.state.db = db
+        app.state.settings = settings
+        opener = asyncio.create_task(_open(db))
         try:
             yield
         finally:
+            opener.cancel()
+            with suppress(asyncio.CancelledError):
+                await opener
             await db.close()
 
     app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
     problems.install(app)
+    metrics.install(app)
+    health.install(app)
 
     def db(request: Request) -> Database:
         return request.app.state.db
-
-    @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        """Liveness and the primary's answer to SELECT 1 (503 when it cannot answer)."""
-        database = db(request)
-        await database.fetchval("SELECT 1")
-        return {"status": "ok", "version": __version__, "pool": database.pool_stats()}
 
     @app.get("/v1/sets")
     async def sets(request: Request) -> dict[str, Any]:
@@ -49,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"data": data, "count": len(data), "totalCount": len(data)}
 
     @app.get("/v1/cards/{card_id}")
-    async def card(card_id: str, request: Request) -> dict[str, Any]:
+    async def card(request: Request,
+                   card_id: str = Path(..., max_length=64)) -> dict[str, Any]:
         row = await db(request).fetchrow("SELECT * FROM cards WHERE id = $1", card_id,
                                          stale_ok=True)
         if row is None:
@@ -57,3 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"data": dict(row)}
 
     return app
+
+
+async def _open(db: Database) -> None:
+    """Open the data layer, retrying while the database is unavailable."""
+    while True:
+        try:
+            await db.open()
+            return
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable, retrying in %.0f s: %s", REOPEN_EVERY_S, exc)
+            await asyncio.sleep(REOPEN_EVERY_S)

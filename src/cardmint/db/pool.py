@@ -121,6 +121,10 @@ class Database:
                                 "statement_timeout": str(s.statement_timeout_ms)},
         }
 
+    @property
+    def is_open(self) -> bool:
+        return self._primary is not None
+
     async def close(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()

@@ -291,3 +291,45 @@ def now() -> datetime:
 
 def as_dict(value: Any) -> dict[str, Any]:
     return asdict(value)
+
+
+async def slow_queries(conn: asyncpg.Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """pg_stat_statements' costliest statements by mean time ([] if it is not installed)."""
+    try:
+        rows = await conn.fetch("""
+            SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 200) AS query, calls,
+                   round(mean_exec_time::numeric, 3)::float8 AS mean_ms,
+                   round(total_exec_time::numeric, 1)::float8 AS total_ms, rows
+            FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            ORDER BY mean_exec_time DESC LIMIT $1
+        """, limit)
+    except (asyncpg.UndefinedTableError, asyncpg.ObjectNotInPrerequisiteStateError):
+        return []
+    return [dict(r) for r in rows]
+
+
+async def table_sizes(conn: asyncpg.Connection, limit: int = 15) -> list[dict[str, Any]]:
+    """The largest tables with their indexes' size and dead tuples."""
+    rows = await conn.fetch("""
+        SELECT s.relname AS table, pg_total_relation_size(s.relid) AS total_bytes,
+               pg_relation_size(s.relid) AS table_bytes,
+               pg_indexes_size(s.relid) AS index_bytes,
+               s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
+               CASE WHEN s.n_live_tup + s.n_dead_tup > 0
+                    THEN round(100.0 * s.n_dead_tup / (s.n_live_tup + s.n_dead_tup), 1)
+               END::float8 AS dead_pct,
+               greatest(s.last_vacuum, s.last_autovacuum) AS last_vacuum
+        FROM pg_stat_user_tables s
+        ORDER BY pg_total_relation_size(s.relid) DESC LIMIT $1
+    """, limit)
+    return [dict(r) for r in rows]
+
+
+async def index_sizes(conn: asyncpg.Connection, limit: int = 15) -> list[dict[str, Any]]:
+    rows = await conn.fetch("""
+        SELECT indexrelname AS index, relname AS table,
+               pg_relation_size(indexrelid) AS bytes, idx_scan AS scans
+        FROM pg_stat_user_indexes ORDER BY pg_relation_size(indexrelid) DESC LIMIT $1
+    """, limit)
+    return [dict(r) for r in rows]
