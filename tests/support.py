@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,3 +81,22 @@ def postgres_pids(home: Path) -> set[int]:
         if str(home).encode() in cmd and b"postgres" in cmd and process.alive(int(entry.name)):
             found.add(int(entry.name))
     return found
+
+
+@asynccontextmanager
+async def replay_paused(pg: TestCluster) -> AsyncIterator[None]:
+    """The replica stops replaying and the primary commits a write, so the replica falls
+    behind for as long as the block runs; replay resumes on the way out."""
+    replica = await pg.admin("replica")
+    primary = await pg.admin("primary")
+    table = f"lag_probe_{os.getpid()}"
+    try:
+        await replica.execute("SELECT pg_wal_replay_pause()")
+        await primary.execute(f"CREATE TABLE IF NOT EXISTS {table} (x int)")
+        await primary.execute(f"INSERT INTO {table} VALUES (1)")
+        yield
+    finally:
+        await replica.execute("SELECT pg_wal_replay_resume()")
+        await primary.execute(f"DROP TABLE IF EXISTS {table}")
+        await replica.close()
+        await primary.close()

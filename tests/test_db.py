@@ -17,7 +17,7 @@ from cardmint.errors import (
     QueryTimeout,
     ValidationError,
 )
-from support import TestCluster, poll
+from support import TestCluster, poll, replay_paused
 
 PORT = "SELECT inet_server_port()"
 
@@ -74,25 +74,17 @@ async def test_a_lagging_replica_is_skipped(pg: TestCluster) -> None:
     primary, _ = await ports(pg)
     db = Database(pg.settings(replica_lag_warn_s=0.05), clock=Clock())
     await db.open(monitor=False)
-    replica_admin = await pg.admin("replica")
-    primary_admin = await pg.admin("primary")
     try:
-        await replica_admin.execute("SELECT pg_wal_replay_pause()")
-        await primary_admin.execute("CREATE TABLE IF NOT EXISTS lag_probe (x int)")
-        await primary_admin.execute("INSERT INTO lag_probe VALUES (1)")
+        async with replay_paused(pg):
 
-        async def lagging() -> bool:
-            await db.check_replicas()
-            return (db.replicas[0].lag_s or 0) > 0.05
+            async def lagging() -> bool:
+                await db.check_replicas()
+                return (db.replicas[0].lag_s or 0) > 0.05
 
-        await poll(lagging)
-        assert db.route(stale_ok=True) is None
-        assert await db.fetchval(PORT, stale_ok=True) == primary
+            await poll(lagging)
+            assert db.route(stale_ok=True) is None
+            assert await db.fetchval(PORT, stale_ok=True) == primary
     finally:
-        await replica_admin.execute("SELECT pg_wal_replay_resume()")
-        await primary_admin.execute("DROP TABLE IF EXISTS lag_probe")
-        await replica_admin.close()
-        await primary_admin.close()
         await db.close()
 
 

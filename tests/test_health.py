@@ -16,7 +16,7 @@ import pytest
 from cardmint.cluster.state import APP
 from cardmint.db import Database
 from cardmint.ops.health import HealthReport, check_health
-from support import TestCluster, poll, start_cluster
+from support import TestCluster, poll, replay_paused, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG_DISK = 10**13  # the machine's own disk may stand near 70 %: measure against this
@@ -169,25 +169,15 @@ async def test_connections(pg: TestCluster) -> None:
 
 
 async def test_replica_lag(pg: TestCluster) -> None:
-    replica = await pg.admin("replica")
-    primary = await pg.admin("primary")
-    try:
-        await replica.execute("SELECT pg_wal_replay_pause()")
-        await primary.execute("CREATE TABLE IF NOT EXISTS health_lag (x int)")
-        await primary.execute("INSERT INTO health_lag VALUES (1)")
+    async def lag_status(warn: float, critical: float) -> str:
+        r = await check_health(pg.settings(replica_lag_warn_s=warn,
+                                           replica_lag_critical_s=critical))
+        return status(r, "replica_lag", "node2")
 
-        async def lag_status(warn: float, critical: float) -> str:
-            r = await check_health(pg.settings(replica_lag_warn_s=warn,
-                                               replica_lag_critical_s=critical))
-            return status(r, "replica_lag", "node2")
-
+    async with replay_paused(pg):
         await poll(lambda: _eq(lag_status(0.01, 10_000), "warn"))
         await poll(lambda: _eq(lag_status(0.01, 0.02), "critical"))
-    finally:
-        await replica.execute("SELECT pg_wal_replay_resume()")
-        await primary.execute("DROP TABLE IF EXISTS health_lag")
-        await replica.close()
-        await primary.close()
+    await poll(lambda: _eq(lag_status(10, 30), "ok"))
 
 
 async def _eq(coro, expected) -> bool:
