@@ -63,11 +63,13 @@ def cluster_sql(passwords: dict[str, str], database: str) -> list[str]:
         return literal(scram_verifier(passwords[role]))
 
     return [
-        f"ALTER ROLE {SUPERUSER} PASSWORD {pw(SUPERUSER)}",
+        # every login role expires: the quarterly rotation (`security rotate`) renews them
+        f"ALTER ROLE {SUPERUSER} PASSWORD {pw(SUPERUSER)} VALID UNTIL {until}",
         f"CREATE ROLE {OWNER} LOGIN PASSWORD {pw(OWNER)} VALID UNTIL {until}",
         f"CREATE ROLE {APP} LOGIN PASSWORD {pw(APP)} VALID UNTIL {until}",
         f"CREATE ROLE {READONLY} LOGIN PASSWORD {pw(READONLY)} VALID UNTIL {until}",
-        f"CREATE ROLE {REPLICATION} LOGIN REPLICATION PASSWORD {pw(REPLICATION)}",
+        f"CREATE ROLE {REPLICATION} LOGIN REPLICATION PASSWORD {pw(REPLICATION)} "
+        f"VALID UNTIL {until}",
         f"CREATE ROLE {MONITOR} LOGIN PASSWORD {pw(MONITOR)} VALID UNTIL {until}",
         f"GRANT pg_monitor TO {MONITOR}",
         f"CREATE DATABASE {ident(database)} OWNER {OWNER}",
