@@ -14,11 +14,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster.state import APP
+from cardmint.cluster.state import APP, ROLES
 from cardmint.config import secret
-from cardmint.db import migrate
+from cardmint.db import Database, migrate
+from cardmint.errors import CardmintError, UsageError, ValidationError
+from cardmint.ops.rotate import rotate
 from cardmint.ops.security import audit, session_findings
-from support import TestCluster, start_cluster
+from support import TestCluster, poll, start_cluster
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +119,65 @@ def test_a_remote_session_without_tls_is_a_finding() -> None:
     assert [f.id for f in session_findings([row])] == ["connection_without_tls"]
     assert session_findings([{**row, "ssl": True}]) == []
     assert session_findings([{**row, "client_addr": "127.0.0.1"}]) == []
+
+
+async def test_rotation_under_load_fails_no_request(work_root: Path, template_dir: Path) -> None:
+    tc = await start_cluster(work_root, template_dir, "rotation", replicas=1)
+    try:
+        before = dict(tc.cluster.passwords())
+        db = Database(tc.settings(pool_min=2, pool_max=8))
+        await db.open(monitor=False)
+        stop = asyncio.Event()
+        done, failed = 0, []
+
+        async def client() -> None:
+            nonlocal done
+            while not stop.is_set():
+                try:
+                    await db.fetchval("SELECT 1")
+                    await db.fetchval("SELECT 1", stale_ok=True)
+                    done += 1
+                except CardmintError as exc:
+                    failed.append(str(exc))
+
+        async def churn() -> None:
+            # new connections all the time, so the new password is really needed
+            while not stop.is_set():
+                await db.recycle()
+                await asyncio.sleep(0.01)
+
+        tasks = [asyncio.create_task(client()) for _ in range(8)] + \
+            [asyncio.create_task(churn())]
+        try:
+            await poll(lambda: done > 50)
+            report = await rotate(tc.settings(), force=True)
+            at_rotation = done
+            await poll(lambda: done > at_rotation + 200)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await db.close()
+        assert report.ok, report.to_dict()
+        assert [r.role for r in report.rotations] == list(ROLES)
+        assert failed == []
+        after = tc.cluster.passwords()
+        assert all(after[r] != before[r] for r in ROLES)
+        assert all("password" not in r.to_dict() for r in report.rotations)
+        # the replica streams with the new replication password
+        status = await tc.cluster.status()
+        assert [n["state"] for n in status["nodes"] if n["role"] == "replica"] == ["streaming"]
+        # the audit sees fresh expiries, and the old application password is refused
+        assert (await audit(tc.settings())).findings == []
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(host="127.0.0.1", port=tc.cluster.state().primary.port,
+                                  user=APP, password=before[APP], database="cardmint")
+    finally:
+        await tc.cluster.down(purge=True)
+
+
+async def test_rotation_refuses_outside_a_window_and_unknown_roles(audited: TestCluster) -> None:
+    outside = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday noon
+    with pytest.raises(UsageError, match="maintenance window"):
+        await rotate(audited.settings(), now=outside)
+    with pytest.raises(ValidationError):
+        await rotate(audited.settings(), ["nobody"], force=True)

@@ -33,6 +33,15 @@ def username(dsn: str) -> str | None:
     return unquote(user) or None
 
 
+def password_of(dsn: str) -> str | None:
+    """The password in a postgresql:// URL, if any."""
+    netloc = urlsplit(dsn).netloc
+    if "@" not in netloc:
+        return None
+    userinfo = netloc.rsplit("@", 1)[0]
+    return unquote(userinfo.split(":", 1)[1]) if ":" in userinfo else None
+
+
 def with_password(dsn: str, password: str) -> str:
     """Return the URL with `password` set for its user (replacing any password it had)."""
     parts = urlsplit(dsn)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -45,3 +45,32 @@ def audit(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         raise typer.Exit(report.exit_code)
 
 
+
+
+@app.command()
+def rotate(
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", help="Role to rotate (repeatable; default: every login role).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Run outside a maintenance window.")] = False,
+    show: Annotated[bool, typer.Option(
+        "--show", help="Print the new passwords (they are never printed otherwise).")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The quarterly rotation: new passwords, verified, with zero downtime."""
+    from cardmint.ops.rotate import rotate as run_rotate
+
+    report = run(run_rotate(settings(home), role or None, force=force, show=show))
+
+    def render(d: dict[str, Any]) -> None:
+        for r in d["rotations"]:
+            mark = "[green]rotated[/]" if r["ok"] else "[bold red]FAILED[/]"
+            console.print(f"{mark} {r['role']:<20} valid until {r['valid_until'] or '-'}  "
+                          f"({r['duration_s']:.2f} s) {r['detail']}"
+                          + (f"\n    password: {r['password']}" if "password" in r else ""))
+        console.print(f"{'ok' if d['ok'] else 'failed'} in {d['duration_s']:.2f} s")
+
+    emit(report.to_dict(), as_json, render)
+    if not report.ok:
+        raise typer.Exit(2)

@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from cardmint import secretfile
 from cardmint.config import Settings, secret
 from cardmint.db import errors
 from cardmint.db.latency import LatencyHistogram
-from cardmint.dsn import redact
+from cardmint.dsn import password_of, redact, username, with_password
 from cardmint.errors import ConfigError, DatabaseUnavailable
 
 Record = asyncpg.Record
@@ -97,7 +98,7 @@ class Database:
         try:
             self._primary = await asyncpg.create_pool(
                 self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
-                **self._connect_args(f"{APPLICATION}/{os.getpid()}"),
+                init=init_connection, **self._connect_args(self._dsn_of(None)),
             )
         except Exception as exc:
             raise errors.translate(exc, "the primary") from exc
@@ -105,21 +106,71 @@ class Database:
             # min_size=0: no connection yet, so a replica that is down cannot stop start-up.
             replica.pool = await asyncpg.create_pool(
                 replica.dsn, min_size=0, max_size=s.replica_pool_max,
-                **self._connect_args(f"{APPLICATION}-replica/{os.getpid()}"),
+                init=init_connection, **self._connect_args(replica.dsn),
             )
         await self.check_replicas()
         if monitor and self.replicas:
             self._monitor = asyncio.create_task(self._watch_replicas())
         return self
 
-    def _connect_args(self, application: str) -> dict[str, Any]:
+    def _connect_args(self, dsn: str) -> dict[str, Any]:
+        """What every new connection of a pool gets besides its DSN."""
         s = self.settings
+        replica = dsn != self._primary_dsn
+        name = f"{APPLICATION}{'-replica' if replica else ''}/{os.getpid()}"
         return {
-            "init": init_connection,
             "timeout": s.connect_timeout_s,
-            "server_settings": {"application_name": application,
+            "server_settings": {"application_name": name,
                                 "statement_timeout": str(s.statement_timeout_ms)},
         }
+
+    def _dsn_of(self, pool: asyncpg.Pool | None) -> str:
+        for replica in self.replicas:
+            if pool is not None and replica.pool is pool:
+                return replica.dsn
+        return self._primary_dsn
+
+    def _reload_password(self, pool: asyncpg.Pool) -> bool:
+        """After `security rotate`, new connections need the password the secrets file now
+        holds; connections already open keep working. True if the pool got a new one."""
+        dsn = self._dsn_of(pool)
+        user = username(dsn)
+        fresh = secretfile.read(self.settings.secrets_path).get(secretfile.role_key(user or ""))
+        if not fresh or fresh == password_of(dsn):
+            return False
+        new_dsn = with_password(dsn, fresh)
+        for replica in self.replicas:
+            if replica.pool is pool:
+                replica.dsn = new_dsn
+        if pool is self._primary:
+            self._primary_dsn = new_dsn
+        pool.set_connect_args(new_dsn, **self._connect_args(new_dsn))
+        return True
+
+    async def _acquire_after_rotation(self, pool: asyncpg.Pool,
+                                      timeout: float) -> asyncpg.Connection:
+        """The password was refused: a rotation is under way or done. Its new password
+        reaches the secrets file a moment after the server has it (once verified), so
+        look for it until the connect timeout, then give up."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        while True:
+            if self._reload_password(pool):
+                try:
+                    return await pool.acquire(timeout=timeout)
+                except asyncpg.InvalidPasswordError:
+                    pass
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailable("the database refused the password, and no new "
+                                          "one arrived in the secrets file")
+            await asyncio.sleep(0.02)
+
+    async def recycle(self) -> None:
+        """Replace every pooled connection as it is next released (after a rotation or a
+        failover); connections in use finish what they do first."""
+        for pool in (self._primary, *(r.pool for r in self.replicas)):
+            if pool is not None:
+                await pool.expire_connections()
+
 
     @property
     def is_open(self) -> bool:
@@ -284,7 +335,10 @@ class Database:
         timeout = self.settings.pool_acquire_timeout_s
         self._waiting += 1
         try:
-            return await pool.acquire(timeout=timeout)
+            try:
+                return await pool.acquire(timeout=timeout)
+            except asyncpg.InvalidPasswordError:
+                return await self._acquire_after_rotation(pool, timeout)
         except TimeoutError:
             raise errors.pool_timeout(target, timeout) from None
         except Exception as exc:
