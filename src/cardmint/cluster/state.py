@@ -90,7 +90,8 @@ class ClusterState:
             "owner": self.dsn(OWNER, attrs="read-write"),
             "readonly": self.dsn(READONLY, attrs="prefer-standby"),
             "admin": self.dsn(SUPERUSER, attrs="read-write"),
-            "replicas": [self.dsn(APP, [n]) for n in self.replicas],
+            # reads that tolerate lag go to replicas as the read-only role: least privilege
+            "replicas": [self.dsn(READONLY, [n]) for n in self.replicas],
             "monitor_nodes": [self.dsn(MONITOR, [n]) for n in self.nodes],
         }
 
