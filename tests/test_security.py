@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -181,3 +182,32 @@ async def test_rotation_refuses_outside_a_window_and_unknown_roles(audited: Test
         await rotate(audited.settings(), now=outside)
     with pytest.raises(ValidationError):
         await rotate(audited.settings(), ["nobody"], force=True)
+
+
+async def test_no_command_output_or_log_shows_a_password(pg: TestCluster) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env.update(CARDMINT_HOME=str(pg.home), COLUMNS="200")
+    commands = [
+        ("cluster", "status"), ("cluster", "status", "--json"), ("cluster", "up", "--json"),
+        ("health",), ("health", "--json"), ("stats", "--json", "--window", "0.2"),
+        ("test-card", "--json"), ("security", "audit", "--json"), ("db", "current", "--json"),
+        ("cluster", "connect", "nosuch"), ("maintenance", "status", "--json"),
+    ]
+    seen = []
+    for args in commands:
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cardmint", *args], capture_output=True,
+            text=True, env=env, timeout=120)
+        seen.append(done.stdout + done.stderr)
+    # a DSN pointing nowhere with a password in it, through an error path
+    bad = dict(env, CARDMINT_DATABASE_URL="postgresql://cardmint_app:hunter22@127.0.0.1:1/x")
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cardmint", "test-card", "--json"],
+        capture_output=True, text=True, env=bad, timeout=120)
+    seen.append(done.stdout + done.stderr)
+    seen += [p.read_text(errors="replace") for p in (pg.home / "logs").iterdir()]
+    text = "\n".join(seen)
+    secrets = [p for p in pg.cluster.passwords().values() if p] + ["hunter22"]
+    assert not [s for s in secrets if s in text]
+    exposed = re.findall(r"postgres(?:ql)?://[^:/@\s]+:([^@\s]+)@", text)
+    assert [p for p in exposed if p != "***"] == []
