@@ -91,6 +91,21 @@ class Settings(BaseSettings):
     monitor_retention_h: float = Field(24.0, gt=0)
     alert_webhook_url: SecretStr | None = None  # may carry a token in its path
 
+    # Backups (issue 6): a base backup every `backup_interval_h`, kept `backup_retention_days`
+    # but never fewer than `backup_min_keep`; bounded waits for the archiver and a restore.
+    backup_interval_h: float = Field(24.0, gt=0)
+    backup_retention_days: float = Field(7.0, gt=0)
+    backup_min_keep: int = Field(2, ge=1)
+    backup_archive_wait_s: float = Field(30.0, gt=0)
+    restore_timeout_s: float = Field(300.0, gt=0)
+
+    # Synchronous replication (issue 5): commits waiting on a synchronous standby, or no
+    # such standby streaming, for this long make the sync guard drop to asynchronous and
+    # raise a P1 alert; with `sync_strict` it only alerts (commits wait for the standby).
+    sync_degrade_after_s: float = Field(5.0, gt=0)
+    sync_strict: bool = False
+    sync_guard_interval_s: float = Field(0.5, gt=0)
+
     # The HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
@@ -161,7 +176,9 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name, value in self:
             if isinstance(value, SecretStr):
-                value = redact(value.get_secret_value())
+                plain = value.get_secret_value()
+                # a DSN keeps its shape with the password masked; other secrets show nothing
+                value = redact(plain) if plain.startswith("postgres") else "***"
             elif isinstance(value, list):
                 value = [redact(v.get_secret_value()) if isinstance(v, SecretStr) else v
                          for v in value]

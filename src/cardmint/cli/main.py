@@ -7,7 +7,17 @@ import sys
 import typer
 from rich.text import Text
 
-from cardmint.cli import catalog, cluster, db, incident, maintenance, ops, serve
+from cardmint.cli import (
+    catalog,
+    cluster,
+    db,
+    incident,
+    maintenance,
+    monitor,
+    ops,
+    security,
+    serve,
+)
 from cardmint.cli.output import CRITICAL, UNAVAILABLE, errors, to_json
 from cardmint.dsn import redact
 from cardmint.errors import (
@@ -28,10 +38,12 @@ app = typer.Typer(
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(db.app, name="db")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(security.app, name="security")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(incident.app, name="incident")
 serve.register(app)
 ops.register(app)
+monitor.register(app)
 
 
 def exit_code(exc: CardmintError) -> int:

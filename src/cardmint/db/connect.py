@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -13,18 +14,27 @@ from cardmint.db import errors
 
 
 @asynccontextmanager
-async def connection(dsn: str, settings: Settings, *,
-                     application: str = "cardmint-admin") -> AsyncIterator[asyncpg.Connection]:
+async def connection(dsn: str, settings: Settings, *, application: str = "cardmint-admin",
+                     where: str | None = None) -> AsyncIterator[asyncpg.Connection]:
+    """`where` names the node in error messages (default: its host and port)."""
+    where = where or _hosts(dsn)
     try:
         conn = await asyncpg.connect(
             dsn, timeout=settings.connect_timeout_s,
             server_settings={"application_name": application},
         )
     except Exception as exc:
-        raise errors.translate(exc, "the primary") from exc
+        raise errors.translate(exc, where) from exc
     try:
         yield conn
     except asyncpg.PostgresError as exc:
-        raise errors.translate(exc, "the primary") from exc
+        raise errors.translate(exc, where) from exc
     finally:
         await conn.close()
+
+
+def _hosts(dsn: str) -> str:
+    try:
+        return urlsplit(dsn).netloc.rsplit("@", 1)[-1] or "the database"
+    except ValueError:
+        return "the database"

@@ -156,9 +156,10 @@ async def storage(conn: asyncpg.Connection, *, capacity_bytes: int | None = None
     """)
     total = used = None
     try:
+        # as df counts: blocks reserved for root are neither used nor available to us
         st = os.statvfs(row["data_directory"])
-        total = st.f_blocks * st.f_frsize
-        used = total - st.f_bavail * st.f_frsize
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        total = used + st.f_bavail * st.f_frsize
     except OSError:
         pass
     if capacity_bytes:
@@ -209,6 +210,20 @@ def cache_hit_pct(activity: dict[str, Any]) -> float | None:
     return round(100.0 * hits / (hits + disk), 2) if hits + disk else None
 
 
+async def table_activity(conn: asyncpg.Connection, *,
+                         exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Cumulative rows read (sequential + index fetches) and written in user tables,
+    leaving out `exclude` (e.g. the monitor's own tables): the application's read/write
+    mix, without the catalog reads every new connection makes."""
+    row = await conn.fetchrow("""
+        SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint AS reads,
+               coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint AS writes,
+               clock_timestamp() AS at
+        FROM pg_stat_user_tables WHERE NOT relname = ANY($1::text[])
+    """, list(exclude))
+    return dict(row)
+
+
 async def replication(conn: asyncpg.Connection) -> dict[str, Any]:
     """On a primary: who streams from it and its slots (an inactive slot holds WAL)."""
     senders = await conn.fetch("""
@@ -254,6 +269,12 @@ def _cpu_times() -> tuple[int, int] | None:
     values = [int(v) for v in fields]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     return sum(values), idle
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(total, idle) jiffies since boot: two readings give CPU use between them, also
+    when different processes took them (the monitor's stored samples)."""
+    return _cpu_times()
 
 
 class HostSampler:

@@ -1,0 +1,158 @@
+"""`cardmint monitor` and `cardmint alerts`: the runbook's sustained thresholds as alerts.
+
+Exit codes of `monitor --once` and `alerts`: the worst firing alert decides: none 0,
+P2 1, P1 or P0 2; 3 when there is nothing to monitor or the database cannot be asked.
+The loop (without --once) runs until Ctrl-C; with --json it prints one compact JSON
+document per round, one per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.output import console, emit
+from cardmint.config import Settings
+from cardmint.db import Database
+from cardmint.errors import CardmintError, UsageError
+from cardmint.ops import monitor as ops
+from cardmint.ops.facts import HostSampler
+from cardmint.ops.rules import worst_severity
+
+_COLOURS = {"P0": "bold red", "P1": "red", "P2": "yellow"}
+
+
+def _since(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else \
+        str(value or "")[:19].replace("T", " ")
+
+
+def _alert_table(alerts: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("sev", "alert", "node", "value", "threshold", "status", "since (UTC)",
+                "runbook", "do"):
+        table.add_column(col, overflow="fold")
+    for a in alerts:
+        colour = _COLOURS.get(a["severity"], "")
+        table.add_row(f"[{colour}]{a['severity']}[/]", a["name"], a["node"] or "",
+                      "" if a["value"] is None else f"{a['value']:g}",
+                      "" if a["threshold"] is None else f"{a['threshold']:g}", a["status"],
+                      _since(a["started_at"]), escape(a["runbook_section"] or ""),
+                      escape(a["recommendation"] or ""))
+    return table
+
+
+def _render_round(d: dict[str, Any]) -> None:
+    s = d["sample"]
+    stored = "" if d["stored"] else " [red](not stored: database unreachable)[/]"
+    host = s.get("host") or {}
+    console.print(f"{_since(d['taken_at'])} primary {s.get('primary') or '[red]none[/]'}, "
+                  f"p95 {s.get('latency_p95_ms')} ms, pool {s.get('pool_utilization_pct')} %, "
+                  f"CPU {host.get('cpu_pct')} %, memory {host.get('memory_pct')} %; "
+                  f"{len(d['firing'])} firing{stored}")
+    for error in d["errors"]:
+        console.print(f"  [yellow]{escape(error)}[/]")
+
+
+def _log_alerts() -> None:
+    """Alert changes go to stderr as log lines (stdout stays the report), once."""
+    logger = logging.getLogger("cardmint.alerts")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _render_once(d: dict[str, Any]) -> None:
+    _render_round(d)
+    if d["firing"]:
+        console.print(_alert_table(d["firing"], "firing alerts"))
+
+
+async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool) -> None:
+    """Until cancelled: one bounded round per interval, one data layer for all of them."""
+    host, memory, db = HostSampler(), ops.AlertMemory(), None
+    try:
+        while True:
+            began = time.monotonic()
+            if db is None:
+                try:
+                    db = await ops.open_database(s)
+                except CardmintError:
+                    db = None  # the round reports it; try again next time
+            report = await ops.run_once(s, webhook=webhook, host=host, db=db,
+                                        interval_s=interval, memory=memory)
+            data = report.to_dict()
+            if as_json:
+                print(json.dumps(data), flush=True)
+            else:
+                _render_round(data)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
+    finally:
+        if db is not None:
+            await db.close()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def monitor(
+        once: Annotated[bool, typer.Option(
+            "--once", help="One round: print the report, exit 0 none, 1 P2, 2 P1/P0.")] = False,
+        interval: Annotated[float | None, typer.Option(
+            help="Seconds between rounds (default CARDMINT_MONITOR_INTERVAL_S, 60).",
+            show_default=False)] = None,
+        webhook: Annotated[str | None, typer.Option(
+            help="POST each alert change as JSON here (default "
+                 "CARDMINT_ALERT_WEBHOOK_URL).", show_default=False)] = None,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Sample the cluster and raise or clear alerts on the runbook's thresholds."""
+        if interval is not None and interval <= 0:
+            raise UsageError("--interval must be positive")
+        s = settings(home)
+        _log_alerts()
+        if once:
+            report = run(ops.run_once(s, webhook=webhook, interval_s=interval))
+            emit(report.to_dict(), as_json, _render_once)
+            raise typer.Exit(report.exit_code)
+        run(_loop(s, interval or s.monitor_interval_s, webhook, as_json))
+
+    @app.command()
+    def alerts(
+        all_: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Firing alerts (with --all, resolved ones too), newest first."""
+
+        async def fetch() -> list[dict[str, Any]]:
+            db = Database(settings(home), replica_dsns=[])
+            await db.open(monitor=False)
+            try:
+                return await ops.list_alerts(db, include_resolved=all_)
+            finally:
+                await db.close()
+
+        found = run(fetch())
+        worst = worst_severity(a["severity"] for a in found if a["status"] == "firing")
+
+        def render(d: dict[str, Any]) -> None:
+            if not d["alerts"]:
+                console.print("no alerts" if all_ else "no firing alerts")
+            else:
+                console.print(_alert_table(d["alerts"], "alerts" if all_ else "firing alerts"))
+
+        emit({"severity": worst, "alerts": found}, as_json, render)
+        raise typer.Exit(ops.EXIT_CODES[worst])
