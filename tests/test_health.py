@@ -255,3 +255,18 @@ def test_cli_and_production_cli_agree(pg: TestCluster) -> None:
 
     assert verdicts(outputs[0]) == verdicts(outputs[1])
     assert outputs[0]["returncode"] == outputs[1]["returncode"]
+
+
+async def test_a_freeze_shows_in_health(pg: TestCluster) -> None:
+    from cardmint.ops import freeze
+
+    s = pg.settings(storage_capacity_bytes=BIG_DISK)
+    await freeze.freeze(s, reason="health test", by="pytest")
+    try:
+        report = await check_health(s)
+        writes = report.check("writes")
+        assert writes.status == "critical" and "health test" in writes.detail
+        assert report.severity in ("P0", "P1")
+    finally:
+        await freeze.thaw(s)
+    assert status(await check_health(s), "writes") == "ok"

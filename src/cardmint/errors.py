@@ -51,6 +51,17 @@ class QueryTimeout(DatabaseUnavailable):
     """The statement ran past statement_timeout and was cancelled by the server."""
 
 
+class Frozen(DatabaseUnavailable):
+    """A write refused because `cardmint db freeze` withdrew the app role's write
+    privileges; reads keep working. The API answers 503 until `cardmint db thaw`."""
+
+    retry_after_s: int = 30
+
+
+class BackupError(CardmintError):
+    """A backup, its verification, pruning or a restore failed."""
+
+
 class ValidationError(CardmintError):
     """Input that breaks a rule; carries the offending field (the API's 4xx)."""
 

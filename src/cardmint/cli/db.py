@@ -6,11 +6,13 @@ from typing import Annotated, Any
 
 import typer
 
-from cardmint.cli.common import HomeOpt, JsonOpt, settings
-from cardmint.cli.output import console, emit
+from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.output import console, emit, errors
 from cardmint.config import secret
 from cardmint.db import migrate
 from cardmint.errors import ConfigError
+from cardmint.ops import backup as backups
+from cardmint.ops import freeze as freezing
 
 app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 
@@ -26,15 +28,25 @@ def _owner_dsn(home: Any) -> str:
 @app.command()
 def upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    no_backup: Annotated[bool, typer.Option(
+        "--no-backup", help="Skip the backup taken first when migrations are pending.")] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply migrations up to REVISION (default head)."""
+    """Apply migrations up to REVISION (default head), after a backup if any is pending."""
     dsn = _owner_dsn(home)
     before = migrate.current(dsn)
+    pending = before != (migrate.head() if revision == "head" else revision)
+    guard = run(backups.before_deploy(settings(home), pending=pending, skip=no_backup))
+    if guard["backup"]:
+        errors.print(f"backup {guard['backup']['id']} taken before the migration")
+    elif pending:
+        errors.print(f"no backup before the migration: {guard['skipped']}")
     migrate.upgrade(dsn, revision)
     after = migrate.current(dsn)
-    emit({"ok": True, "from": before, "to": after}, as_json,
+    emit({"ok": True, "from": before, "to": after,
+          "backup": guard["backup"]["id"] if guard["backup"] else None,
+          "backup_skipped": guard["skipped"]}, as_json,
          lambda d: console.print(f"schema at {d['to']} (was {d['from'] or 'empty'})"))
 
 
@@ -78,3 +90,29 @@ def revision(
     path = migrate.revision(_owner_dsn(home), message, autogenerate=autogenerate)
     emit({"ok": True, "path": str(path)}, as_json,
          lambda d: console.print(f"wrote {d['path']}: review it before `cardmint db upgrade`"))
+
+
+@app.command()
+def freeze(
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded, shown in health).")]
+    = "no reason given",
+    by: Annotated[str | None, typer.Option(help="Who (default: user@host).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """STOP ALL WRITES IMMEDIATELY: the app role's write privileges are withdrawn and its
+    open transactions ended; reads keep working. `cardmint db thaw` reverses it."""
+    data = run(freezing.freeze(settings(home), reason=reason, by=by))
+    emit(data, as_json, lambda d: console.print(
+        f"[bold red]writes frozen[/] since {d['frozen_at']} by {d['by']}: {d['reason']}"
+        + (" (already frozen)" if d["already"] else
+           f"; {d['sessions_ended']} open transaction(s) ended")))
+
+
+@app.command()
+def thaw(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Give the app role back exactly the write privileges `db freeze` took."""
+    data = run(freezing.thaw(settings(home)))
+    emit(data, as_json, lambda d: console.print(
+        f"writes allowed again ({d['grants_restored']} grant(s) restored; frozen since "
+        f"{d['frozen_at']} by {d['by']})" if d["was_frozen"] else "was not frozen"))

@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 
 from cardmint.cli import (
+    backup,
     catalog,
     cluster,
     db,
@@ -17,6 +18,7 @@ from cardmint.cli import (
     ops,
     security,
     serve,
+    storage,
 )
 from cardmint.cli.output import CRITICAL, UNAVAILABLE, errors, to_json
 from cardmint.dsn import redact
@@ -38,6 +40,8 @@ app = typer.Typer(
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(db.app, name="db")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(backup.app, name="backup")
+app.add_typer(storage.app, name="storage")
 app.add_typer(security.app, name="security")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(incident.app, name="incident")

@@ -12,6 +12,7 @@ from cardmint.errors import (
     ConstraintViolation,
     DatabaseError,
     DatabaseUnavailable,
+    Frozen,
     NoPrimary,
     PoolExhausted,
     QueryTimeout,
@@ -67,6 +68,14 @@ def translate(exc: BaseException, where: str = "") -> CardmintError:
             sqlstate=sqlstate,
             field=getattr(exc, "column_name", None),
         )
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError) and message.startswith(
+            ("permission denied for table", "permission denied for sequence",
+             "permission denied for view")):
+        # The app role holds DML on every table and sequence (default privileges), so
+        # a refusal on one means its write privileges were withdrawn, which is what
+        # `cardmint db freeze` does (reads are never withdrawn): a 503, not a bug.
+        return Frozen(f"writes are frozen{place} (`cardmint db freeze`; reads still work): "
+                      f"{message}", sqlstate=sqlstate)
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError
                   | asyncpg.InvalidCatalogNameError):  # class 28, 3D000: settings are wrong
         return DatabaseUnavailable(f"cannot connect{place}: {message}", sqlstate=sqlstate)

@@ -24,6 +24,7 @@ from cardmint.db.connect import connection
 from cardmint.errors import CardmintError
 from cardmint.ops import facts
 from cardmint.ops.checks import CRITICAL, OK, WARN, Check, check, worst, worst_severity
+from cardmint.ops.freeze import freeze_state
 
 EXIT_CODES = {OK: 0, WARN: 1, CRITICAL: 2}
 
@@ -179,6 +180,7 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
             store = await facts.storage(conn, capacity_bytes=s.storage_capacity_bytes)
             archive = await facts.archiver(conn)
             backlog = await _archive_backlog(conn)
+            frozen = await freeze_state(conn)
     except CardmintError as exc:
         return [check("connections", None, "", None, None, node=primary.name, status=WARN,
                       detail=f"cannot read the primary's statistics: {exc}")]
@@ -214,6 +216,15 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
                   if used is not None else "; capacity unknown")))
 
     out.append(_archive_check(s, primary.name, archive, backlog))
+    if frozen:
+        out.append(check("writes", None, "", None, None, node=primary.name, status=CRITICAL,
+                         on_critical="P1",
+                         detail=f"writes frozen since {frozen.get('frozen_at')} by "
+                                f"{frozen.get('by')}: {frozen.get('reason')} "
+                                "(`cardmint db thaw` allows them again)"))
+    else:
+        out.append(check("writes", None, "", None, None, node=primary.name,
+                         detail="writes allowed"))
 
     oldest_tx = max((t["xact_age_s"] for t in conns.long_transactions), default=0.0)
     out.append(check(

@@ -112,8 +112,8 @@ async def _write(db: Database, token: str) -> dict[str, Any]:
             await tx.execute("INSERT INTO cards (id, set_id, local_id, position, name, "
                              "category) VALUES ($1 || '-1', $1, '1', 1, $1, 'Pokemon')", token)
             variant = await tx.fetchrow(
-                "INSERT INTO card_variants (card_id, type, stamps) "
-                "VALUES ($1 || '-1', 'normal', '{}') RETURNING id, card_id", token)
+                "INSERT INTO card_variants (card_id, type, stamps, position) "
+                "VALUES ($1 || '-1', 'normal', '{}', 1) RETURNING id, card_id", token)
         capture = await tx.fetchval(
             "INSERT INTO captures (image_ref, ocr_text) VALUES ($1, $2) RETURNING id",
             f"{MARK}://{token}", token)
