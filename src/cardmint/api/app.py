@@ -7,12 +7,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
-from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi import FastAPI
 
 from cardmint import __version__
-from cardmint.api import health, metrics, problems
+from cardmint.api import catalog, health, metrics, problems
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
 from cardmint.errors import DatabaseUnavailable
@@ -43,26 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install(app)
     health.install(app)
 
-    def db(request: Request) -> Database:
-        return request.app.state.db
-
-    @app.get("/v1/sets")
-    async def sets(request: Request) -> dict[str, Any]:
-        rows = await db(request).fetch(
-            "SELECT id, name, series_id, series_name, release_date, printed_total, card_count "
-            "FROM sets ORDER BY release_date, id", stale_ok=True)
-        data = [dict(r) for r in rows]
-        return {"data": data, "count": len(data), "totalCount": len(data)}
-
-    @app.get("/v1/cards/{card_id}")
-    async def card(request: Request,
-                   card_id: str = Path(..., max_length=64)) -> dict[str, Any]:
-        row = await db(request).fetchrow("SELECT * FROM cards WHERE id = $1", card_id,
-                                         stale_ok=True)
-        if row is None:
-            raise HTTPException(404, f"no card {card_id!r}")
-        return {"data": dict(row)}
-
+    app.include_router(catalog.router)
     return app
 
 
