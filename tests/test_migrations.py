@@ -23,6 +23,7 @@ from cardmint.errors import ConfigError, DatabaseUnavailable, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = set(metadata.tables)
+HEAD = "0002"
 
 
 async def _upgrade(dsn: str, revision: str = "head") -> None:
@@ -107,10 +108,10 @@ async def _seed_product(conn: asyncpg.Connection, sku: str = "TST-1-NM") -> dict
 
 
 async def test_upgrade_sets_current_to_head(empty_database: str) -> None:
-    assert migrate.head() == "0001"
+    assert migrate.head() == HEAD
     assert await asyncio.to_thread(migrate.current, empty_database) is None
     await _upgrade(empty_database)
-    assert await asyncio.to_thread(migrate.current, empty_database) == "0001"
+    assert await asyncio.to_thread(migrate.current, empty_database) == HEAD
 
     conn = await asyncpg.connect(empty_database)
     try:
@@ -166,7 +167,12 @@ async def test_downgrade_to_base_and_upgrade_again(empty_database: str) -> None:
         await conn.close()
 
     await _upgrade(empty_database)
+    assert await asyncio.to_thread(migrate.current, empty_database) == HEAD
+    # one step at a time, down and up again
+    await asyncio.to_thread(migrate.downgrade, empty_database, "0001")
     assert await asyncio.to_thread(migrate.current, empty_database) == "0001"
+    await _upgrade(empty_database)
+    assert await asyncio.to_thread(migrate.current, empty_database) == HEAD
 
 
 async def test_ledger_is_append_only(empty_database: str) -> None:
@@ -295,7 +301,7 @@ async def test_alembic_command_line_from_repo_root(empty_database: str) -> None:
         return done.stdout + done.stderr
 
     await asyncio.to_thread(alembic, "upgrade", "head")
-    assert "0001 (head)" in await asyncio.to_thread(alembic, "current")
+    assert f"{HEAD} (head)" in await asyncio.to_thread(alembic, "current")
 
 
 async def test_env_takes_the_settings_dsn_or_says_what_is_missing(
@@ -315,7 +321,7 @@ async def test_env_takes_the_settings_dsn_or_says_what_is_missing(
         await asyncio.to_thread(command.upgrade, migrate._config(), "head")
     finally:
         get_settings.cache_clear()
-    assert await asyncio.to_thread(migrate.current, empty_database) == "0001"
+    assert await asyncio.to_thread(migrate.current, empty_database) == HEAD
 
 
 async def test_revision_autogenerates_nothing_at_head(
@@ -330,9 +336,9 @@ async def test_revision_autogenerates_nothing_at_head(
 
     path = Path(await asyncio.to_thread(migrate.revision, empty_database, "no changes"))
     assert path.parent == copy / "versions"
-    assert path.name == "0002_no_changes.py"
+    assert path.name == f"{int(HEAD) + 1:04d}_no_changes.py"
     text = await asyncio.to_thread(path.read_text)
-    assert "down_revision: str | None = '0001'" in text
+    assert f"down_revision: str | None = '{HEAD}'" in text
     body = text.split("def upgrade() -> None:", 1)[1].split("def downgrade", 1)[0]
     statements = [line.strip() for line in body.splitlines()
                   if line.strip() and not line.strip().startswith("#")]

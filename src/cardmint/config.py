@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     # The HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
 
     @field_validator("replica_urls", "monitor_urls", mode="before")
     @classmethod

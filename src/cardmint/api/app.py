@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from cardmint import __version__
-from cardmint.api import catalog, health, metrics, problems
+from cardmint.api import catalog, health, limits, metrics, problems
+from cardmint.api.auth import FailureLimiter
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
 from cardmint.errors import DatabaseUnavailable
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.close()
 
     app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
+    app.state.auth_failures = FailureLimiter()
+    limits.install(app, max_body_bytes=settings.api_max_body_bytes)
     problems.install(app)
     metrics.install(app)
     health.install(app)

@@ -19,6 +19,7 @@ from cardmint.cli import (
     security,
     serve,
     storage,
+    token,
 )
 from cardmint.cli.output import CRITICAL, UNAVAILABLE, errors, to_json
 from cardmint.dsn import redact
@@ -43,6 +44,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(backup.app, name="backup")
 app.add_typer(storage.app, name="storage")
 app.add_typer(security.app, name="security")
+app.add_typer(token.app, name="token")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(incident.app, name="incident")
 serve.register(app)

@@ -2,6 +2,6 @@
 its migrations. asyncpg's errors become CardMint's here and nowhere else."""
 
 from cardmint.db.latency import LatencyHistogram
-from cardmint.db.pool import Database
+from cardmint.db.pool import Database, Transaction
 
-__all__ = ["Database", "LatencyHistogram"]
+__all__ = ["Database", "LatencyHistogram", "Transaction"]

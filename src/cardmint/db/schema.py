@@ -449,3 +449,41 @@ monitor_samples = sa.Table(
     comment="What `cardmint monitor` measured each round: sustained rules and charts read it.",
 )
 sa.Index(None, monitor_samples.c.taken_at)
+
+TOKEN_SCOPES = ("read", "write", "admin")
+
+api_tokens = sa.Table(
+    "api_tokens", metadata,
+    _id(),
+    sa.Column("owner", sa.Text, nullable=False),  # who the ledger records for its writes
+    sa.Column("scope", sa.Text, nullable=False),
+    # SHA-256 of the token: tokens are 32 random bytes, so a fast hash is enough, and the
+    # database never holds anything a client could present
+    sa.Column("token_hash", sa.LargeBinary, nullable=False),
+    sa.Column("prefix", sa.Text, nullable=False),  # the first characters, to tell tokens apart
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint(_in("scope", TOKEN_SCOPES), name="scope"),
+    sa.CheckConstraint("owner <> ''", name="owner_not_empty"),
+    sa.CheckConstraint("octet_length(token_hash) = 32", name="hash_length"),
+    sa.UniqueConstraint("token_hash"),
+    comment="API tokens, stored hashed; scopes read < write < admin.",
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("owner", sa.Text, primary_key=True),  # keys are per client
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.Integer),  # null while the first request is still running
+    sa.Column("response", JSONB),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.CheckConstraint("char_length(key) BETWEEN 1 AND 200", name="key_length"),
+    comment="Responses to POSTs sent with an Idempotency-Key, replayed on a retry.",
+)
+sa.Index(None, idempotency_keys.c.created_at)
