@@ -211,3 +211,23 @@ async def test_no_command_output_or_log_shows_a_password(pg: TestCluster) -> Non
     assert not [s for s in secrets if s in text]
     exposed = re.findall(r"postgres(?:ql)?://[^:/@\s]+:([^@\s]+)@", text)
     assert [p for p in exposed if p != "***"] == []
+
+
+async def test_tls_with_verify_full_and_hostssl_beyond_loopback(audited: TestCluster) -> None:
+    state = audited.cluster.state()
+    ca = audited.home / "tls" / "ca.crt"
+    conn = await asyncpg.connect(
+        f"postgresql://{APP}@127.0.0.1:{state.primary.port}/cardmint"
+        f"?sslmode=verify-full&sslrootcert={ca}", password=audited.password(APP))
+    try:
+        assert await conn.fetchval(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") is True
+    finally:
+        await conn.close()
+    admin = await audited.admin()
+    try:
+        rules = await admin.fetch("SELECT type, address FROM pg_hba_file_rules")
+    finally:
+        await admin.close()
+    assert all(r["type"] == "hostssl" or r["address"] == "127.0.0.1" for r in rules)
+    assert (audited.home / "tls" / "server.key").stat().st_mode & 0o777 == 0o600

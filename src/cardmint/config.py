@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     home: Path = Path(".cardmint")
     pg_bindir: Path | None = None
     pg_os_user: str = "postgres"
+    # TLS: the operator's certificate, key and CA; unset, `cluster up` makes its own.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
     # A data directory to copy instead of running initdb (made on first use).
     pg_template: Path | None = None
 

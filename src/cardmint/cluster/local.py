@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from cardmint import secretfile
-from cardmint.cluster import nodes, pgbin, process, roles
+from cardmint.cluster import nodes, pgbin, process, roles, tls
 from cardmint.cluster.probe import NODE_SQL, parse_lsn
 from cardmint.cluster.state import (
     READY,
@@ -164,6 +164,9 @@ class LocalCluster:
         (self.home / "nodes").mkdir(exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
         user.own(self.archive)
+        s = self.settings
+        await asyncio.to_thread(tls.ensure, self.home / "tls", user, cert=s.tls_cert_file,
+                                key=s.tls_key_file, ca=s.tls_ca_file)
 
         primary = state.primary
         await self._init_primary(pg, user, primary, passwords)
@@ -270,7 +273,7 @@ class LocalCluster:
                 if not purge:
                     save(state)
             if purge:
-                for name in ("nodes", "wal-archive", "logs"):
+                for name in ("nodes", "wal-archive", "logs", "tls"):
                     shutil.rmtree(self.home / name, ignore_errors=True)
                 for name in ("cluster.json", "secrets.env"):
                     (self.home / name).unlink(missing_ok=True)

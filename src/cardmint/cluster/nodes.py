@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from cardmint.cluster import tls
 from cardmint.cluster.pgbin import PgBin
 from cardmint.cluster.process import OsUser
 from cardmint.cluster.roles import literal
@@ -44,10 +45,13 @@ log_min_duration_statement = 1000
 """
 
 HBA = f"""\
-# Written by `cardmint cluster up`: loopback only, SCRAM passwords only.
-# TYPE  DATABASE     USER   ADDRESS        METHOD
-host    all          all    127.0.0.1/32   scram-sha-256
-host    replication  {REPLICATION}  127.0.0.1/32   scram-sha-256
+# Written by `cardmint cluster up`: SCRAM passwords only; TLS optional on loopback and
+# required from any other address (should listen_addresses ever include one).
+# TYPE   DATABASE     USER   ADDRESS        METHOD
+host     all          all    127.0.0.1/32   scram-sha-256
+host     replication  {REPLICATION}  127.0.0.1/32   scram-sha-256
+hostssl  all          all    all            scram-sha-256
+hostssl  replication  {REPLICATION}  all            scram-sha-256
 """
 
 
@@ -111,7 +115,11 @@ def configure(user: OsUser, node: Node, archive: Path) -> None:
         f'if test -f "{archive}/%f"; then cmp -s "%p" "{archive}/%f"; '
         f'else cp "%p" "{archive}/%f.part" && mv "{archive}/%f.part" "{archive}/%f"; fi'
     )
-    write(user, datadir / "cardmint.conf", COMMON_CONF.format(archive_command=command))
+    conf = COMMON_CONF.format(archive_command=command)
+    tls_dir = archive.parent / "tls"  # the cluster home's certificates, when it has them
+    if (tls_dir / "server.crt").exists():
+        conf += tls.server_conf(tls_dir)
+    write(user, datadir / "cardmint.conf", conf)
     write(user, datadir / "cardmint-node.conf",
           f"port = {node.port}\ncluster_name = {conf_string('cardmint-' + node.name)}\n")
     write(user, datadir / "pg_hba.conf", HBA)
