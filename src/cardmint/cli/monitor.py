@@ -80,8 +80,10 @@ def _render_once(d: dict[str, Any]) -> None:
         console.print(_alert_table(d["firing"], "firing alerts"))
 
 
-async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool) -> None:
-    """Until cancelled: one bounded round per interval, one data layer for all of them."""
+async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool,
+                backups: bool = True) -> None:
+    """Until cancelled: one bounded round per interval, one data layer for all of them;
+    with `backups`, each round also runs the backup schedule (daily backup, retention)."""
     host, memory, db = HostSampler(), ops.AlertMemory(), None
     try:
         while True:
@@ -94,6 +96,8 @@ async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool
             report = await ops.run_once(s, webhook=webhook, host=host, db=db,
                                         interval_s=interval, memory=memory)
             data = report.to_dict()
+            if backups:
+                data["backup_schedule"] = await _backup_turn(s)
             if as_json:
                 print(json.dumps(data), flush=True)
             else:
@@ -102,6 +106,20 @@ async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool
     finally:
         if db is not None:
             await db.close()
+
+
+async def _backup_turn(s: Settings) -> dict[str, Any]:
+    """The daily backup and prune; a failure is reported, and health's backup_age check
+    and the monitor's alerts make it visible, but it never stops the loop."""
+    from cardmint.ops import backup
+
+    try:
+        result = await backup.schedule_once(s)
+    except CardmintError as exc:
+        logging.getLogger("cardmint.backup").error("scheduled backup failed: %s", exc)
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "due": result["due"],
+            "backup": (result["backup"] or {}).get("id")}
 
 
 def register(app: typer.Typer) -> None:
@@ -115,6 +133,9 @@ def register(app: typer.Typer) -> None:
         webhook: Annotated[str | None, typer.Option(
             help="POST each alert change as JSON here (default "
                  "CARDMINT_ALERT_WEBHOOK_URL).", show_default=False)] = None,
+        backups: Annotated[bool, typer.Option(
+            "--backups/--no-backups",
+            help="Also run the daily backup schedule in the loop.")] = True,
         home: HomeOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -127,7 +148,7 @@ def register(app: typer.Typer) -> None:
             report = run(ops.run_once(s, webhook=webhook, interval_s=interval))
             emit(report.to_dict(), as_json, _render_once)
             raise typer.Exit(report.exit_code)
-        run(_loop(s, interval or s.monitor_interval_s, webhook, as_json))
+        run(_loop(s, interval or s.monitor_interval_s, webhook, as_json, backups))
 
     @app.command()
     def alerts(
