@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from cardmint.catalog.load import load_catalog
 from cardmint.cluster import roles
 from cardmint.cluster.state import OWNER
 from cardmint.config import secret
 from cardmint.db import Database, migrate
+from cardmint.db.connect import connection
 from cardmint.dsn import redact, with_password
-from support import TestCluster, start_cluster
+from support import TestCluster, replicas_caught_up, start_cluster
 
 # The suite must not pick up a developer's cluster or DSNs.
 for _key in [k for k in os.environ if k.startswith("CARDMINT_")]:
@@ -93,3 +95,18 @@ async def empty_database(pg: TestCluster) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def catalog(pg: TestCluster) -> AsyncIterator[Database]:
+    """The full catalog, loaded once for the session, and a database to read it."""
+    settings = pg.settings()
+    async with connection(secret(settings.migration_url), settings) as conn:
+        await load_catalog(conn)
+    await replicas_caught_up(pg)
+    database = Database(settings)
+    await database.open(monitor=False)
+    try:
+        yield database
+    finally:
+        await database.close()

@@ -100,3 +100,30 @@ async def replay_paused(pg: TestCluster) -> AsyncIterator[None]:
         await primary.execute(f"DROP TABLE IF EXISTS {table}")
         await replica.close()
         await primary.close()
+
+
+async def replicas_caught_up(pg: TestCluster) -> None:
+    """Until the replica has replayed everything the primary wrote so far (reads that
+    tolerate lag may go there)."""
+    primary, replica = await pg.admin("primary"), await pg.admin("replica")
+    try:
+        lsn = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
+        await poll(lambda: replica.fetchval(
+            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn))
+    finally:
+        await primary.close()
+        await replica.close()
+
+
+@asynccontextmanager
+async def serving(app: Any, *, wait_open: bool = True) -> AsyncIterator[Any]:
+    """An httpx client on the app in this process, with its lifespan run (and, by
+    default, its data layer open)."""
+    import httpx
+
+    async with app.router.lifespan_context(app):
+        if wait_open:
+            await poll(lambda: app.state.db.is_open)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

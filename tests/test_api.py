@@ -12,7 +12,7 @@ from cardmint.catalog.load import load_catalog
 from cardmint.config import secret
 from cardmint.db import migrate
 from cardmint.db.connect import connection
-from support import TestCluster, poll, start_cluster
+from support import TestCluster, poll, serving, start_cluster
 
 
 @pytest.fixture
@@ -21,11 +21,8 @@ async def client(pg: TestCluster) -> AsyncIterator[httpx.AsyncClient]:
     async with connection(secret(settings.migration_url), settings) as conn:
         await load_catalog(conn, sample=True)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await poll(lambda: app.state.db.is_open)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with serving(app) as c:
+        yield c
 
 
 async def test_health_and_catalog_routes(client: httpx.AsyncClient) -> None:

@@ -20,7 +20,7 @@ from cardmint.api.auth import FailureLimiter, Principal, require_scope
 from cardmint.api.idempotency import idempotent
 from cardmint.db import Database, Transaction
 from cardmint.ops import tokens
-from support import TestCluster, poll
+from support import TestCluster, serving
 
 
 def build_app(settings):
@@ -45,12 +45,9 @@ def build_app(settings):
 @pytest.fixture
 async def client(pg: TestCluster) -> AsyncIterator[tuple[httpx.AsyncClient, Database]]:
     app = build_app(pg.settings())
-    async with app.router.lifespan_context(app):
-        await poll(lambda: app.state.db.is_open)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            c.app = app  # type: ignore[attr-defined]
-            yield c, app.state.db
+    async with serving(app) as c:
+        c.app = app  # type: ignore[attr-defined]
+        yield c, app.state.db
         await app.state.db.execute("DELETE FROM incidents WHERE title LIKE 'auth-test%'")
         await app.state.db.execute("DELETE FROM idempotency_keys")
         await app.state.db.execute("DELETE FROM api_tokens WHERE owner LIKE 'auth-test%'")

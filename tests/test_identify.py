@@ -25,11 +25,8 @@ from cardmint.catalog.identify import (
     parse_number,
     read,
 )
-from cardmint.catalog.load import load_catalog
-from cardmint.config import secret
 from cardmint.db import Database
-from cardmint.db.connect import connection
-from support import TestCluster, poll
+from support import TestCluster, serving
 
 
 def _bench() -> object:
@@ -150,33 +147,6 @@ def test_free_text_stands_in_for_missing_fields() -> None:
 
 # -- against the catalog ----------------------------------------------------------------------
 
-async def replicas_caught_up(pg: TestCluster) -> None:
-    """The load went through its own connection: wait until the replica has replayed it,
-    since catalog reads may go there."""
-    primary, replica = await pg.admin("primary"), await pg.admin("replica")
-    try:
-        lsn = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
-        await poll(lambda: replica.fetchval(
-            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn))
-    finally:
-        await primary.close()
-        await replica.close()
-
-
-@pytest.fixture(scope="module")
-async def catalog(pg: TestCluster) -> AsyncIterator[Database]:
-    settings = pg.settings()
-    async with connection(secret(settings.migration_url), settings) as conn:
-        await load_catalog(conn)
-    await replicas_caught_up(pg)
-    database = Database(settings)
-    await database.open(monitor=False)
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
 EXAMPLES = [
     (OcrInput(name="Charizard", number="4/102", hp=120), "base1-4"),
     (OcrInput(name="CHAR1ZARD", number="4/1O2", hp="12O"), "base1-4"),
@@ -244,11 +214,8 @@ async def test_accuracy_floors_on_noisy_cases(catalog: Database) -> None:
 @pytest.fixture(scope="module")
 async def client(pg: TestCluster, catalog: Database) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(pg.settings())
-    async with app.router.lifespan_context(app):
-        await poll(lambda: app.state.db.is_open)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with serving(app) as c:
+        yield c
 
 
 async def test_identify_route(client: httpx.AsyncClient) -> None:

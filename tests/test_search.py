@@ -10,53 +10,19 @@ import httpx
 import pytest
 
 from cardmint.api.app import create_app
-from cardmint.catalog.load import load_catalog
 from cardmint.catalog.search import get_card, get_set, list_sets, search_cards
-from cardmint.config import secret
 from cardmint.db import Database
-from cardmint.db.connect import connection
 from cardmint.errors import ValidationError
-from support import TestCluster, poll
+from support import TestCluster, serving
 
 CARDS, SETS, TRAINERS = 21_066, 199, 2_858
-
-
-async def replicas_caught_up(pg: TestCluster) -> None:
-    """The load went through its own connection: wait until the replica has replayed it,
-    since catalog reads may go there."""
-    primary, replica = await pg.admin("primary"), await pg.admin("replica")
-    try:
-        lsn = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
-        await poll(lambda: replica.fetchval(
-            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn))
-    finally:
-        await primary.close()
-        await replica.close()
-
-
-@pytest.fixture(scope="module")
-async def catalog(pg: TestCluster) -> AsyncIterator[Database]:
-    """The full catalog, loaded once for the module, and a database to read it."""
-    settings = pg.settings()
-    async with connection(secret(settings.migration_url), settings) as conn:
-        await load_catalog(conn)
-    await replicas_caught_up(pg)
-    database = Database(settings)
-    await database.open(monitor=False)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 @pytest.fixture(scope="module")
 async def client(pg: TestCluster, catalog: Database) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(pg.settings())
-    async with app.router.lifespan_context(app):
-        await poll(lambda: app.state.db.is_open)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            yield c
+    async with serving(app) as c:
+        yield c
 
 
 async def everything(db: Database, q: str, order_by: str | None = None) -> list[dict]:
