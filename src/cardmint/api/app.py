@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from cardmint import __version__
-from cardmint.api import catalog, health, limits, metrics, problems
+from cardmint.api import catalog, health, intake, limits, metrics, problems
 from cardmint.api.auth import FailureLimiter
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     health.install(app)
 
     app.include_router(catalog.router)
+    app.include_router(intake.router)
     return app
 
 

@@ -20,6 +20,7 @@ from cardmint.cli import (
     serve,
     storage,
     token,
+    worker,
 )
 from cardmint.cli.output import CRITICAL, UNAVAILABLE, errors, to_json
 from cardmint.dsn import redact
@@ -50,6 +51,7 @@ app.add_typer(incident.app, name="incident")
 serve.register(app)
 ops.register(app)
 monitor.register(app)
+worker.register(app)
 
 
 def exit_code(exc: CardmintError) -> int:

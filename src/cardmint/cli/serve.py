@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str | None, typer.Option(help="Loopback address to bind.")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
         home: HomeOpt = None,
+        worker: Annotated[bool, typer.Option(help="Run one intake worker in-process.")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
@@ -32,5 +33,10 @@ def register(app: typer.Typer) -> None:
         if not loopback:
             raise UsageError(f"--host {host} is not a loopback address; CardMint serves on "
                              "loopback only (put a proxy in front for remote clients)")
-        uvicorn.run(create_app(s), host=host, port=port or s.api_port, loop="uvloop",
+        api = create_app(s)
+        if worker:  # intake jobs are processed by this process too (`--no-worker`: not)
+            from cardmint.api.intake import run_worker_in
+
+            run_worker_in(api)
+        uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
                     http="httptools", log_level="info", access_log=False)

@@ -1,0 +1,314 @@
+"""Intake routes: submit a capture, read one, the review queue, resolve a review.
+
+Thin over `cardmint.intake.captures`. Captures are private: reads need the read scope,
+writes the write scope, and every POST is idempotent (Idempotency-Key). Also here:
+`run_worker_in(app)`, which runs an intake worker inside the app's lifespan (`serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cardmint.api.auth import Principal, require_scope
+from cardmint.api.idempotency import idempotent
+from cardmint.api.problems import problem
+from cardmint.catalog import identify as identification
+from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE
+from cardmint.db import Database, Transaction
+from cardmint.errors import ValidationError
+from cardmint.intake import captures
+from cardmint.intake.rules import VariantHint
+from cardmint.intake.worker import Worker
+
+router = APIRouter(prefix="/v1", tags=["intake"])
+log = logging.getLogger("cardmint.api")
+
+Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
+LANGUAGE = captures.LANGUAGE.pattern
+MAX_ID = 2**63 - 1
+Short = Field(None, min_length=1, max_length=64)
+# NaN and Infinity are not JSON: jsonb would refuse them.
+MetadataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Text PostgreSQL cannot store (NUL, a lone surrogate from a JSON escape) would
+        fail at the database; refuse it here, naming the field."""
+        parts = ([*value.keys(), *value.values()] if isinstance(value, dict)
+                 else value if isinstance(value, list) else [value])
+        for part in parts:
+            if isinstance(part, str):
+                if "\x00" in part:
+                    raise ValueError("must not contain NUL characters")
+                try:
+                    part.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("must be valid Unicode") from None
+        return value
+
+
+class OcrFields(_Model):
+    """What OCR read off the card, field by field."""
+
+    name: str | None = Field(None, max_length=identification.MAX_NAME, description="Name line")
+    number: str | None = Field(None, max_length=identification.MAX_NUMBER,
+                               description="As printed: 4/102, TG05/TG30, SV001")
+    set_code: str | None = Field(None, alias="setCode", max_length=identification.MAX_NUMBER)
+    hp: int | str | None = Field(None, description="HP as read: 120, or '12O'")
+
+    @field_validator("hp", mode="before")
+    @classmethod
+    def _hp_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true would otherwise read as HP 1
+            raise ValueError("must be a number or the text read")
+        return value
+
+    @field_validator("hp")
+    @classmethod
+    def _hp_bounded(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not 0 <= value <= 9999:
+            raise ValueError("must be between 0 and 9999")
+        if isinstance(value, str) and len(value) > 8:
+            raise ValueError("at most 8 characters")
+        return value
+
+
+class VariantFields(_Model):
+    """What the submitter knows of the printing (every given part must match)."""
+
+    type: str | None = Short
+    subtype: str | None = Short
+    foil: str | None = Short
+    stamps: list[str] = Field(default_factory=list, max_length=8)
+
+    @field_validator("stamps")
+    @classmethod
+    def _stamps_bounded(cls, value: list[str]) -> list[str]:
+        if any(not 1 <= len(s) <= 64 for s in value):
+            raise ValueError("each stamp must be 1 to 64 characters")
+        return value
+
+
+class CaptureRequest(_Model):
+    """A scanned card: where its image is, what OCR read, and how to stock it."""
+
+    image_ref: str = Field(..., alias="imageRef", min_length=1, max_length=2048,
+                           pattern=r"^\S+$", description="Where the scan is stored (URI)")
+    ocr_text: str | None = Field(None, alias="ocrText", max_length=identification.MAX_TEXT)
+    ocr: OcrFields | None = None
+    variant: VariantFields | None = None
+    condition: Condition = "NM"
+    language: str = Field("en", pattern=LANGUAGE, max_length=10)
+    location: str | None = Field(None, min_length=1, max_length=100)
+    priority: int = Field(100, ge=0, le=1000, description="Lower is processed first")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounded(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        for key, item in value.items():
+            if not 1 <= len(key) <= 64:
+                raise ValueError("keys must be 1 to 64 characters")
+            if isinstance(item, str) and len(item) > 500:
+                raise ValueError(f"value of {key!r} is longer than 500 characters")
+        return value
+
+    def to_new(self) -> captures.NewCapture:
+        o = self.ocr or OcrFields()
+        v = self.variant
+        return captures.NewCapture(
+            image_ref=self.image_ref,
+            ocr=identification.OcrInput(name=o.name, number=o.number, set_code=o.set_code,
+                                        hp=o.hp, text=self.ocr_text),
+            variant=VariantHint(v.type, v.subtype, v.foil, tuple(v.stamps)) if v else None,
+            condition=self.condition, language=self.language, location=self.location,
+            metadata=self.metadata, priority=self.priority)
+
+
+class ResolveRequest(_Model):
+    """The operator's answer: which card (and printing) the capture is."""
+
+    card_id: str = Field(..., alias="cardId", min_length=1, max_length=64)
+    variant_id: int | None = Field(None, alias="variantId", ge=1, le=MAX_ID)
+    condition: Condition | None = None
+    language: str | None = Field(None, pattern=LANGUAGE, max_length=10)
+    location: str | None = Field(None, min_length=1, max_length=100)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def render(c: dict[str, Any]) -> dict[str, Any]:
+    fields, job, price, item = c["fields"] or {}, c["job"], c["price"], c["item"]
+    return {
+        "id": c["id"], "status": c["status"], "imageRef": c["image_ref"],
+        "ocrText": c["ocr_text"],
+        "ocr": {"name": fields.get("name"), "number": fields.get("number"),
+                "setCode": fields.get("set_code"), "hp": fields.get("hp")},
+        "variant": c["variant"], "condition": c["condition"], "language": c["language"],
+        "location": c["location"], "metadata": c["metadata"], "submittedBy": c["submitter"],
+        "cardId": c["card_id"], "variantId": c["variant_id"], "confidence": c["confidence"],
+        "candidates": [{"cardId": x["card_id"], "name": x["name"], "setId": x["set_id"],
+                        "setName": x["set_name"], "number": x["number"],
+                        "confidence": x["confidence"]} for x in c["candidates"]],
+        "reviewReasons": c["reasons"],
+        "price": None if price is None else {
+            "priceCents": price["price_cents"], "currency": price["currency"],
+            "source": price["source"], "observedAt": price["observed_at"]},
+        "item": None if item is None else {
+            "id": item["item_id"], "productId": item["product_id"], "sku": item["sku"]},
+        "resolvedBy": c["resolved_by"], "error": c["error"],
+        "job": None if job is None else {
+            "id": job["id"], "status": job["status"], "attempts": job["attempts"],
+            "maxAttempts": job["max_attempts"], "runAfter": _iso(job["run_after"]),
+            "lastError": job["last_error"], "finishedAt": _iso(job["finished_at"])},
+        "createdAt": _iso(c["created_at"]), "updatedAt": _iso(c["updated_at"]),
+    }
+
+
+class _Invalid(HTTPException):
+    """A domain ValidationError, raised out of the idempotent transaction (rolling it back)
+    and answered as a 422 naming the body field."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        super().__init__(422, str(exc))
+        self.field = f"body.{exc.field}" if exc.field else "body"
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def _capture_id() -> Any:
+    return Path(..., ge=1, le=MAX_ID)
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+@router.post("/captures", status_code=201,
+             responses={201: {"headers": {"Location": {"description": "The capture's URL"}}}})
+async def create_capture(request: Request, body: CaptureRequest,
+                         who: Principal = Depends(require_scope("write"))) -> Any:
+    """Submit a scanned card; a worker identifies it (`GET` it to follow)."""
+    try:
+        new = body.to_new()
+    except ValidationError as exc:
+        return _problem(_Invalid(exc))
+
+    async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        capture = await captures.create(tx, new, submitter=who.owner)
+        return 201, {"data": render(capture)}
+
+    response = await idempotent(request, who, run)
+    if response.status_code == 201:  # on a replay too: the id comes from the stored body
+        capture_id = json.loads(bytes(response.body))["data"]["id"]
+        response.headers["Location"] = f"/v1/captures/{capture_id}"
+    return response
+
+
+@router.get("/captures/{capture_id}")
+async def get_capture(request: Request, capture_id: int = _capture_id(),
+                      _: Principal = Depends(require_scope("read"))) -> dict[str, Any]:
+    """One capture: its status, what processing found, its job."""
+    capture = await captures.get(_db(request), capture_id)
+    if capture is None:
+        raise HTTPException(404, f"no capture {capture_id}")
+    return {"data": render(capture)}
+
+
+@router.get("/review")
+async def review_queue(
+    request: Request,
+    page: int = Query(1, ge=1, le=MAX_PAGE),
+    page_size: int = Query(50, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
+    _: Principal = Depends(require_scope("read")),
+) -> dict[str, Any]:
+    """Captures waiting for an operator, oldest first, with reasons and candidate cards."""
+    result = await captures.review_queue(_db(request), page=page, page_size=page_size)
+    data = [render(c) for c in result.rows]
+    return {"data": data, "page": result.page, "pageSize": result.page_size,
+            "count": len(data), "totalCount": result.total_count}
+
+
+@router.post("/captures/{capture_id}/resolve")
+async def resolve_capture(request: Request, body: ResolveRequest,
+                          capture_id: int = _capture_id(),
+                          who: Principal = Depends(require_scope("write"))) -> Any:
+    """The operator picks the card: the capture is processed and its item created. 409 if
+    the capture is not in review."""
+
+    async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        try:
+            capture = await captures.resolve(
+                tx, capture_id, card_id=body.card_id, variant_id=body.variant_id,
+                condition=body.condition, language=body.language, location=body.location,
+                actor=who.owner)
+        except captures.CaptureNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except captures.NotReviewable as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ValidationError as exc:
+            raise _Invalid(exc) from exc
+        return 200, {"data": render(capture)}
+
+    try:
+        return await idempotent(request, who, run)
+    except _Invalid as exc:
+        return _problem(exc)
+
+
+def _problem(exc: _Invalid) -> JSONResponse:
+    return problem(422, "Unprocessable Content", str(exc.detail),
+                   errors=[{"field": exc.field, "message": str(exc.detail)}])
+
+
+# -- the in-process worker --------------------------------------------------------------------
+
+def run_worker_in(app: FastAPI, **options: Any) -> None:
+    """Run one intake worker for as long as the app runs (wrapping its lifespan): it starts
+    once the data layer is open and stops, finishing its job, before the database closes."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            stop = asyncio.Event()
+            task = asyncio.create_task(_worker(a, stop, options))
+            try:
+                yield state
+            finally:
+                stop.set()
+                await task
+
+    app.router.lifespan_context = lifespan
+
+
+async def _worker(app: FastAPI, stop: asyncio.Event, options: dict[str, Any]) -> None:
+    db: Database = app.state.db
+    while not db.is_open:  # the app opens it in the background and keeps trying
+        try:
+            await asyncio.wait_for(stop.wait(), 0.2)
+            return
+        except TimeoutError:
+            pass
+    worker = Worker(db, **options)
+    app.state.worker = worker
+    log.info("intake worker %s started", worker.name)
+    await worker.run(stop)
