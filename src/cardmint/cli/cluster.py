@@ -121,3 +121,80 @@ def connect(
     code = subprocess.call(argv, env={**os.environ, **env})
     if code:
         raise typer.Exit(code)
+
+
+# -- failover, switchover, rejoin, sync guard (issue 5) ---------------------------------
+
+ToOpt = Annotated[str | None, typer.Option(
+    "--to", help="The replica to promote (default: the one holding the most WAL).")]
+
+
+def _render_failover(d: dict[str, Any]) -> None:
+    console.print(f"{d['kind']}: {d['new_primary']} is the primary (timeline {d['timeline']}, "
+                  f"{d['duration_s']:.3f} s); {d['old_primary']} "
+                  + ("rejoined as a replica" if d.get("rejoin") else
+                     f"is fenced: run `cardmint cluster rejoin {d['old_primary']}`"))
+    steps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in d["timings_s"].items())
+    console.print(f"  steps: {steps}")
+    if d["not_streaming"]:
+        console.print(f"  [yellow]not streaming yet:[/] {', '.join(d['not_streaming'])}")
+
+
+@app.command()
+def failover(home: HomeOpt = None, to: ToOpt = None, as_json: JsonOpt = False) -> None:
+    """Promote a replica now; the old primary is fenced until `cluster rejoin`."""
+    report = run(_cluster(home).failover(to))
+    emit({"ok": True, **report.to_dict()}, as_json, _render_failover)
+
+
+@app.command()
+def switchover(home: HomeOpt = None, to: ToOpt = None, as_json: JsonOpt = False) -> None:
+    """Planned failover that loses no acknowledged write; the old primary rejoins."""
+    report = run(_cluster(home).switchover(to))
+    emit({"ok": True, **report.to_dict()}, as_json, _render_failover)
+
+
+@app.command()
+def rejoin(
+    node: Annotated[str, typer.Argument(help="The node to bring back as a replica.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A fenced or broken node back as a replica (pg_rewind, else a base backup)."""
+    report = run(_cluster(home).rejoin(node))
+
+    def render(d: dict[str, Any]) -> None:
+        console.print(f"{d['node']} streams from {d['primary']} ({d['method']}, "
+                      f"{d['duration_s']:.2f} s)")
+        if d["fallback_reason"]:
+            console.print(f"  pg_rewind was impossible: {d['fallback_reason']}")
+            console.print(f"  its old directory is kept in {d['set_aside']}")
+
+    emit({"ok": True, **report.to_dict()}, as_json, render)
+
+
+@app.command(name="sync-guard")
+def sync_guard(
+    home: HomeOpt = None,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    strict: Annotated[bool | None, typer.Option(
+        "--strict/--no-strict",
+        help="Only alert; never drop to asynchronous (default: CARDMINT_SYNC_STRICT).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watchdog: commits stuck on a lost sync standby -> async + P1 alert; then restore."""
+    from cardmint.ops.syncguard import Round, SyncGuard
+
+    guard = SyncGuard(settings(home), strict=strict)
+
+    def show(r: Round) -> None:  # as it happens, except the one-round JSON document
+        if not (once and as_json) and (once or r.action != "none" or r.alert):
+            console.print(f"{r.at:%H:%M:%S} {r.primary}: {r.action} ({r.reason})"
+                          + (f"; alert {r.alert}" if r.alert else ""))
+
+    if not once and not as_json:
+        console.print(f"sync guard on {guard.cluster.home}: a round every "
+                      f"{guard.settings.sync_guard_interval_s:g} s (Ctrl-C stops it)")
+    rounds = run(guard.run(once=once, on_round=show))
+    if once and as_json:
+        emit({"ok": True, **rounds[-1].to_dict()}, True, lambda d: None)

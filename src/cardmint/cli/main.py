@@ -12,6 +12,7 @@ from cardmint.cli import (
     catalog,
     cluster,
     db,
+    drill,
     incident,
     maintenance,
     monitor,
@@ -48,6 +49,7 @@ app.add_typer(security.app, name="security")
 app.add_typer(token.app, name="token")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(incident.app, name="incident")
+app.add_typer(drill.app, name="drill")
 serve.register(app)
 ops.register(app)
 monitor.register(app)

@@ -20,8 +20,10 @@ from typing import Any
 import asyncpg
 
 from cardmint import secretfile
+from cardmint.cluster import failover as ha
 from cardmint.cluster import nodes, pgbin, process, roles, tls
 from cardmint.cluster.probe import NODE_SQL, parse_lsn
+from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import (
     READY,
     REPLICATION,
@@ -121,6 +123,8 @@ class LocalCluster:
         pg = pgbin.PgBin(Path(state.bindir), state.pg_version)
         started = []
         for node in sorted(state.nodes, key=lambda n: n.role != "primary"):
+            if node.role == ha.FENCED:
+                continue  # a former primary starts again only through `cluster rejoin`
             datadir = Path(node.datadir)
             if not (datadir / "PG_VERSION").is_file():
                 raise ClusterError(
@@ -316,6 +320,11 @@ class LocalCluster:
             "running": pid is not None, "pid": pid, "timeline": None, "lsn": None,
             "lag_bytes": None, "lag_s": None, "state": None, "error": None, "_lsn_int": None,
         }
+        if node.role == ha.FENCED:
+            # the contract knows primary and replica: a fenced node is a replica-to-be
+            out["role"] = "replica"
+            out["state"] = "fenced"  # until `cardmint cluster rejoin NODE`
+            return out
         if pid is None:
             out["state"] = "stopped"
             return out
@@ -345,6 +354,21 @@ class LocalCluster:
             out["lag_s"] = 0.0
             out["replicas"] = [dict(r) for r in replication]
         return out
+
+    # -- failover (cluster/failover.py, cluster/rejoin.py) -------------------------
+
+    async def failover(self, to: str | None = None, *,
+                       conns: ha.Conns | None = None) -> ha.FailoverReport:
+        """Fence the primary, promote `to` (or the replica with the most WAL), repoint."""
+        return await ha.failover(self, to, conns=conns)
+
+    async def switchover(self, to: str | None = None) -> ha.FailoverReport:
+        """Planned failover that loses nothing; the old primary rejoins as a replica."""
+        return await ha.switchover(self, to)
+
+    async def rejoin(self, name: str) -> RejoinReport:
+        """A fenced or broken node back as a replica (pg_rewind, else a base backup)."""
+        return await ha.rejoin_named(self, name)
 
     # -- connect -------------------------------------------------------------------
 

@@ -1,0 +1,42 @@
+"""`cardmint drill ...`: the runbook's drills, automated and measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.maintenance import ForceOpt
+from cardmint.cli.output import CRITICAL, console, emit
+
+app = typer.Typer(help="The runbook's drills, measured and recorded.", no_args_is_help=True)
+
+
+def render(d: dict[str, Any]) -> None:
+    def s(value: Any) -> str:
+        return "—" if value is None else f"{value:.3f} s"
+
+    verdict = "[green]PASS[/]" if d["ok"] else "[bold red]FAIL[/]"
+    console.print(f"failover drill {verdict}: {d['old_primary']} killed, {d['new_primary']} "
+                  f"promoted ({d['provider']}, {'sync' if d.get('sync') else 'async'})")
+    console.print(f"  detection {s(d['detection_s'])}, promotion {s(d['promotion_s'])}, "
+                  f"write outage {s(d['write_outage_s'])}")
+    console.print(f"  acknowledged writes {d['acknowledged_writes']}, lost {d['lost_writes']}; "
+                  f"health {d['health']}; rejoined {d['rejoined']}")
+    if d.get("error"):
+        console.print(f"  [red]error:[/] {d['error']}")
+    if d.get("markdown"):
+        console.print(f"  report: {d['markdown']}")
+
+
+@app.command()
+def failover(home: HomeOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
+    """SIGKILL the primary under a write probe, promote, check, rejoin; report recovery
+    times and lost writes (stored in `drills` and under $CARDMINT_HOME/drills/)."""
+    from cardmint.ops.drill import failover_drill
+
+    report = run(failover_drill(settings(home), force=force))
+    emit(report, as_json, render)
+    if not report["ok"]:
+        raise typer.Exit(CRITICAL)
