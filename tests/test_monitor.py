@@ -272,8 +272,8 @@ def test_monitor_loop_runs_rounds_until_interrupted(pg: TestCluster, fresh_rows:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
     env["CARDMINT_HOME"] = str(pg.home)
     proc = subprocess.Popen([sys.executable, "-m", "cardmint", "monitor", "--interval", "0.2",
-                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+                             "--no-backups", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         rounds = [json.loads(proc.stdout.readline()) for _ in range(2)]
         assert all(r["stored"] for r in rounds) and rounds[1]["sample"]["rates"] is not None

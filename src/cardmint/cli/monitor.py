@@ -85,6 +85,8 @@ async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool
     """Until cancelled: one bounded round per interval, one data layer for all of them;
     with `backups`, each round also runs the backup schedule (daily backup, retention)."""
     host, memory, db = HostSampler(), ops.AlertMemory(), None
+    backup_task: asyncio.Task[dict[str, Any]] | None = None
+    last_backup_turn = float("-inf")
     try:
         while True:
             began = time.monotonic()
@@ -96,16 +98,27 @@ async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool
             report = await ops.run_once(s, webhook=webhook, host=host, db=db,
                                         interval_s=interval, memory=memory)
             data = report.to_dict()
-            if backups:
-                data["backup_schedule"] = await _backup_turn(s)
+            # The backup schedule runs beside the rounds (a backup takes seconds; the
+            # rounds must keep their cadence) and at most once a minute.
+            if backup_task is not None and backup_task.done():
+                data["backup_schedule"] = backup_task.result()
+                backup_task = None
+            if backups and backup_task is None and began - last_backup_turn >= BACKUP_EVERY_S:
+                backup_task = asyncio.create_task(_backup_turn(s))
+                last_backup_turn = began
             if as_json:
                 print(json.dumps(data), flush=True)
             else:
                 _render_round(data)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
     finally:
+        if backup_task is not None:
+            await asyncio.wait([backup_task])  # never leave a backup half-made
         if db is not None:
             await db.close()
+
+
+BACKUP_EVERY_S = 60.0
 
 
 async def _backup_turn(s: Settings) -> dict[str, Any]:
