@@ -46,8 +46,17 @@ postgres: venv
 lint: venv
 	$(BIN)/ruff check src tests bench
 
+# wrk (Debian's package) is the reference the load tests hold their generator to.
 bench: venv postgres
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk (Debian package wrk)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  fi; \
+	  command -v wrk >/dev/null || echo "wrk is missing: the generator check is skipped" \
+	    "(Debian: apt-get install wrk)"; }
 	$(BIN)/python -m bench.foundation
+	$(BIN)/python -m bench.loadtest
 
 down: venv
 	$(BIN)/cardmint cluster down

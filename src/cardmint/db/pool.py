@@ -178,7 +178,6 @@ class Database:
             if pool is not None:
                 await pool.expire_connections()
 
-
     async def _reset_primary(self, conn: asyncpg.Connection) -> None:
         """On release (after asyncpg has rolled back any open transaction). The query
         methods leave no session state behind, so asyncpg's full reset (advisory unlock,
