@@ -12,14 +12,9 @@ from __future__ import annotations
 import asyncio
 from argparse import Namespace
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
-import sqlalchemy.exc
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 
 from cardmint.db.errors import translate
 from cardmint.dsn import redact
@@ -32,7 +27,13 @@ CONNECT_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
-def _config(dsn: str | None = None, *, rev_id: str | None = None) -> Config:
+# alembic and SQLAlchemy are imported where they are used: together they cost every
+# `cardmint` command ~0.4 s of start-up, and most commands never migrate.
+
+
+def _config(dsn: str | None = None, *, rev_id: str | None = None) -> Any:
+    from alembic.config import Config
+
     # quiet: alembic would otherwise print "Generating ..." on stdout (breaks --json).
     cfg = Config(cmd_opts=Namespace(quiet=True, x=None, rev_id=rev_id))
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
@@ -48,6 +49,9 @@ def _plain(dsn: str) -> str:
 
 def _translate(exc: BaseException, dsn: str) -> CardmintError:
     """A CardMint error for anything a migration run raised; messages are redacted."""
+    import sqlalchemy.exc
+    from alembic.util.exc import CommandError
+
     if isinstance(exc, CardmintError):
         return exc
     if isinstance(exc, CommandError):
@@ -74,11 +78,15 @@ def _run(dsn: str, action: Callable[[], T]) -> T:
 
 def upgrade(dsn: str, revision: str = "head") -> None:
     """Migrate the database at `dsn` up to `revision` (all pending migrations by default)."""
+    from alembic import command
+
     _run(dsn, lambda: command.upgrade(_config(dsn), revision))
 
 
 def downgrade(dsn: str, revision: str) -> None:
     """Migrate the database at `dsn` down to `revision` ("base" removes everything)."""
+    from alembic import command
+
     _run(dsn, lambda: command.downgrade(_config(dsn), revision))
 
 
@@ -100,6 +108,8 @@ def current(dsn: str) -> str | None:
 
 def head() -> str:
     """The newest revision shipped with this package."""
+    from alembic.script import ScriptDirectory
+
     rev = ScriptDirectory.from_config(_config()).get_current_head()
     if rev is None:
         raise UsageError("no migrations found in the cardmint package")
@@ -108,6 +118,8 @@ def head() -> str:
 
 def next_revision_id() -> str:
     """The id a new revision gets: the head's number plus one (0001 -> 0002)."""
+    from alembic.script import ScriptDirectory
+
     rev = ScriptDirectory.from_config(_config()).get_current_head()
     if rev is None:
         return "0001"
@@ -126,6 +138,8 @@ def revision(dsn: str, message: str, autogenerate: bool = True) -> str:
     rev_id = next_revision_id()
 
     def write() -> str:
+        from alembic import command
+
         cfg = _config(dsn, rev_id=rev_id)
         script = command.revision(cfg, message=message, autogenerate=autogenerate,
                                   rev_id=rev_id)
