@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from cardmint import __version__
-from cardmint.api import catalog, health, intake, limits, metrics, problems
+from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
 from cardmint.api.auth import FailureLimiter
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(catalog.router)
     app.include_router(intake.router)
+    app.include_router(inventory.router)
+    app.include_router(prices.router)
     return app
 
 

@@ -14,6 +14,7 @@ from cardmint.cli import (
     db,
     drill,
     incident,
+    inventory,
     loadtest,
     maintenance,
     monitor,
@@ -50,6 +51,7 @@ app.add_typer(security.app, name="security")
 app.add_typer(token.app, name="token")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(incident.app, name="incident")
+app.add_typer(inventory.app, name="inventory")
 app.add_typer(drill.app, name="drill")
 app.add_typer(loadtest.app, name="loadtest")
 serve.register(app)

@@ -4,28 +4,17 @@ the same transaction."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from cardmint.db import Transaction
-from cardmint.errors import DatabaseError
+from cardmint.inventory.products import ensure_product
+from cardmint.inventory.products import make_sku as make_sku  # re-exported for callers
 
 DEFAULT_CONDITION = "NM"
 DEFAULT_LANGUAGE = "en"
 
-# Products are unique per (variant, condition, language); a racing insert of the same one
-# waits for the other transaction and then finds its row.
-PRODUCT_SQL = """
-INSERT INTO products (card_id, variant_id, condition, language, sku)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT DO NOTHING
-RETURNING id, sku
-"""
-FIND_PRODUCT_SQL = """
-SELECT id, sku FROM products WHERE variant_id = $1 AND condition = $2 AND language = $3
-"""
 ITEM_SQL = """
 INSERT INTO inventory_items (product_id, status, location, acquired_on)
 VALUES ($1, 'IN_STOCK', $2, $3)
@@ -46,24 +35,6 @@ class Stocked:
 
     def as_dict(self) -> dict[str, Any]:
         return {"item_id": self.item_id, "product_id": self.product_id, "sku": self.sku}
-
-
-def make_sku(card_id: str, variant_id: int, condition: str, language: str) -> str:
-    """Readable and unique: the card id names the card, the variant id the printing."""
-    card = re.sub(r"[^A-Za-z0-9.\-]", "", card_id)
-    return f"{card}-V{variant_id}-{condition}-{language}".upper()
-
-
-async def ensure_product(tx: Transaction, *, card_id: str, variant_id: int, condition: str,
-                         language: str) -> tuple[int, str]:
-    """The product's (id, sku), created if it does not exist yet."""
-    sku = make_sku(card_id, variant_id, condition, language)
-    row = await tx.fetchrow(PRODUCT_SQL, card_id, variant_id, condition, language, sku)
-    if row is None:
-        row = await tx.fetchrow(FIND_PRODUCT_SQL, variant_id, condition, language)
-    if row is None:  # only if another product took this SKU, which the format rules out
-        raise DatabaseError(f"product {sku} could neither be created nor found")
-    return row["id"], row["sku"]
 
 
 async def receive(tx: Transaction, *, card_id: str, variant_id: int, condition: str,

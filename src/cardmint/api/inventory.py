@@ -1,0 +1,347 @@
+"""Inventory routes: items (add, read, update with If-Match, reserve/release/sell/remove),
+their ledger, the list with filters, the collection's market value, CSV import/export.
+
+Thin over `cardmint.inventory`. Reads need the read scope, writes the write scope; every
+POST is idempotent (Idempotency-Key). An item's ETag is its version: PATCH requires
+If-Match (428 without, 412 when stale); the status actions check it when it is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import Field
+
+from cardmint.api.auth import Principal, require_scope
+from cardmint.api.inventory_common import Model, Refused, write
+from cardmint.db import Database, Transaction
+from cardmint.inventory import csvio, items, ledger
+from cardmint.inventory.fields import MAX_CENTS
+from cardmint.inventory.products import VariantRef
+
+router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
+
+Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
+Status = Literal["IN_STOCK", "RESERVED", "SOLD", "REMOVED"]
+Grader = Literal["PSA", "BGS", "CGC", "SGC"]
+Action = Literal["reserve", "release", "sell", "remove"]
+LANGUAGE = r"^[a-z]{2}(-[a-z]{2,4})?$"
+MAX_ID = 2**63 - 1
+MAX_PAGE_SIZE, MAX_PAGE = 250, 10_000
+MAX_CSV_BYTES = 1_000_000
+Cents = Field(None, ge=0, le=MAX_CENTS)
+Location = Field(None, min_length=1, max_length=100)
+
+
+class AddItem(Model):
+    """A physical card: its printing (variantId, or cardId and variantType) and details."""
+
+    variant_id: int | None = Field(None, alias="variantId", ge=1, le=MAX_ID)
+    card_id: str | None = Field(None, alias="cardId", min_length=1, max_length=64)
+    variant_type: str | None = Field(None, alias="variantType", min_length=1, max_length=64)
+    variant_subtype: str | None = Field(None, alias="variantSubtype", min_length=1,
+                                        max_length=64)
+    variant_foil: str | None = Field(None, alias="variantFoil", min_length=1, max_length=64)
+    condition: Condition = "NM"
+    language: str = Field("en", pattern=LANGUAGE, max_length=10)
+    location: str | None = Location
+    acquisition_cost_cents: int | None = Field(None, alias="acquisitionCostCents", ge=0,
+                                               le=MAX_CENTS)
+    acquired_on: date | None = Field(None, alias="acquiredOn")
+    grading_company: Grader | None = Field(None, alias="gradingCompany")
+    grade: Decimal | None = Field(None, ge=1, le=10, max_digits=3, decimal_places=1)
+    cert_number: str | None = Field(None, alias="certNumber", min_length=1, max_length=32)
+    reason: str | None = Field(None, max_length=200)
+
+
+class UpdateItem(Model):
+    """Fields to change; those left out stay as they are (null clears an optional one)."""
+
+    location: str | None = Location
+    acquisition_cost_cents: int | None = Field(None, alias="acquisitionCostCents", ge=0,
+                                               le=MAX_CENTS)
+    acquired_on: date | None = Field(None, alias="acquiredOn")
+    grading_company: Grader | None = Field(None, alias="gradingCompany")
+    grade: Decimal | None = Field(None, ge=1, le=10, max_digits=3, decimal_places=1)
+    cert_number: str | None = Field(None, alias="certNumber", min_length=1, max_length=32)
+    condition: Condition | None = None
+    language: str | None = Field(None, pattern=LANGUAGE, max_length=10)
+    reason: str | None = Field(None, max_length=200)
+
+
+class ChangeStatus(Model):
+    amount_cents: int | None = Field(None, alias="amountCents", ge=0, le=MAX_CENTS,
+                                     description="The sale's amount (sell only, required)")
+    reason: str | None = Field(None, max_length=200)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def render(i: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": i["id"], "sku": i["sku"], "productId": i["product_id"], "cardId": i["card_id"],
+        "cardName": i["card_name"], "setId": i["set_id"], "number": i["number"],
+        "variant": {"id": i["variant_id"], "type": i["variant_type"],
+                    "subtype": i["variant_subtype"], "foil": i["variant_foil"],
+                    "stamps": i["variant_stamps"]},
+        "condition": i["condition"], "language": i["language"], "status": i["status"],
+        "location": i["location"], "acquisitionCostCents": i["acquisition_cost_cents"],
+        "acquiredOn": _iso(i["acquired_on"]),
+        "grading": None if i["grading_company"] is None else {
+            "company": i["grading_company"], "grade": float(i["grade"]),
+            "certNumber": i["cert_number"]},
+        "marketPriceCents": i["market_price_cents"], "pricedAt": _iso(i["priced_at"]),
+        "version": i["version"], "createdAt": _iso(i["created_at"]),
+        "updatedAt": _iso(i["updated_at"]),
+    }
+
+
+def render_entry(e: dict[str, Any]) -> dict[str, Any]:
+    return {"id": e["id"], "itemId": e["item_id"], "productId": e["product_id"],
+            "event": e["event"], "fromStatus": e["from_status"], "toStatus": e["to_status"],
+            "fromLocation": e["from_location"], "toLocation": e["to_location"],
+            "amountCents": e["amount_cents"], "actor": e["actor"], "reason": e["reason"],
+            "occurredAt": _iso(e["occurred_at"]), "changes": e["details"].get("changes")}
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _with_etag(response: JSONResponse, version: int | None) -> JSONResponse:
+    if version is not None and response.status_code < 300:
+        response.headers["ETag"] = etag(version)
+    return response
+
+
+def if_match(value: str | None, *, required: bool) -> int | None:
+    """The version an If-Match names: `"3"` (or bare 3). Weak tags and `*` cannot name a
+    version, so they are refused rather than taken as "any"."""
+    if value is None:
+        if required:
+            raise Refused(428, "this change needs If-Match: the item's ETag from a GET",
+                          "header.If-Match")
+        return None
+    tag = value.strip()
+    if tag.startswith('"') and tag.endswith('"') and len(tag) >= 2:
+        tag = tag[1:-1]
+    if not tag.isdigit() or len(tag) > 9:
+        raise Refused(400, 'If-Match must be the item\'s ETag, e.g. "3"', "header.If-Match")
+    return int(tag)
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db
+
+
+def _item_id() -> Any:
+    return Path(..., ge=1, le=MAX_ID)
+
+
+def _filters(set_id: str | None, card_id: str | None, condition: str | None,
+             status: str | None, location: str | None, graded: bool | None) -> items.Filters:
+    return items.Filters(set_id=set_id, card_id=card_id, condition=condition, status=status,
+                         location=location, graded=graded)
+
+
+SetQ = Query(None, alias="set", min_length=1, max_length=64)
+CardQ = Query(None, alias="card", min_length=1, max_length=64)
+LocationQ = Query(None, min_length=1, max_length=100)
+
+
+# -- items ------------------------------------------------------------------------------------
+
+@router.post("/items", status_code=201)
+async def add_item(request: Request, body: AddItem,
+                   who: Principal = Depends(require_scope("write"))) -> Any:
+    """Add one physical card (status IN_STOCK); its ledger row says who and when."""
+    new = items.NewItem(
+        variant=VariantRef(variant_id=body.variant_id, card_id=body.card_id,
+                           type=body.variant_type, subtype=body.variant_subtype,
+                           foil=body.variant_foil),
+        condition=body.condition, language=body.language, location=body.location,
+        acquisition_cost_cents=body.acquisition_cost_cents, acquired_on=body.acquired_on,
+        grading_company=body.grading_company, grade=body.grade, cert_number=body.cert_number)
+
+    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        row = await items.add(tx, new, actor=who.owner, reason=body.reason)
+        return 201, {"data": render(await items.require(tx, row["id"]))}
+
+    response = await write(request, who, work)
+    if response.status_code == 201:
+        data = _body(response)["data"]
+        response.headers["Location"] = f"/v1/inventory/items/{data['id']}"
+        _with_etag(response, data["version"])
+    return response
+
+
+@router.get("/items/{item_id}")
+async def get_item(request: Request, response: Response, item_id: int = _item_id(),
+                   _: Principal = Depends(require_scope("read"))) -> Any:
+    """One item, with its ETag (the version PATCH and the status actions expect)."""
+    item = await items.get(_db(request), item_id)
+    if item is None:
+        return Refused(404, f"no item {item_id}").response()
+    response.headers["ETag"] = etag(item["version"])
+    return {"data": render(item)}
+
+
+@router.patch("/items/{item_id}")
+async def update_item(request: Request, body: UpdateItem, item_id: int = _item_id(),
+                      match: str | None = Header(None, alias="If-Match", max_length=64),
+                      who: Principal = Depends(require_scope("write"))) -> Any:
+    """Change fields or move the item; needs If-Match with its current ETag."""
+    try:
+        version = if_match(match, required=True)
+    except Refused as exc:
+        return exc.response()
+    changes = body.model_dump(exclude_unset=True, exclude={"reason"})
+    for key in ("condition", "language"):  # required columns: null means "leave it"
+        if changes.get(key, "") is None:
+            del changes[key]
+
+    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        await items.update(tx, item_id, version=version or 0, changes=changes,
+                           actor=who.owner, reason=body.reason)
+        return 200, {"data": render(await items.require(tx, item_id))}
+
+    response = await write(request, who, work, idempotent_post=False)
+    return _with_etag(response, _version(response))
+
+
+@router.post("/items/{item_id}/{action}")
+async def change_status(request: Request, action: Action, item_id: int = _item_id(),
+                        body: ChangeStatus | None = None,
+                        match: str | None = Header(None, alias="If-Match", max_length=64),
+                        who: Principal = Depends(require_scope("write"))) -> Any:
+    """reserve (IN_STOCK→RESERVED), release (RESERVED→IN_STOCK), sell (IN_STOCK or
+    RESERVED→SOLD, with amountCents), remove (IN_STOCK or RESERVED→REMOVED). If-Match,
+    when sent, must name the current version (412 otherwise); 409 if not allowed."""
+    body = body or ChangeStatus()
+    try:
+        version = if_match(match, required=False)
+        if action == "sell" and body.amount_cents is None:
+            raise Refused(422, "a sale needs its amount", "body.amountCents")
+        if action != "sell" and body.amount_cents is not None:
+            raise Refused(422, "only a sale has an amount", "body.amountCents")
+    except Refused as exc:
+        return exc.response()
+
+    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        await items.transition(tx, item_id, action, version=version, actor=who.owner,
+                               amount_cents=body.amount_cents, reason=body.reason)
+        return 200, {"data": render(await items.require(tx, item_id))}
+
+    response = await write(request, who, work)
+    return _with_etag(response, _version(response))
+
+
+@router.get("/items")
+@router.get("", summary="List Items (alias of /v1/inventory/items)")
+async def list_items(
+    request: Request, set_id: str | None = SetQ, card_id: str | None = CardQ,
+    condition: Condition | None = None, status: Status | None = None,
+    location: str | None = LocationQ, graded: bool | None = None,
+    page: int = Query(1, ge=1, le=MAX_PAGE),
+    page_size: int = Query(50, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
+    _: Principal = Depends(require_scope("read")),
+) -> dict[str, Any]:
+    """Items, oldest first, filtered by set, card, condition, status, location, graded."""
+    rows, total = await items.listing(
+        _db(request), _filters(set_id, card_id, condition, status, location, graded),
+        page=page, page_size=page_size)
+    data = [render(r) for r in rows]
+    return {"data": data, "page": page, "pageSize": page_size, "count": len(data),
+            "totalCount": total}
+
+
+@router.get("/items/{item_id}/ledger")
+async def item_ledger(request: Request, item_id: int = _item_id(),
+                      _: Principal = Depends(require_scope("read"))) -> Any:
+    """Every change of the item, oldest first: who, when, what, before and after."""
+    db = _db(request)
+    if await items.get(db, item_id) is None:
+        return Refused(404, f"no item {item_id}").response()
+    entries = [render_entry(e) for e in await ledger.history(db, item_id)]
+    return {"data": entries, "count": len(entries)}
+
+
+@router.get("/value")
+async def collection_value(
+    request: Request, set_id: str | None = SetQ, card_id: str | None = CardQ,
+    condition: Condition | None = None, status: Status | None = None,
+    location: str | None = LocationQ, graded: bool | None = None,
+    _: Principal = Depends(require_scope("read")),
+) -> dict[str, Any]:
+    """Market value of the items held (IN_STOCK and RESERVED unless status says), each at
+    the latest USD price of its variant and condition; `unpriced` counts the rest."""
+    v = await items.value(_db(request),
+                          _filters(set_id, card_id, condition, status, location, graded))
+    return {"data": {"items": v["items"], "priced": v["priced"], "unpriced": v["unpriced"],
+                     "valueCents": v["value_cents"], "costCents": v["cost_cents"],
+                     "withoutCost": v["without_cost"], "currency": v["currency"]}}
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+@router.get("/export", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}}})
+async def export_csv(request: Request, format: csvio.Format = Query(...),
+                     location: str | None = LocationQ, set_id: str | None = SetQ,
+                     _: Principal = Depends(require_scope("read"))) -> Response:
+    """The items in stock as CSV in the TCGplayer or Collectr layout."""
+    text = await csvio.export(_db(request), format,
+                              items.Filters(location=location, set_id=set_id))
+    return Response(text, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="cardmint-{format}.csv"'})
+
+
+@router.post("/import", openapi_extra={
+    "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
+async def import_csv(request: Request, format: csvio.Format = Query(...),
+                     location: str | None = LocationQ,
+                     who: Principal = Depends(require_scope("write"))) -> Any:
+    """Import a CSV in the given layout: every bad row is reported with its line and
+    reason, the good rows are imported in one transaction. `location` puts every imported
+    item there (else Collectr's Portfolio Name is the location)."""
+    raw = await request.body()
+    if len(raw) > MAX_CSV_BYTES:
+        return Refused(413, f"at most {MAX_CSV_BYTES} bytes of CSV", "body").response()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return Refused(400, "the CSV must be UTF-8", "body").response()
+
+    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        result = await csvio.import_csv(tx, text, format, actor=who.owner,
+                                        location=location)
+        body = {"data": {"rows": result.rows, "importedRows": result.imported_rows,
+                         "itemsCreated": result.items_created, "itemIds": result.item_ids,
+                         "errors": result.errors}}
+        if result.rows and not result.imported_rows:
+            raise Refused(422, "no row could be imported", errors=[
+                {"field": f"body.line[{e['line']}]" + (f".{e['field']}" if e["field"] else ""),
+                 "message": e["message"], "line": e["line"]} for e in result.errors])
+        return 200, body
+
+    return await write(request, who, work)
+
+
+def _body(response: JSONResponse) -> Any:
+    return json.loads(bytes(response.body))
+
+
+def _version(response: JSONResponse) -> int | None:
+    if response.status_code >= 300:
+        return None
+    return _body(response)["data"]["version"]
+

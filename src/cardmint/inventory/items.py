@@ -1,0 +1,267 @@
+"""Physical items: add, read, list, update (optimistic concurrency on `version`) and the
+status machine. Every change writes its ledger row in the same transaction.
+
+Statuses: IN_STOCK -reserve-> RESERVED -release-> IN_STOCK; IN_STOCK or RESERVED -sell->
+SOLD; IN_STOCK or RESERVED -remove-> REMOVED. SOLD and REMOVED are final: a mistake is
+corrected by a new item, so the ledger never has to explain a sale that un-happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from cardmint.db import Transaction
+from cardmint.errors import ConstraintViolation
+from cardmint.inventory import fields, ledger
+from cardmint.inventory.errors import Conflict, NotFound, StaleVersion, TransitionNotAllowed
+from cardmint.inventory.products import VariantRef, Variants, ensure_product
+
+STATUSES = ("IN_STOCK", "RESERVED", "SOLD", "REMOVED")
+# action: (statuses it may start from, status it ends in, ledger event)
+TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
+    "reserve": (frozenset({"IN_STOCK"}), "RESERVED", "reserved"),
+    "release": (frozenset({"RESERVED"}), "IN_STOCK", "released"),
+    "sell": (frozenset({"IN_STOCK", "RESERVED"}), "SOLD", "sold"),
+    "remove": (frozenset({"IN_STOCK", "RESERVED"}), "REMOVED", "removed"),
+}
+CERT_CONSTRAINT = "uq_inventory_items_grading_company_cert_number"
+
+# The latest USD price of the item's variant in its condition (any source).
+LATEST_PRICE = """
+LEFT JOIN LATERAL (
+    SELECT pr.price_cents, pr.source, pr.observed_at FROM prices pr
+    WHERE pr.variant_id = p.variant_id AND pr.condition = p.condition AND pr.currency = 'USD'
+    ORDER BY pr.observed_at DESC, pr.id DESC LIMIT 1) price ON true
+"""
+SELECT_SQL = f"""
+SELECT i.id, i.product_id, i.status, i.location, i.acquisition_cost_cents, i.acquired_on,
+       i.grading_company, i.grade, i.cert_number, i.version, i.created_at, i.updated_at,
+       p.sku, p.card_id, p.variant_id, p.condition, p.language,
+       c.name AS card_name, c.set_id, c.local_id AS number,
+       v.type AS variant_type, v.subtype AS variant_subtype, v.foil AS variant_foil,
+       v.stamps AS variant_stamps,
+       price.price_cents AS market_price_cents, price.observed_at AS priced_at,
+       count(*) OVER () AS total_count
+FROM inventory_items i
+JOIN products p ON p.id = i.product_id
+JOIN cards c ON c.id = p.card_id
+JOIN card_variants v ON v.id = p.variant_id
+{LATEST_PRICE}
+"""
+LOCK_SQL = "SELECT * FROM inventory_items WHERE id = $1 FOR UPDATE"
+INSERT_SQL = """
+INSERT INTO inventory_items (product_id, status, location, acquisition_cost_cents,
+                             acquired_on, grading_company, grade, cert_number)
+VALUES ($1, 'IN_STOCK', $2, $3, $4, $5, $6, $7)
+RETURNING *
+"""
+CERT_TAKEN_SQL = """
+SELECT id FROM inventory_items
+WHERE grading_company = $1 AND cert_number = $2 AND id IS DISTINCT FROM $3
+"""
+# What PATCH may change, in the schema's names.
+EDITABLE = ("location", "acquisition_cost_cents", "acquired_on", "grading_company", "grade",
+            "cert_number", "condition", "language")
+
+
+@dataclass(frozen=True)
+class NewItem:
+    variant: VariantRef
+    condition: str = "NM"
+    language: str = "en"
+    location: str | None = None
+    acquisition_cost_cents: int | None = None
+    acquired_on: date | None = None
+    grading_company: str | None = None
+    grade: Decimal | float | str | None = None
+    cert_number: str | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    set_id: str | None = None
+    card_id: str | None = None
+    condition: str | None = None
+    status: str | None = None
+    location: str | None = None
+    graded: bool | None = None
+
+
+async def add(tx: Transaction, new: NewItem, *, actor: str, reason: str | None = None,
+              variants: Variants | None = None) -> dict[str, Any]:
+    """A new IN_STOCK item and its 'acquired' ledger row."""
+    fields.condition(new.condition)
+    fields.language(new.language)
+    location = fields.text(new.location, "location")
+    cost = fields.cents(new.acquisition_cost_cents, "acquisitionCostCents")
+    company, grade, cert = fields.grading(new.grading_company, new.grade, new.cert_number)
+    variants = variants or await Variants.load(tx, [new.variant])
+    card_id, variant_id = variants.resolve(new.variant)
+    await _cert_free(tx, company, cert, None)
+    product_id, _ = await ensure_product(tx, card_id=card_id, variant_id=variant_id,
+                                         condition=new.condition, language=new.language)
+    row = await _guarded(tx.fetchrow(INSERT_SQL, product_id, location, cost, new.acquired_on,
+                                     company, grade, cert))
+    await ledger.record(tx, "acquired", before=None, after=row, actor=actor,
+                        amount_cents=cost, reason=reason)
+    return dict(row)
+
+
+async def get(ex: Any, item_id: int) -> dict[str, Any] | None:
+    row = await ex.fetchrow(SELECT_SQL + " WHERE i.id = $1", item_id)
+    return dict(row) if row else None
+
+
+async def require(ex: Any, item_id: int) -> dict[str, Any]:
+    item = await get(ex, item_id)
+    if item is None:
+        raise NotFound(f"no item {item_id}")
+    return item
+
+
+async def update(tx: Transaction, item_id: int, *, version: int, changes: dict[str, Any],
+                 actor: str, reason: str | None = None) -> dict[str, Any]:
+    """Apply `changes` (a subset of EDITABLE) if the item is still at `version`. A change
+    of location alone is a 'moved' ledger row; anything else 'adjusted'."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    before = await _lock(tx, item_id, version)
+    product = await tx.fetchrow("SELECT card_id, variant_id, condition, language "
+                                "FROM products WHERE id = $1", before["product_id"])
+    current = {**dict(before), "condition": product["condition"],
+               "language": product["language"]}
+    wanted = {**current, **changes}
+    fields.condition(wanted["condition"])
+    fields.language(wanted["language"])
+    wanted["location"] = fields.text(wanted["location"], "location")
+    fields.cents(wanted["acquisition_cost_cents"], "acquisitionCostCents")
+    company, grade, cert = fields.grading(wanted["grading_company"], wanted["grade"],
+                                          wanted["cert_number"])
+    wanted.update(grading_company=company, grade=grade, cert_number=cert)
+    diff = {k: [_plain(current[k]), _plain(wanted[k])] for k in EDITABLE
+            if _plain(current[k]) != _plain(wanted[k])}
+    if not diff:
+        return dict(before)  # nothing changes: no new version, no ledger row
+    await _cert_free(tx, company, cert, item_id)
+    product_id = before["product_id"]
+    if "condition" in diff or "language" in diff:
+        product_id, _ = await ensure_product(
+            tx, card_id=product["card_id"], variant_id=product["variant_id"],
+            condition=wanted["condition"], language=wanted["language"])
+    after = await _guarded(tx.fetchrow(
+        "UPDATE inventory_items SET product_id = $2, location = $3,"
+        " acquisition_cost_cents = $4, acquired_on = $5, grading_company = $6, grade = $7,"
+        " cert_number = $8, version = version + 1, updated_at = now()"
+        " WHERE id = $1 RETURNING *",
+        item_id, product_id, wanted["location"], wanted["acquisition_cost_cents"],
+        wanted["acquired_on"], company, grade, cert))
+    event = "moved" if set(diff) == {"location"} else "adjusted"
+    await ledger.record(tx, event, before=before, after=after, actor=actor, reason=reason,
+                        changes=diff)
+    return dict(after)
+
+
+async def transition(tx: Transaction, item_id: int, action: str, *, version: int | None,
+                     actor: str, amount_cents: int | None = None,
+                     reason: str | None = None) -> dict[str, Any]:
+    """reserve / release / sell / remove, if the item's status allows it."""
+    sources, target, event = TRANSITIONS[action]
+    before = await _lock(tx, item_id, version)
+    if before["status"] not in sources:
+        raise TransitionNotAllowed(f"cannot {action} an item that is {before['status']} "
+                                   f"(allowed from {', '.join(sorted(sources))})")
+    after = await tx.fetchrow(
+        "UPDATE inventory_items SET status = $2, version = version + 1, updated_at = now()"
+        " WHERE id = $1 RETURNING *", item_id, target)
+    await ledger.record(tx, event, before=before, after=after, actor=actor,
+                        amount_cents=amount_cents, reason=reason)
+    return dict(after)
+
+
+async def listing(ex: Any, filters: Filters, *, page: int,
+                  page_size: int) -> tuple[list[dict[str, Any]], int]:
+    where, args = _where(filters)
+    args += [page_size, (page - 1) * page_size]
+    rows = await ex.fetch(
+        f"{SELECT_SQL} WHERE {where} ORDER BY i.id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+        *args)
+    total = rows[0]["total_count"] if rows else await ex.fetchval(
+        "SELECT count(*) FROM inventory_items i JOIN products p ON p.id = i.product_id"
+        f" JOIN cards c ON c.id = p.card_id WHERE {where}", *args[:-2])
+    return [dict(r) for r in rows], total
+
+
+async def value(ex: Any, filters: Filters) -> dict[str, Any]:
+    """Market value of the items held (IN_STOCK and RESERVED unless `filters` says which):
+    each at the latest price of its variant and condition; items without one are counted."""
+    if filters.status is None:
+        where, args = _where(filters)
+        where += " AND i.status IN ('IN_STOCK', 'RESERVED')"
+    else:
+        where, args = _where(filters)
+    row = await ex.fetchrow(
+        f"SELECT count(*) AS items, count(price.price_cents) AS priced,"
+        f" coalesce(sum(price.price_cents), 0) AS value_cents,"
+        f" coalesce(sum(i.acquisition_cost_cents), 0) AS cost_cents,"
+        f" count(i.acquisition_cost_cents) AS with_cost"
+        f" FROM inventory_items i JOIN products p ON p.id = i.product_id"
+        f" JOIN cards c ON c.id = p.card_id {LATEST_PRICE} WHERE {where}", *args)
+    return {"items": row["items"], "priced": row["priced"],
+            "unpriced": row["items"] - row["priced"], "value_cents": int(row["value_cents"]),
+            "cost_cents": int(row["cost_cents"]),
+            "without_cost": row["items"] - row["with_cost"], "currency": "USD"}
+
+
+def _where(f: Filters) -> tuple[str, list[Any]]:
+    clauses, args = ["true"], []
+    for column, value in (("c.set_id", f.set_id), ("p.card_id", f.card_id),
+                          ("p.condition", f.condition), ("i.status", f.status),
+                          ("i.location", f.location)):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    if f.graded is not None:
+        clauses.append(f"i.grading_company IS {'NOT ' if f.graded else ''}NULL")
+    return " AND ".join(clauses), args
+
+
+async def _lock(tx: Transaction, item_id: int, version: int | None) -> Any:
+    """The item's row, locked until commit, so a concurrent change with the same
+    If-Match waits here and then sees the new version (and gets its 412)."""
+    row = await tx.fetchrow(LOCK_SQL, item_id)
+    if row is None:
+        raise NotFound(f"no item {item_id}")
+    if version is not None and row["version"] != version:
+        raise StaleVersion(item_id, version, row["version"])
+    return row
+
+
+async def _cert_free(tx: Transaction, company: str | None, cert: str | None,
+                     item_id: int | None) -> None:
+    if cert is not None and await tx.fetchval(CERT_TAKEN_SQL, company, cert, item_id):
+        raise Conflict(f"{company} cert {cert} is already in the inventory",
+                       field="certNumber")
+
+
+async def _guarded(query: Any) -> Any:
+    """A racing insert of the same cert passes the check above; the unique key stops it."""
+    try:
+        return await query
+    except ConstraintViolation as exc:
+        if exc.constraint == CERT_CONSTRAINT:
+            raise Conflict("this cert number is already in the inventory",
+                           field="certNumber") from exc
+        raise
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able for the ledger's details and comparable across Decimal/str/float."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")  # 10.0 and 10 are the same grade
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
