@@ -6,15 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv postgres lint bench down clean
+.PHONY: run test venv postgres pgbouncer lint bench down clean
 
-run: venv postgres
+run: venv postgres pgbouncer
 	$(BIN)/cardmint cluster up
 	$(BIN)/cardmint db upgrade
 	$(BIN)/cardmint catalog load
 	$(BIN)/cardmint serve
 
-test: venv postgres
+test: venv postgres pgbouncer
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -42,6 +42,18 @@ postgres: venv
 	    echo "Missing: PostgreSQL >= 15 server binaries (initdb, postgres, pg_basebackup," \
 	         "psql). Install them (Debian: apt-get install postgresql-15) or set" \
 	         "CARDMINT_PG_BINDIR to their directory."; exit 1; }; }
+
+# PgBouncer (Debian's package) for `cardmint pooler`; its tests are skipped without it.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing PgBouncer (Debian package pgbouncer)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      pgbouncer >/dev/null; \
+	  fi; \
+	  command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || echo "PgBouncer is" \
+	    "missing: \`cardmint pooler\` and its tests are skipped (Debian: apt-get install" \
+	    "pgbouncer)"; }
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -11,6 +11,8 @@ from cardmint.cli import (
     backup,
     catalog,
     cluster,
+    cluster_logs,
+    cluster_scale,
     db,
     drill,
     incident,
@@ -19,6 +21,7 @@ from cardmint.cli import (
     maintenance,
     monitor,
     ops,
+    pooler,
     security,
     serve,
     storage,
@@ -42,6 +45,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+cluster_scale.register(cluster.app)
+cluster_logs.register(cluster.app)
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(db.app, name="db")
 app.add_typer(catalog.app, name="catalog")
@@ -54,6 +59,7 @@ app.add_typer(incident.app, name="incident")
 app.add_typer(inventory.app, name="inventory")
 app.add_typer(drill.app, name="drill")
 app.add_typer(loadtest.app, name="loadtest")
+app.add_typer(pooler.app, name="pooler")
 serve.register(app)
 ops.register(app)
 monitor.register(app)

@@ -21,7 +21,7 @@ import asyncpg
 
 from cardmint import secretfile
 from cardmint.cluster import failover as ha
-from cardmint.cluster import nodes, pgbin, process, roles, tls
+from cardmint.cluster import nodes, pgbin, pooler, process, replicas, roles, tls
 from cardmint.cluster.probe import NODE_SQL, parse_lsn
 from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import (
@@ -266,6 +266,10 @@ class LocalCluster:
         with self._lock():
             state = load(self.home)
             if state is not None:
+                pooler_pid = pooler.running_pid(state)  # PgBouncer first: it serves no one now
+                if pooler_pid is not None:
+                    mode = await pooler.stop(pooler_pid)
+                    report.stopped.append({"node": "pgbouncer", "pid": pooler_pid, "mode": mode})
                 for node in sorted(state.nodes, key=lambda n: n.role != "primary"):
                     pid = process.postmaster_pid(Path(node.datadir))
                     if pid is None and node.pid and process.alive(node.pid):
@@ -369,6 +373,16 @@ class LocalCluster:
     async def rejoin(self, name: str) -> RejoinReport:
         """A fenced or broken node back as a replica (pg_rewind, else a base backup)."""
         return await ha.rejoin_named(self, name)
+
+    # -- read replicas (cluster/replicas.py) ---------------------------------------
+
+    async def add_replica(self, sync: bool = False) -> replicas.ReplicaReport:
+        """A new streaming replica cloned from the primary, recorded once it streams."""
+        return await replicas.add_replica(self, sync=sync)
+
+    async def remove_replica(self, name: str) -> replicas.ReplicaReport:
+        """A replica drained, stopped by PID, its slot dropped and its data deleted."""
+        return await replicas.remove_replica(self, name)
 
     # -- connect -------------------------------------------------------------------
 

@@ -42,6 +42,15 @@ track_io_timing = on
 log_line_prefix = '%m [%p] %q%u@%d '
 log_checkpoints = on
 log_min_duration_statement = 1000
+# Machine-readable server log for `cardmint cluster logs` and `stats`, rotated by size and
+# age, in the data directory's log/ (file names carry the node's name: pg_basebackup and
+# pg_rewind copy that directory). Start-up messages still reach logs/<node>.log.
+logging_collector = on
+log_destination = 'jsonlog'
+log_directory = 'log'
+log_timezone = 'UTC'
+log_rotation_age = '1d'
+log_rotation_size = '10MB'
 """
 
 HBA = f"""\
@@ -121,7 +130,8 @@ def configure(user: OsUser, node: Node, archive: Path) -> None:
         conf += tls.server_conf(tls_dir)
     write(user, datadir / "cardmint.conf", conf)
     write(user, datadir / "cardmint-node.conf",
-          f"port = {node.port}\ncluster_name = {conf_string('cardmint-' + node.name)}\n")
+          f"port = {node.port}\ncluster_name = {conf_string('cardmint-' + node.name)}\n"
+          f"log_filename = {conf_string(node.name + '-%Y%m%d-%H%M%S.log')}\n")
     write(user, datadir / "pg_hba.conf", HBA)
 
 

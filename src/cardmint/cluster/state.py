@@ -57,6 +57,8 @@ class ClusterState:
     sync: bool = False
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     nodes: list[Node] = field(default_factory=list)
+    # PgBouncer before the primary (`cardmint pooler up`): {"port", "pid", "target", ...}
+    pooler: dict[str, Any] | None = None
 
     @property
     def primary(self) -> Node:
@@ -94,7 +96,9 @@ class ClusterState:
     def dsns(self) -> dict[str, Any]:
         """What settings read: the primary by role (multi-host, read-write) and each replica."""
         return {
-            "app": self.dsn(APP, attrs="read-write"),
+            # through PgBouncer when it runs (its port tells the data layer: no statement cache)
+            "app": (self.dsn(APP, [Node("pooler", "pooler", self.pooler["port"], "")])
+                    if self.pooler else self.dsn(APP, attrs="read-write")),
             "owner": self.dsn(OWNER, attrs="read-write"),
             "readonly": self.dsn(READONLY, attrs="prefer-standby"),
             "admin": self.dsn(SUPERUSER, attrs="read-write"),
@@ -105,6 +109,8 @@ class ClusterState:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["pooler"] is None:
+            del data["pooler"]  # files without a pooler stay as they were
         data["dsns"] = self.dsns() if self.nodes else {}
         return data
 

@@ -28,6 +28,7 @@ from cardmint import secretfile
 from cardmint.config import Settings, secret
 from cardmint.db import errors
 from cardmint.db.latency import LatencyHistogram
+from cardmint.db.pooled import behind_pooler
 from cardmint.dsn import password_of, redact, username, with_password
 from cardmint.errors import ConfigError, DatabaseUnavailable
 
@@ -125,11 +126,14 @@ class Database:
         s = self.settings
         replica = dsn != self._primary_dsn
         name = f"{APPLICATION}{'-replica' if replica else ''}/{os.getpid()}"
-        return {
+        args: dict[str, Any] = {
             "timeout": s.connect_timeout_s,
             "server_settings": {"application_name": name,
                                 "statement_timeout": str(s.statement_timeout_ms)},
         }
+        if behind_pooler(dsn, s):  # PgBouncer < 1.21 keeps no prepared statements
+            args["statement_cache_size"] = 0
+        return args
 
     def _dsn_of(self, pool: asyncpg.Pool | None) -> str:
         for replica in self.replicas:

@@ -25,6 +25,8 @@ from cardmint.errors import CardmintError
 from cardmint.ops import facts
 from cardmint.ops.checks import CRITICAL, OK, WARN, Check, check, worst, worst_severity
 from cardmint.ops.freeze import freeze_state
+from cardmint.ops.pooler_check import pooler_check, pooler_status
+from cardmint.ops.slots import slot_check
 
 EXIT_CODES = {OK: 0, WARN: 1, CRITICAL: 2}
 
@@ -143,6 +145,10 @@ async def check_health(settings: Settings, *, now: datetime | None = None) -> He
     if primary_dsn:
         checks += await _primary_checks(settings, primary, primary_dsn, figures)
     checks += await _application_checks(settings, figures)
+    pooled = await pooler_status(settings)
+    if pooled is not None:  # the connections check counts only what reaches the server
+        figures["pooler"] = pooled
+        checks.append(pooler_check(pooled))
 
     status = worst([c.status for c in checks])
     severity = worst_severity([c.severity for c in checks]) if status != OK else None
@@ -180,6 +186,7 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
             store = await facts.storage(conn, capacity_bytes=s.storage_capacity_bytes)
             archive = await facts.archiver(conn)
             backlog = await _archive_backlog(conn)
+            replication = await facts.replication(conn)
             frozen = await freeze_state(conn)
     except CardmintError as exc:
         return [check("connections", None, "", None, None, node=primary.name, status=WARN,
@@ -216,6 +223,7 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
                   if used is not None else "; capacity unknown")))
 
     out.append(_archive_check(s, primary.name, archive, backlog))
+    out.append(slot_check(primary.name, replication["slots"]))
     if frozen:
         out.append(check("writes", None, "", None, None, node=primary.name, status=CRITICAL,
                          on_critical="P1",

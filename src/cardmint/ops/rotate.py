@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from cardmint import secretfile
+from cardmint.cluster import pooler
 from cardmint.cluster import roles as cluster_roles
 from cardmint.cluster.local import LocalCluster
 from cardmint.cluster.nodes import conf_string
@@ -106,11 +107,13 @@ async def _rotate_one(cluster: LocalCluster, admin: asyncpg.Connection, role: st
     new = cluster_roles.new_password()
     until = cluster_roles.valid_until(now)
     await admin.execute(_alter(role, new, until))
+    await pooler.sync_auth(cluster)  # PgBouncer's auth file holds the verifiers
     try:
         await _verify(cluster, role, new)
     except (ClusterError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
         old_until_sql = "infinity" if old_until is None else old_until.isoformat()
         await admin.execute(_alter(role, passwords[role], old_until_sql))
+        await pooler.sync_auth(cluster)
         if role == REPLICATION:
             await _point_replicas(cluster, passwords[role])
         return Rotation(role, False, None, _since(began),

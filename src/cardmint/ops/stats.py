@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cardmint.cluster import logs
+from cardmint.cluster.state import load as load_state
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.db.connect import connection
 from cardmint.errors import CardmintError
 from cardmint.ops import facts
 from cardmint.ops.health import probe, survey
+from cardmint.ops.pooler_check import pooler_status
 
 
 async def collect_stats(settings: Settings, *, window_s: float = 2.0) -> dict[str, Any]:
@@ -49,6 +52,8 @@ async def collect_stats(settings: Settings, *, window_s: float = 2.0) -> dict[st
                       "utilization_pct": round(100.0 * busy / settings.pool_max, 1)}
             for process, busy in conns.app_busy.items()}
     report["latency"] = await latency_task
+    report["server_errors"] = server_errors(settings)
+    report["pooler"] = await pooler_status(settings)  # SHOW POOLS / SHOW STATS, or None
     return report
 
 
@@ -63,3 +68,15 @@ async def _latency(settings: Settings) -> dict[str, Any]:
         return db.latency_stats()
     finally:
         await db.close()
+
+
+def server_errors(settings: Settings) -> dict[str, Any] | None:
+    """ERROR/FATAL/PANIC lines of the last hour in the local cluster's server logs, by
+    SQLSTATE (the runbook's `logs | grep ERROR`); None without a local cluster."""
+    try:
+        state = load_state(settings.home)
+    except CardmintError:
+        return None
+    if state is None:
+        return None
+    return logs.error_summary(state, datetime.now(UTC) - timedelta(hours=1))
