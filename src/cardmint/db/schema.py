@@ -16,6 +16,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from cardmint.db.values import (
+    CAPTURE_STATUSES,
+    CARD_CATEGORIES,
+    CONDITIONS,
+    ITEM_STATUSES,
+    JOB_STATUSES,
+    LEDGER_EVENTS,
+    SEVERITIES,
+    TOKEN_SCOPES,
+)
+
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
@@ -26,15 +37,6 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-CARD_CATEGORIES = ("Pokemon", "Trainer", "Energy")
-CONDITIONS = ("NM", "LP", "MP", "HP", "DMG")
-ITEM_STATUSES = ("IN_STOCK", "RESERVED", "SOLD", "REMOVED")
-LEDGER_EVENTS = (
-    "acquired", "reserved", "released", "sold", "returned", "removed", "moved", "adjusted",
-)
-CAPTURE_STATUSES = ("captured", "queued", "processing", "processed", "needs_review", "failed")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed")
-SEVERITIES = ("P0", "P1", "P2")
 
 # fold_search(text) is an IMMUTABLE SQL function created by migration 0001 (autogenerate
 # does not see functions): NFKD, combining accents removed, lower case, spaces collapsed.
@@ -449,8 +451,6 @@ monitor_samples = sa.Table(
     comment="What `cardmint monitor` measured each round: sustained rules and charts read it.",
 )
 sa.Index(None, monitor_samples.c.taken_at)
-
-TOKEN_SCOPES = ("read", "write", "admin")
 
 api_tokens = sa.Table(
     "api_tokens", metadata,

@@ -20,7 +20,7 @@ from typing import Any
 from cardmint.catalog.identify import Candidate, OcrInput
 from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE, Page
 from cardmint.db import Database
-from cardmint.db.schema import CONDITIONS
+from cardmint.db.values import CONDITIONS
 from cardmint.errors import CardmintError, ValidationError
 from cardmint.intake import pricing, queue, stock
 from cardmint.intake.rules import VariantHint, choose_variant

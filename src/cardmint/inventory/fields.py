@@ -9,9 +9,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cardmint.db.values import CONDITIONS
 from cardmint.errors import ValidationError
 
-CONDITIONS = ("NM", "LP", "MP", "HP", "DMG")
 GRADERS = ("PSA", "BGS", "CGC", "SGC")
 LANGUAGE = re.compile(r"^[a-z]{2}(-[a-z]{2,4})?$")
 MAX_CENTS = 100_000_000_00  # $100M: beyond any card, and far inside bigint

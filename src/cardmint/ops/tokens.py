@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from cardmint.db import Database
+from cardmint.db.values import TOKEN_SCOPES
 from cardmint.errors import UsageError, ValidationError
 
-SCOPES = ("read", "write", "admin")  # each includes the ones before it
+SCOPES = TOKEN_SCOPES
 PREFIX = "cm_"
 TOUCH_EVERY_S = 60  # last_used_at is refreshed at most this often (a write per use is waste)
 
