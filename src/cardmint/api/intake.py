@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from cardmint.api.auth import Principal, require_scope
 from cardmint.api.idempotency import idempotent
+from cardmint.api.models import Model
 from cardmint.api.problems import problem
 from cardmint.catalog import identify as identification
 from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE
@@ -40,28 +41,7 @@ Short = Field(None, min_length=1, max_length=64)
 MetadataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @field_validator("*")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        """Text PostgreSQL cannot store (NUL, a lone surrogate from a JSON escape) would
-        fail at the database; refuse it here, naming the field."""
-        parts = ([*value.keys(), *value.values()] if isinstance(value, dict)
-                 else value if isinstance(value, list) else [value])
-        for part in parts:
-            if isinstance(part, str):
-                if "\x00" in part:
-                    raise ValueError("must not contain NUL characters")
-                try:
-                    part.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("must be valid Unicode") from None
-        return value
-
-
-class OcrFields(_Model):
+class OcrFields(Model):
     """What OCR read off the card, field by field."""
 
     name: str | None = Field(None, max_length=identification.MAX_NAME, description="Name line")
@@ -87,7 +67,7 @@ class OcrFields(_Model):
         return value
 
 
-class VariantFields(_Model):
+class VariantFields(Model):
     """What the submitter knows of the printing (every given part must match)."""
 
     type: str | None = Short
@@ -103,7 +83,7 @@ class VariantFields(_Model):
         return value
 
 
-class CaptureRequest(_Model):
+class CaptureRequest(Model):
     """A scanned card: where its image is, what OCR read, and how to stock it."""
 
     image_ref: str = Field(..., alias="imageRef", min_length=1, max_length=2048,
@@ -139,7 +119,7 @@ class CaptureRequest(_Model):
             metadata=self.metadata, priority=self.priority)
 
 
-class ResolveRequest(_Model):
+class ResolveRequest(Model):
     """The operator's answer: which card (and printing) the capture is."""
 
     card_id: str = Field(..., alias="cardId", min_length=1, max_length=64)

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from cardmint.api.auth import Principal, require_scope
-from cardmint.api.inventory_common import Model, Refused, write
+from cardmint.api.inventory_common import Refused, write
+from cardmint.api.models import Model
 from cardmint.db import Database, Transaction
 from cardmint.inventory import csvio, items, ledger
 from cardmint.inventory.fields import MAX_CENTS

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from cardmint.api.auth import Principal
 from cardmint.api.idempotency import idempotent
@@ -20,25 +19,6 @@ from cardmint.inventory.errors import Conflict, NotFound, StaleVersion, Transiti
 
 TITLES = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
           413: "Content Too Large", 422: "Unprocessable Content", 428: "Precondition Required"}
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    @field_validator("*")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        """Text PostgreSQL cannot store (NUL, a lone surrogate) is refused here, by field."""
-        parts = value if isinstance(value, list) else [value]
-        for part in parts:
-            if isinstance(part, str):
-                if "\x00" in part:
-                    raise ValueError("must not contain NUL characters")
-                try:
-                    part.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("must be valid Unicode") from None
-        return value
 
 
 class Refused(HTTPException):

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import Field
 
 from cardmint.api.auth import Principal, require_scope
-from cardmint.api.inventory_common import Model, Refused, write
+from cardmint.api.inventory_common import Refused, write
+from cardmint.api.models import Model
 from cardmint.db import Database, Transaction
 from cardmint.inventory import prices
 
