@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cardmint import secretfile
 from cardmint.dsn import redact, username, with_password
+from cardmint.errors import ConfigError
 
 STATE_FILE = "cluster.json"
 SECRETS_FILE = "secrets.env"
@@ -191,6 +192,15 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+
+def admin_or_owner_dsn(settings: Settings) -> str:
+    """The superuser's DSN, else the owner's: what needs the tables' owner (or more)."""
+    dsn = secret(settings.admin_url) or secret(settings.migration_url)
+    if not dsn:
+        raise ConfigError("no admin or owner DSN: set CARDMINT_ADMIN_URL or run "
+                          "`cardmint cluster up`")
+    return dsn
 
 
 def secret(value: SecretStr | None) -> str | None:

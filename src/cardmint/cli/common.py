@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,3 +34,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+
+
+async def with_database(home: Path | None, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(db)` on a small primary-only data layer, opened and closed around it."""
+    from cardmint.db import Database
+
+    db = Database(settings(home).model_copy(update={"pool_min": 1, "pool_max": 2}),
+                  replica_dsns=[])
+    await db.open(monitor=False)
+    try:
+        return await work(db)
+    finally:
+        await db.close()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.common import HomeOpt, JsonOpt, run, with_database
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
 from cardmint.db import Database
 from cardmint.errors import UsageError
@@ -19,16 +19,6 @@ from cardmint.inventory.items import Filters
 app = typer.Typer(help="Inventory CSV import and export.", no_args_is_help=True)
 FormatOpt = Annotated[str, typer.Option("--format", help="tcgplayer or collectr.")]
 MAX_FILE_BYTES = 10_000_000
-
-
-async def _with_db(home: Any, work: Any) -> Any:
-    db = Database(settings(home).model_copy(update={"pool_min": 1, "pool_max": 2}),
-                  replica_dsns=[])
-    await db.open(monitor=False)
-    try:
-        return await work(db)
-    finally:
-        await db.close()
 
 
 def _format(value: str) -> str:
@@ -58,7 +48,7 @@ def import_(
         async with db.transaction() as tx:
             return await csvio.import_csv(tx, text, fmt, actor=who, location=location)
 
-    result = run(_with_db(home, work))
+    result = run(with_database(home, work))
     data = {"rows": result.rows, "imported_rows": result.imported_rows,
             "skipped_rows": result.skipped_rows, "items_created": result.items_created,
             "errors": result.errors}
@@ -85,7 +75,7 @@ def export(
 ) -> None:
     """The items in stock as CSV."""
     fmt = _format(fmt)
-    text = run(_with_db(home, lambda db: csvio.export(db, fmt, Filters(location=location))))
+    text = run(with_database(home, lambda db: csvio.export(db, fmt, Filters(location=location))))
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -7,22 +7,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
+from cardmint.cli.common import HomeOpt, JsonOpt, run, with_database
 from cardmint.cli.output import console, emit
-from cardmint.db import Database
 from cardmint.ops import tokens
 
 app = typer.Typer(help="API tokens.", no_args_is_help=True)
-
-
-async def _with_db(home: Any, work: Any) -> Any:
-    db = Database(settings(home).model_copy(update={"pool_min": 1, "pool_max": 2}),
-                  replica_dsns=[])
-    await db.open(monitor=False)
-    try:
-        return await work(db)
-    finally:
-        await db.close()
 
 
 @app.command()
@@ -33,7 +22,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; it is printed this once and never again."""
-    token, record = run(_with_db(home, lambda db: tokens.create_token(db, owner=owner,
+    token, record = run(with_database(home, lambda db: tokens.create_token(db, owner=owner,
                                                                        scope=scope)))
     emit({"ok": True, "token": token, **record}, as_json, lambda d: console.print(
         f"token {d['id']} for {d['owner']} ({d['scope']}): [bold]{d['token']}[/]\n"
@@ -44,7 +33,7 @@ def create(
 def list_(all_: Annotated[bool, typer.Option("--all", help="Include revoked.")] = False,
           home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Tokens (never their secret part)."""
-    rows = run(_with_db(home, lambda db: tokens.list_tokens(db, include_revoked=all_)))
+    rows = run(with_database(home, lambda db: tokens.list_tokens(db, include_revoked=all_)))
 
     def render(data: list[dict[str, Any]]) -> None:
         table = Table(title="API tokens")
@@ -63,6 +52,6 @@ def list_(all_: Annotated[bool, typer.Option("--all", help="Include revoked.")] 
 def revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")],
            home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Revoke a token at once."""
-    run(_with_db(home, lambda db: tokens.revoke_token(db, token_id)))
+    run(with_database(home, lambda db: tokens.revoke_token(db, token_id)))
     emit({"ok": True, "revoked": token_id}, as_json,
          lambda d: console.print(f"token {d['revoked']} revoked"))

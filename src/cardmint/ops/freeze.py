@@ -27,10 +27,10 @@ import asyncpg
 
 from cardmint.cluster.roles import ident, literal
 from cardmint.cluster.state import APP
-from cardmint.config import Settings, secret
+from cardmint.config import Settings, admin_or_owner_dsn, secret
 from cardmint.db.connect import connection
 from cardmint.dsn import username
-from cardmint.errors import ConfigError, UsageError
+from cardmint.errors import UsageError
 from cardmint.ops.clock import utc
 
 MARKER = "cardmint:frozen "
@@ -102,12 +102,9 @@ def app_role(settings: Settings) -> str:
 
 
 def _admin_dsn(settings: Settings) -> str:
-    # Revoking needs the tables' owner; ending another role's sessions, a superuser.
-    dsn = secret(settings.admin_url) or secret(settings.migration_url)
-    if not dsn:
-        raise ConfigError("no admin or owner DSN: set CARDMINT_ADMIN_URL or run "
-                          "`cardmint cluster up`")
-    return dsn
+    # revoking and VACUUM need the tables' owner; ending others' sessions and
+    # pg_ls_waldir, the superuser
+    return admin_or_owner_dsn(settings)
 
 
 async def freeze(settings: Settings, *, reason: str, by: str | None = None,

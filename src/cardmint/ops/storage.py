@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cardmint.config import Settings, secret
+from cardmint.config import Settings, admin_or_owner_dsn
 from cardmint.db.connect import connection
-from cardmint.errors import ConfigError, UsageError
+from cardmint.errors import UsageError
 from cardmint.ops import facts
 from cardmint.ops.maintenance import require_window
 
@@ -52,12 +52,9 @@ ORDER BY bytes DESC, name LIMIT $1
 
 
 def _dsn(settings: Settings) -> str:
-    # pg_ls_waldir needs pg_monitor; VACUUM needs the tables' owner: the superuser has both.
-    dsn = secret(settings.admin_url) or secret(settings.migration_url)
-    if not dsn:
-        raise ConfigError("no admin or owner DSN: set CARDMINT_ADMIN_URL or run "
-                          "`cardmint cluster up`")
-    return dsn
+    # revoking and VACUUM need the tables' owner; ending others' sessions and
+    # pg_ls_waldir, the superuser
+    return admin_or_owner_dsn(settings)
 
 
 def dir_size(path: Path) -> tuple[int, int]:
