@@ -279,6 +279,9 @@ inventory_items = sa.Table(
     comment="Physical cards we hold, one row per copy.",
 )
 sa.Index(None, inventory_items.c.product_id, inventory_items.c.status)
+# The listing's shelf filter (location, optionally status) in id order: at 1M items it was a
+# walk of the whole primary key (bench/scale.py).
+sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_items.c.id)
 
 inventory_ledger = sa.Table(
     "inventory_ledger", metadata,

@@ -43,8 +43,7 @@ SELECT i.id, i.product_id, i.status, i.location, i.acquisition_cost_cents, i.acq
        c.name AS card_name, c.set_id, c.local_id AS number,
        v.type AS variant_type, v.subtype AS variant_subtype, v.foil AS variant_foil,
        v.stamps AS variant_stamps,
-       price.price_cents AS market_price_cents, price.observed_at AS priced_at,
-       count(*) OVER () AS total_count
+       price.price_cents AS market_price_cents, price.observed_at AS priced_at
 FROM inventory_items i
 JOIN products p ON p.id = i.product_id
 JOIN cards c ON c.id = p.card_id
@@ -184,15 +183,30 @@ async def transition(tx: Transaction, item_id: int, action: str, *, version: int
 
 async def listing(ex: Any, filters: Filters, *, page: int,
                   page_size: int) -> tuple[list[dict[str, Any]], int]:
+    """One page of items and the number matching. The page's ids are found first, joining
+    only what the filters need; only those rows are then joined and priced. (Pricing
+    every match before the limit, as a window count did, took seconds at 1M items.)"""
     where, args = _where(filters)
-    args += [page_size, (page - 1) * page_size]
-    rows = await ex.fetch(
-        f"{SELECT_SQL} WHERE {where} ORDER BY i.id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
-        *args)
-    total = rows[0]["total_count"] if rows else await ex.fetchval(
-        "SELECT count(*) FROM inventory_items i JOIN products p ON p.id = i.product_id"
-        f" JOIN cards c ON c.id = p.card_id WHERE {where}", *args[:-2])
+    source = _source(filters)
+    ids = await ex.fetch(
+        f"SELECT i.id FROM {source} WHERE {where} ORDER BY i.id "
+        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+        *args, page_size, (page - 1) * page_size)
+    wanted = [r["id"] for r in ids]
+    rows = await ex.fetch(f"{SELECT_SQL} WHERE i.id = ANY($1::bigint[]) ORDER BY i.id",
+                          wanted) if wanted else []
+    total = await ex.fetchval(f"SELECT count(*) FROM {source} WHERE {where}", *args)
     return [dict(r) for r in rows], total
+
+
+def _source(f: Filters) -> str:
+    """inventory_items, joined to products and cards only when a filter looks there."""
+    source = "inventory_items i"
+    if f.set_id is not None or f.card_id is not None or f.condition is not None:
+        source += " JOIN products p ON p.id = i.product_id"
+    if f.set_id is not None:
+        source += " JOIN cards c ON c.id = p.card_id"
+    return source
 
 
 async def value(ex: Any, filters: Filters) -> dict[str, Any]:

@@ -1,0 +1,290 @@
+"""How CardMint's cost grows with its data: card lookup, search and the inventory listing at
+10k, 100k and 1M inventory items (issue 8, item 5).
+
+    .venv/bin/python -m bench.scale [--sizes 10000,100000,1000000] [--seconds 10] [--json]
+
+A fresh cluster under /tmp (a primary alone, so that the bulk inserts do not also stream
+to a replica), migrated, the full catalog loaded, products spread over the variants (every
+variant NM, a share of them also LP/MP/HP/DMG and a few Japanese). Then the inventory is
+grown in steps to each size with one INSERT ... SELECT as the owner role (statuses 70 %
+IN_STOCK, 10 % RESERVED, 15 % SOLD, 5 % REMOVED; 500 locations; 2 % graded; products
+skewed towards the low ids) and VACUUM ANALYZE. At each size, `cardmint serve` runs in its
+own process and 20 clients drive, one operation at a time: card lookup, search, and the
+inventory listing (a read token, one or two filters and a page). With wrk when installed
+(the Authorization header set inside its Lua script, never on a command line), else the
+project's httpx generator. At the largest size it prints EXPLAIN (ANALYZE, BUFFERS) of the
+listing's query shapes. Everything started is stopped by PID and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import uvloop
+
+from cardmint.catalog.load import load_catalog
+from cardmint.cluster.local import LocalCluster
+from cardmint.config import Settings, secret
+from cardmint.db import Database, migrate
+from cardmint.db.connect import connection
+from cardmint.inventory import items
+from cardmint.ops import loadgen, loadtest_mix, wrk
+from cardmint.ops.apiserver import serving
+from cardmint.ops.loadgen import Operation, Request
+
+# Every variant NM; about a third also in one other condition; 1 in 20 also Japanese NM.
+PRODUCTS_SQL = """
+INSERT INTO products (card_id, variant_id, condition, language, sku)
+SELECT card_id, id, 'NM', 'en', 'S-' || id || '-NM' FROM card_variants
+UNION ALL
+SELECT card_id, id, (ARRAY['LP', 'MP', 'HP', 'DMG'])[1 + id % 4], 'en',
+       'S-' || id || '-' || (ARRAY['LP', 'MP', 'HP', 'DMG'])[1 + id % 4]
+FROM card_variants WHERE id % 3 = 0
+UNION ALL
+SELECT card_id, id, 'NM', 'ja', 'S-' || id || '-NM-JA' FROM card_variants WHERE id % 20 = 0
+"""
+# Items g in (from, to]: a product drawn with a skew towards low ids (popular sets), status
+# by g's hash, 500 locations, 2 % graded with a unique cert.
+ITEMS_SQL = """
+INSERT INTO inventory_items (product_id, status, location, acquisition_cost_cents,
+                             acquired_on, grading_company, grade, cert_number)
+SELECT p.ids[1 + floor(cardinality(p.ids) * power(h, 1.5))::int],
+       CASE WHEN s < 70 THEN 'IN_STOCK' WHEN s < 80 THEN 'RESERVED'
+            WHEN s < 95 THEN 'SOLD' ELSE 'REMOVED' END,
+       'box-' || (g * 7 % 500),
+       CASE WHEN g % 10 = 0 THEN NULL ELSE 50 + g % 5000 END,
+       date '2024-01-01' + (g % 700)::int,
+       CASE WHEN g % 50 = 0 THEN 'PSA' END,
+       CASE WHEN g % 50 = 0 THEN 6 + (g % 5)::int END,
+       CASE WHEN g % 50 = 0 THEN 'B' || g END
+FROM generate_series($1::bigint + 1, $2::bigint) g
+CROSS JOIN LATERAL (SELECT ((g * 2654435761) % 4294967296) / 4294967296.0 AS h,
+                           (g * 40503) % 100 AS s) r,
+     (SELECT array_agg(id ORDER BY id) AS ids FROM products) p
+"""
+LISTING_LOCATIONS = 500
+
+
+def settings(home: Path, **kw: Any) -> Settings:
+    return Settings(_env_file=None, home=home, **kw)  # type: ignore[call-arg]
+
+
+def load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+async def prepare(home: Path) -> dict[str, Any]:
+    began = time.perf_counter()
+    await LocalCluster(settings(home)).up(replicas=0)
+    s = settings(home)
+    await asyncio.to_thread(migrate.upgrade, secret(s.migration_url))
+    async with connection(secret(s.migration_url) or "", s) as conn:
+        await load_catalog(conn)
+        await conn.execute(PRODUCTS_SQL)
+        await conn.execute("ANALYZE")
+        products = await conn.fetchval("SELECT count(*) FROM products")
+    return {"setup_s": round(time.perf_counter() - began, 1), "products": products}
+
+
+async def grow(s: Settings, have: int, want: int) -> dict[str, Any]:
+    """Items have+1..want in one statement, then VACUUM ANALYZE (visibility map, stats)."""
+    began = time.perf_counter()
+    async with connection(secret(s.migration_url) or "", s) as conn:
+        if want > have:
+            await conn.execute(ITEMS_SQL, have, want, timeout=3600)
+        insert_s = time.perf_counter() - began
+        await conn.execute("VACUUM ANALYZE inventory_items", timeout=3600)
+        size = await conn.fetchval("SELECT pg_total_relation_size('inventory_items')")
+        count = await conn.fetchval("SELECT count(*) FROM inventory_items")
+    return {"items": count, "insert_s": round(insert_s, 1),
+            "with_vacuum_s": round(time.perf_counter() - began, 1),
+            "table_mb": round(size / 2**20, 1)}
+
+
+def listing_request(sets: list[str], headers: dict[str, str]) -> Any:
+    """One or two filters and a page, as a shop's screens would ask."""
+    def build(rng: random.Random) -> Request:
+        kind = rng.random()
+        if kind < 0.4:    # a shelf: what is in stock at a location
+            params = {"status": "IN_STOCK", "location": f"box-{rng.randrange(500)}"}
+        elif kind < 0.7:  # a set's items in one condition
+            params = {"set": rng.choice(sets), "condition": rng.choice(["NM", "LP"])}
+        else:             # everything in stock, paged deep-ish
+            params = {"status": "IN_STOCK"}
+        params |= {"page": str(rng.randint(1, 5)), "pageSize": "50"}
+        return Request("GET", "/v1/inventory/items", params=params, headers=headers)
+    return build
+
+
+def _paths(op: Operation, n: int = 1000) -> list[str]:
+    rng = random.Random(11)
+    out = []
+    for req in (op.build(rng) for _ in range(n)):
+        query = f"?{urlencode(req.params, quote_via=quote)}" if req.params else ""
+        out.append(req.path + query)
+    return out
+
+
+async def run_wrk(url: str, paths: list[str], headers: dict[str, str], *, connections: int,
+                  duration_s: int) -> dict[str, Any]:
+    """wrk cycling `paths`; headers go into its Lua script (a 0600 temp file), not argv."""
+    loadgen.check_loopback(url)
+    binary = wrk.available()
+    assert binary is not None
+    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="cardmint-wrk-") as lua:
+        lua.write(lua_headers + wrk.script(paths))
+        lua.flush()
+        argv = [binary, "-t", "2", "-c", str(connections), "-d", f"{duration_s}s",
+                "--latency", "--timeout", "10s", "-s", lua.name, url]
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), duration_s + 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    r = wrk.parse(out.decode(errors="replace"))
+    return {"tool": "wrk", "rps": r["rps"], "p50_ms": r.get("p50_ms"),
+            "p95_ms": r.get("p95_ms"), "p99_ms": r.get("p99_ms"), "errors": r["errors"]}
+
+
+async def measure(s: Settings, token: str, sets: list[str], seconds: int,
+                  clients: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"load_before": load()}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serving(s) as (url, _pid):
+        async with loadgen.client(url, 1, 10.0) as http:
+            cards = await loadtest_mix.draw_cards(http, random.Random(7))
+        ops = {"lookup": Operation("lookup", 1, loadtest_mix.lookup_request(cards)),
+               "search": Operation("search", 1, loadtest_mix.search_request(cards)),
+               "listing": Operation("listing", 1, listing_request(sets, headers))}
+        for name, op in ops.items():
+            if wrk.available():
+                out[name] = await run_wrk(url, _paths(op), headers if name == "listing"
+                                          else {}, connections=clients, duration_s=seconds)
+            else:
+                r = (await loadgen.drive(url, [op], concurrency=clients, duration_s=seconds,
+                                         warmup_s=2.0, max_requests=10_000_000))["total"]
+                out[name] = {"tool": "httpx", "rps": r["throughput_rps"],
+                             "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
+                             "p99_ms": r["p99_ms"], "errors": r["errors"]}
+    out["load_after"] = load()
+    return out
+
+
+EXPLAIN_CASES = {
+    "status+location, page 1": (items.Filters(status="IN_STOCK", location="box-7"), 1),
+    "set+condition, page 3": (items.Filters(set_id="base1", condition="NM"), 3),
+    "status only, page 5": (items.Filters(status="IN_STOCK"), 5),
+}
+
+
+async def explain(s: Settings) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the listing's SQL exactly as items.listing builds it."""
+    out = {}
+    async with connection(secret(s.migration_url) or "", s) as conn:
+        for name, (filters, page) in EXPLAIN_CASES.items():
+            where, args = items._where(filters)
+            args += [50, (page - 1) * 50]
+            sql = (f"{items.SELECT_SQL} WHERE {where} ORDER BY i.id "
+                   f"LIMIT ${len(args) - 1} OFFSET ${len(args)}")
+            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+            out[name] = [r[0] for r in rows]
+    return out
+
+
+def workdir() -> Path:
+    """Under /tmp, open to the PostgreSQL OS user (mkdtemp makes it 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="cardmint-bench-scale-", dir="/tmp"))
+    root.chmod(0o755)
+    return root
+
+
+async def main(root: Path, sizes: list[int], seconds: int, clients: int,
+               keep: bool = False) -> dict[str, Any]:
+    home = root / "home"
+    result: dict[str, Any] = {"benchmark": "scale", "cpus": os.cpu_count(),
+                              "clients": clients, "seconds": seconds, "sizes": []}
+    try:
+        result["setup"] = await prepare(home)
+        s = settings(home)
+        db = await Database(s, replica_dsns=[]).open(monitor=False)
+        try:
+            from cardmint.ops.tokens import create_token, revoke_token
+
+            token, record = await create_token(db, owner="bench-scale", scope="read")
+            sets = [r["set_id"] for r in await db.fetch(
+                "SELECT c.set_id FROM cards c GROUP BY 1 HAVING count(*) >= 50 ORDER BY 1")]
+            have = 0
+            for size in sizes:
+                built = await grow(s, have, size)
+                have = size
+                print(f"[scale] {size:,} items built: {built}", file=sys.stderr, flush=True)
+                row = {"size": size, "build": built,
+                       **await measure(s, token, sets, seconds, clients)}
+                result["sizes"].append(row)
+                print(f"[scale] {size:,}: " + json.dumps(
+                    {k: row[k] for k in ("lookup", "search", "listing", "load_before")}),
+                    file=sys.stderr, flush=True)
+            result["explain"] = await explain(s)
+            await revoke_token(db, record["id"])
+        finally:
+            await db.close()
+    finally:
+        if not keep:
+            await LocalCluster(settings(home)).down(purge=True)
+            shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def render(out: dict[str, Any]) -> None:
+    print(f"{out['cpus']} cores, {out['clients']} clients, {out['seconds']} s per operation; "
+          f"setup {out['setup']}")
+    print("| items | build | operation | req/s | p50 ms | p95 ms | errors | load |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for row in out["sizes"]:
+        b = row["build"]
+        for op in ("lookup", "search", "listing"):
+            x = row[op]
+            print(f"| {row['size']:,} | {b['with_vacuum_s']} s, {b['table_mb']} MB | {op} "
+                  f"({x['tool']}) | {x['rps']:,.0f} | {x['p50_ms']} | {x['p95_ms']} | "
+                  f"{x['errors']} | {row['load_before']}–{row['load_after']} |")
+    for name, plan in out.get("explain", {}).items():
+        print(f"\nEXPLAIN ANALYZE, listing {name}, at {out['sizes'][-1]['size']:,} items:")
+        print("\n".join(plan))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the cluster running (its home is printed); stop it with "
+                             "`cardmint cluster down --purge --home HOME`")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    root = workdir()
+    if args.keep:
+        print(f"[scale] cluster home {root / 'home'} (kept)", file=sys.stderr, flush=True)
+    result = uvloop.run(main(root, sizes, args.seconds, args.concurrency, args.keep))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        render(result)
+    sys.exit(0)
