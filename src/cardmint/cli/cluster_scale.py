@@ -39,6 +39,25 @@ def register(app: typer.Typer) -> None:
         report = run(LocalCluster(settings(home)).add_replica(sync=sync))
         emit({"ok": True, **report.to_dict()}, as_json, _render)
 
+    @app.command(name="resize")
+    def resize_cmd(
+        memory: Annotated[str, typer.Option(
+            "--memory", help="The machine's memory per node, e.g. 4GB.")],
+        cpu: Annotated[int | None, typer.Option("--cpu", help="CPU cores per node.")] = None,
+        force: Annotated[bool, typer.Option(
+            "--force", help="Run outside a maintenance window.")] = False,
+        home: HomeOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Memory/CPU-derived settings on every node: replicas restarted, then a switchover."""
+        from cardmint.cli.cluster_resize import render
+        from cardmint.cluster.resize import resize
+        from cardmint.ops.maintenance import require_window
+
+        require_window("resize", force=force)
+        report = run(resize(LocalCluster(settings(home)), memory, cpu))
+        emit({"ok": True, **report.to_dict()}, as_json, render)
+
     @app.command(name="remove-replica")
     def remove_replica(
         node: Annotated[str, typer.Argument(help="The replica to remove (never the primary).")],

@@ -112,6 +112,18 @@ def set_superuser_password(pg: PgBin, user: OsUser, datadir: Path, verifier: str
     )
 
 
+RESOURCES_CONF = "cardmint-resources.conf"  # `cluster resize`: memory/CPU-derived settings
+
+
+def include_resources(user: OsUser, datadir: Path) -> None:
+    """Include the resources file last (its settings win), if it is there."""
+    main = datadir / "postgresql.conf"
+    text = main.read_text()
+    line = f"include_if_exists = '{RESOURCES_CONF}'"
+    if line not in text:
+        write(user, main, text.rstrip("\n") + f"\n{line}\n")
+
+
 def configure(user: OsUser, node: Node, archive: Path) -> None:
     """Write the shared and per-node settings and the HBA rules into `node`'s directory."""
     datadir = Path(node.datadir)
@@ -133,6 +145,7 @@ def configure(user: OsUser, node: Node, archive: Path) -> None:
           f"port = {node.port}\ncluster_name = {conf_string('cardmint-' + node.name)}\n"
           f"log_filename = {conf_string(node.name + '-%Y%m%d-%H%M%S.log')}\n")
     write(user, datadir / "pg_hba.conf", HBA)
+    include_resources(user, datadir)
 
 
 def base_backup(pg: PgBin, user: OsUser, primary: Node, replica: Node, password: str) -> None:
