@@ -1,0 +1,223 @@
+"""The Fly engine against a stand-in flyctl (tests/fly_standin/flyctl): each operation's
+result and exactly what it sent, secrets never on argv or in the record, failures as clean
+ClusterErrors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cardmint.cluster.fly import FlyCluster, RunResult
+from cardmint.errors import ClusterError, UsageError
+
+STANDIN = Path(__file__).parent / "fly_standin" / "flyctl"
+APP = "cardmint-db"
+SECRET = "postgres://app:s3cr3t-Pa55@cardmint-db.flycast:5432/cardmint"
+
+
+def world() -> dict[str, Any]:
+    return {"apps": {
+        APP: {"status": "deployed", "hostname": "cardmint-db.fly.dev", "secrets": [],
+              "logs": ["2026-11-29T10:00:00Z app[m1] ord [info] checkpoint complete",
+                       "2026-11-29T10:00:01Z app[m1] ord [info] ERROR: disk full "
+                       "postgres://postgres:leaked@x:5432/db"],
+              "machines": [
+                  {"id": "m1", "name": "db-1", "state": "started", "role": "primary",
+                   "region": "ord", "private_ip": "fdaa::1"},
+                  {"id": "m2", "name": "db-2", "state": "started", "role": "replica",
+                   "region": "ord", "private_ip": "fdaa::2"}],
+              "volumes": [
+                  {"id": "vol_a", "name": "pg_data", "size_gb": 10, "region": "ord",
+                   "attached_machine_id": "m1"},
+                  {"id": "vol_b", "name": "pg_data", "size_gb": 10, "region": "ord",
+                   "attached_machine_id": "m2"}]},
+        "web": {"status": "deployed", "machines": [], "volumes": [], "secrets": []}}}
+
+
+class Fly:
+    def __init__(self, tmp: Path) -> None:
+        self.state = tmp / "state.json"
+        self.record = tmp / "record.jsonl"
+        self.state.write_text(json.dumps(world()))
+        self.cluster = FlyCluster(APP, flyctl=str(STANDIN), env={
+            "FLYCTL_STATE": str(self.state), "FLYCTL_RECORD": str(self.record)})
+
+    def sent(self) -> list[list[str]]:
+        return [r["argv"] for r in self.records()]
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def world(self) -> dict[str, Any]:
+        return json.loads(self.state.read_text())
+
+    def fail(self, prefix: str, message: str) -> None:
+        w = self.world()
+        w["fail"] = {prefix: message}
+        self.state.write_text(json.dumps(w))
+
+
+@pytest.fixture
+def fly(tmp_path: Path) -> Fly:
+    return Fly(tmp_path)
+
+
+async def test_status_maps_machines_to_the_contract(fly: Fly) -> None:
+    status = await fly.cluster.status()
+    assert fly.sent() == [["status", "-a", APP, "--json"],
+                          ["machine", "list", "-a", APP, "--json"]]
+    assert status["provider"] == "fly" and status["status"] == "deployed"
+    assert status["hostname"] == "cardmint-db.fly.dev"
+    keys = {"name", "role", "host", "port", "running", "timeline", "lsn", "lag_bytes", "lag_s"}
+    for node in status["nodes"]:
+        assert keys <= node.keys()
+    assert [(n["name"], n["role"], n["host"], n["port"], n["running"])
+            for n in status["nodes"]] == [("m1", "primary", "fdaa::1", 5432, True),
+                                          ("m2", "replica", "fdaa::2", 5432, True)]
+
+
+async def test_failover_swaps_roles_and_reports_both(fly: Fly) -> None:
+    report = await fly.cluster.failover()
+    assert report == {"provider": "fly", "old_primary": "m1", "new_primary": "m2"}
+    assert fly.sent() == [["machine", "list", "-a", APP, "--json"],
+                          ["postgres", "failover", "-a", APP],
+                          ["machine", "list", "-a", APP, "--json"]]
+    roles = {m["id"]: m["role"] for m in fly.world()["apps"][APP]["machines"]}
+    assert roles == {"m1": "replica", "m2": "primary"}
+
+
+async def test_failover_without_a_replica_is_a_cluster_error(fly: Fly) -> None:
+    await fly.cluster.kill_machine("m2")
+    with pytest.raises(ClusterError, match="no eligible replica"):
+        await fly.cluster.failover()
+
+
+async def test_kill_machine_stops_it(fly: Fly) -> None:
+    assert await fly.cluster.kill_machine("m1") == {"machine": "m1", "killed": True}
+    assert fly.sent() == [["machine", "kill", "m1", "-a", APP]]
+    status = await fly.cluster.status()
+    assert [n["running"] for n in status["nodes"]] == [False, True]
+
+
+async def test_resize(fly: Fly) -> None:
+    out = await fly.cluster.resize("m1", "performance-2x")
+    assert out == {"machine": "m1", "vm_size": "performance-2x"}
+    assert fly.sent() == [["machine", "update", "m1", "--vm-size", "performance-2x",
+                           "-a", APP, "--yes"]]
+    assert fly.world()["apps"][APP]["machines"][0]["vm_size"] == "performance-2x"
+
+
+async def test_volumes_and_extend(fly: Fly) -> None:
+    vols = await fly.cluster.volumes()
+    assert [(v["id"], v["size_gb"]) for v in vols] == [("vol_a", 10), ("vol_b", 10)]
+    out = await fly.cluster.extend_volume("vol_a", 50)
+    assert out["id"] == "vol_a" and out["size_gb"] == 50
+    assert fly.sent() == [["volumes", "list", "-a", APP, "--json"],
+                          ["volumes", "extend", "vol_a", "--size", "50", "-a", APP,
+                           "--yes", "--json"]]
+    with pytest.raises(ClusterError, match="can only be increased"):
+        await fly.cluster.extend_volume("vol_a", 20)
+    with pytest.raises(UsageError):
+        await fly.cluster.extend_volume("vol_a", 0)
+    assert len(fly.sent()) == 3  # the usage error never reached flyctl
+
+
+async def test_snapshots_and_restore(fly: Fly) -> None:
+    snap = await fly.cluster.snapshot_create("vol_a")
+    assert snap["id"] == "vs_vol_a_1"
+    assert [s["id"] for s in await fly.cluster.snapshots("vol_a")] == ["vs_vol_a_1"]
+    out = await fly.cluster.restore_from_snapshot("cardmint-db-restore", snap["id"],
+                                                  region="ord")
+    assert out == {"app": "cardmint-db-restore", "snapshot": "vs_vol_a_1"}
+    assert fly.sent() == [
+        ["volumes", "snapshots", "create", "vol_a", "-a", APP, "--json"],
+        ["volumes", "snapshots", "list", "vol_a", "--json"],
+        ["postgres", "create", "--name", "cardmint-db-restore", "--snapshot-id", "vs_vol_a_1",
+         "--region", "ord"]]
+    restored = fly.world()["apps"]["cardmint-db-restore"]
+    assert restored["volumes"][0]["snapshot_id"] == "vs_vol_a_1"
+
+
+async def test_set_secret_goes_on_stdin_never_argv(fly: Fly) -> None:
+    out = await fly.cluster.set_secret("web", "DATABASE_URL", SECRET)
+    assert out == {"app": "web", "key": "DATABASE_URL", "set": True}
+    records = fly.records()
+    assert [r["argv"] for r in records] == [["secrets", "import", "-a", "web"]]
+    digest = hashlib.sha256(SECRET.encode()).hexdigest()[:12]
+    assert records[0]["stdin"] == f"DATABASE_URL=sha256:{digest}"
+    assert "s3cr3t" not in fly.record.read_text()
+    assert fly.world()["apps"]["web"]["secrets"] == ["DATABASE_URL"]
+    with pytest.raises(UsageError) as err:
+        await fly.cluster.set_secret("web", "BAD KEY", SECRET)
+    assert "s3cr3t" not in str(err.value)
+    with pytest.raises(UsageError) as err:
+        await fly.cluster.set_secret("web", "K", "line1\nline2-s3cr3t")
+    assert "s3cr3t" not in str(err.value)
+
+
+async def test_secret_never_in_an_error(fly: Fly) -> None:
+    fly.fail("secrets import", f"Error: could not parse DATABASE_URL={SECRET} (x)")
+    with pytest.raises(ClusterError) as err:
+        await fly.cluster.set_secret("web", "DATABASE_URL", SECRET)
+    text = str(err.value)
+    assert "s3cr3t" not in text and "secrets import -a web failed (exit 1)" in text
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
+async def test_a_failing_flyctl_is_a_clean_cluster_error(fly: Fly) -> None:
+    fly.fail("machine kill", "Error: failed to kill machine m1: "
+             "postgres://postgres:hunter2@m1:5432 unreachable")
+    with pytest.raises(ClusterError) as err:
+        await fly.cluster.kill_machine("m1")
+    text = str(err.value)
+    assert text.startswith("flyctl machine kill m1 -a cardmint-db failed (exit 1): Error:")
+    assert "hunter2" not in text and "postgres:***@m1" in text
+    with pytest.raises(ClusterError, match="Could not find App"):
+        await FlyCluster("nope", flyctl=fly.cluster.flyctl, env={
+            "FLYCTL_STATE": str(fly.state), "FLYCTL_RECORD": str(fly.record)}).volumes()
+
+
+async def test_logs_errors_only_and_redacted(fly: Fly) -> None:
+    lines = await fly.cluster.logs(errors_only=True)
+    assert len(lines) == 1 and "ERROR: disk full" in lines[0]
+    assert "leaked" not in lines[0] and "postgres:***@x" in lines[0]
+    assert len(await fly.cluster.logs()) == 2
+    assert fly.sent() == [["logs", "-a", APP, "--no-tail"]] * 2
+
+
+def test_connect_argv(fly: Fly) -> None:
+    assert fly.cluster.connect_argv() == [str(STANDIN), "postgres", "connect", "-a", APP]
+    assert fly.sent() == []
+
+
+async def test_runner_timeout_missing_binary_and_bad_json() -> None:
+    def slow(argv, *, input, timeout, env):
+        raise subprocess.TimeoutExpired(argv, timeout)
+
+    with pytest.raises(ClusterError, match="timed out after 3 s"):
+        await FlyCluster(APP, runner=slow, timeout_s=3).volumes()
+    with pytest.raises(ClusterError, match="flyctl not found"):
+        await FlyCluster(APP, flyctl="/nonexistent/flyctl").volumes()
+
+    def not_json(argv, *, input, timeout, env):
+        return RunResult(0, "Update available! 0.3.1 -> 0.3.2", "")
+
+    with pytest.raises(ClusterError, match="did not answer JSON"):
+        await FlyCluster(APP, runner=not_json).volumes()
+
+
+async def test_identifiers_are_checked(fly: Fly) -> None:
+    with pytest.raises(UsageError):
+        FlyCluster("-a evil")
+    with pytest.raises(UsageError):
+        await fly.cluster.kill_machine("m1 --all")
+    with pytest.raises(UsageError):
+        await fly.cluster.resize("m1", "--help")
+    assert fly.sent() == []
