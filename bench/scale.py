@@ -138,26 +138,9 @@ def _paths(op: Operation, n: int = 1000) -> list[str]:
 
 async def run_wrk(url: str, paths: list[str], headers: dict[str, str], *, connections: int,
                   duration_s: int) -> dict[str, Any]:
-    """wrk cycling `paths`; headers go into its Lua script (a 0600 temp file), not argv."""
-    loadgen.check_loopback(url)
-    binary = wrk.available()
-    assert binary is not None
-    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="cardmint-wrk-") as lua:
-        lua.write(lua_headers + wrk.script(paths))
-        lua.flush()
-        argv = [binary, "-t", "2", "-c", str(connections), "-d", f"{duration_s}s",
-                "--latency", "--timeout", "10s", "-s", lua.name, url]
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), duration_s + 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    r = wrk.parse(out.decode(errors="replace"))
+    """wrk cycling `paths`, headers in its script (not argv); the figures this bench keeps."""
+    r = await wrk.run(url, connections=connections, duration_s=duration_s, paths=paths,
+                      headers=headers)
     return {"tool": "wrk", "rps": r["rps"], "p50_ms": r.get("p50_ms"),
             "p95_ms": r.get("p95_ms"), "p99_ms": r.get("p99_ms"), "errors": r["errors"]}
 

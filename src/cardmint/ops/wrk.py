@@ -72,9 +72,11 @@ def script(paths: list[str]) -> str:
 
 
 async def run(url: str, *, connections: int, duration_s: int, threads: int = 2,
-              paths: list[str] | None = None) -> dict[str, Any]:
+              paths: list[str] | None = None,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
     """wrk against `url` (or, cycling, `paths` on it) for `duration_s`; with the p95 from
-    its Lua hook; killed by PID if it overruns."""
+    its Lua hook; killed by PID if it overruns. `headers` (a token, say) go into the Lua
+    script, a 0600 temp file, never onto wrk's command line."""
     check_loopback(url)
     binary = available()
     if binary is None:
@@ -82,7 +84,8 @@ async def run(url: str, *, connections: int, duration_s: int, threads: int = 2,
                           "installs it)")
     threads = max(1, min(threads, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="cardmint-wrk-") as lua:
-        lua.write(script(paths or [urlsplit(url).path or "/"]))
+        lua.write("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+                  + script(paths or [urlsplit(url).path or "/"]))
         lua.flush()
         argv = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",
                 "--latency", "--timeout", "10s", "-s", lua.name, url]
