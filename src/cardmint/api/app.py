@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from cardmint import __version__
+from cardmint import __version__, web
 from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
 from cardmint.api.auth import FailureLimiter
 from cardmint.config import Settings, get_settings
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(intake.router)
     app.include_router(inventory.router)
     app.include_router(prices.router)
+    web.mount(app)  # the server-rendered pages (cardmint.web), outside the OpenAPI schema
     return app
 
 

@@ -1,0 +1,85 @@
+"""Server-rendered web pages, served by `cardmint serve` beside the API.
+
+`mount(app)` adds them: the static files under `/static`, the sign-in pages, the
+handlers that turn a missing sign-in into a redirect, and every page module of this
+package.
+
+How a page module registers itself: create `cardmint/web/<name>.py` that defines
+
+    router = APIRouter(include_in_schema=False)   # pages stay out of the OpenAPI schema
+
+    @router.get("/dashboard")
+    async def dashboard(request: Request,
+                        session: Session = Depends(require_page("admin"))) -> HTMLResponse:
+        ...
+        return render(request, "dashboard.html", nodes=nodes)
+
+(`Session` and `require_page` from `cardmint.web.session`, `render` from
+`cardmint.web.render`). `mount` imports every module here that has a module-level `router`
+and includes it; nothing else to edit. The template extends `base.html` and fills
+`{% block title %}` and `{% block content %}` (optionally `{% block head %}` for a
+`<meta>` or a `<script src="/static/...">`). The Content-Security-Policy allows only our
+own files: no inline `<script>` or `style="..."` attributes (use classes in
+`static/cardmint.css`; SVG presentation attributes such as `stroke` are fine). A form that
+writes carries `<input type="hidden" name="csrf" value="{{ csrf }}">` and its handler
+calls `session.check_csrf(session, form.get("csrf"))` before doing anything.
+
+Pages call the same functions the API calls (`cardmint.inventory`, `catalog`, `intake`,
+`ops`), never the API over HTTP, and render; rules live in those layers only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from cardmint.web.render import render
+from cardmint.web.session import CsrfRefused, SignInRequired, TooManyFailures, signin_url
+
+__all__ = ["mount"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+def mount(app: FastAPI) -> None:
+    """Add the pages, their static files and their error handlers to the app."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="web-static")
+    for module in _page_modules():
+        app.include_router(module.router)
+    app.add_exception_handler(SignInRequired, _to_sign_in)  # type: ignore[arg-type]
+    app.add_exception_handler(TooManyFailures, _too_many)  # type: ignore[arg-type]
+    app.add_exception_handler(CsrfRefused, _csrf_refused)  # type: ignore[arg-type]
+
+
+def _page_modules() -> list[object]:
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "router"):
+            found.append(module)
+    return found
+
+
+async def _to_sign_in(request: Request, exc: SignInRequired) -> Response:
+    return RedirectResponse(signin_url(exc.next_url, exc.needs), status_code=303)
+
+
+async def _too_many(request: Request, exc: TooManyFailures) -> HTMLResponse:
+    response = render(request, "message.html", status_code=429, heading="Too many attempts",
+                      message="Too many sign-in attempts with tokens that are not valid came "
+                              f"from your address. Try again in {exc.retry_after} seconds.")
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def _csrf_refused(request: Request, exc: CsrfRefused) -> HTMLResponse:
+    return render(request, "message.html", status_code=403, heading="Form refused",
+                  message="This form did not carry the security token of your session "
+                          "(it may come from another site, or from before you signed in "
+                          "again). Nothing was changed. Go back, reload the page and submit "
+                          "it again.")

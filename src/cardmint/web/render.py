@@ -1,0 +1,69 @@
+"""One way to turn a template and its context into a response.
+
+Templates are autoescaped Jinja2; every page gets `request`, `session` (or None) and
+`csrf` (the value a write form's hidden `csrf` field must carry) without passing them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+__all__ = ["environment", "money", "render"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    undefined=jinja2.StrictUndefined,  # a typo in a template fails its test, not silently
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def money(value: Any, currency: str = "USD") -> str:
+    """A price for people: `$12.50`; an absent price is a dash, not `None`."""
+    if value is None:
+        return "—"
+    amount = Decimal(str(value)).quantize(Decimal("0.01"))
+    symbol = "$" if currency == "USD" else f"{currency} "
+    return f"{symbol}{amount:,}"
+
+
+def when(value: Any) -> str:
+    """A timestamp to the minute, in UTC as stored: `2026-05-01 14:03 UTC`."""
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+environment.filters["money"] = money
+environment.filters["when"] = when
+
+
+def render(request: Request, template_name: str, *, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    """The template rendered for this request, as an HTML response."""
+    session = getattr(request.state, "web_session", None)
+    page = environment.get_template(template_name).render(
+        request=request, session=session, csrf=session.csrf if session else "", **context)
+    # pages show one person's data: never cached by a shared cache, nor kept after sign-out
+    return HTMLResponse(page, status_code=status_code,
+                        headers={"Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Referrer-Policy": "same-origin",
+                                 "Content-Security-Policy": CSP})
+
+
+# Only our own files: no inline script, no third-party origin, no framing.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
