@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,9 @@ async def test_status_maps_machines_to_the_contract(fly: Fly) -> None:
 
 async def test_failover_swaps_roles_and_reports_both(fly: Fly) -> None:
     report = await fly.cluster.failover()
-    assert report == {"provider": "fly", "old_primary": "m1", "new_primary": "m2"}
+    assert (report.kind, report.old_primary, report.new_primary) == ("failover", "m1", "m2")
+    assert report.fenced is False and report.old_primary_was_running is True
+    assert set(report.timings_s) == {"list", "flyctl", "confirm"}
     assert fly.sent() == [["machine", "list", "-a", APP, "--json"],
                           ["postgres", "failover", "-a", APP],
                           ["machine", "list", "-a", APP, "--json"]]
@@ -220,4 +224,82 @@ async def test_identifiers_are_checked(fly: Fly) -> None:
         await fly.cluster.kill_machine("m1 --all")
     with pytest.raises(UsageError):
         await fly.cluster.resize("m1", "--help")
+    assert fly.sent() == []
+
+
+async def test_failover_takes_no_target(fly: Fly) -> None:
+    with pytest.raises(UsageError, match="--to"):
+        await fly.cluster.failover("m2")
+    assert fly.sent() == []
+
+
+async def test_switchover_then_rejoin_a_killed_machine(fly: Fly) -> None:
+    report = await fly.cluster.switchover()
+    assert (report.kind, report.new_primary) == ("switchover", "m2")
+    await fly.cluster.kill_machine("m1")
+    rejoin = await fly.cluster.rejoin("m1")
+    assert (rejoin.node, rejoin.primary, rejoin.method) == ("m1", "m2", "machine start")
+    assert ["machine", "start", "m1", "-a", APP] in fly.sent()
+    roles = {m["id"]: (m["role"], m["state"]) for m in fly.world()["apps"][APP]["machines"]}
+    assert roles == {"m1": ("replica", "started"), "m2": ("primary", "started")}
+
+
+async def test_resize_all_does_replicas_first_then_a_switchover(fly: Fly) -> None:
+    out = await fly.cluster.resize_all("performance-2x")
+    updates = [a[2] for a in fly.sent() if a[:2] == ["machine", "update"]]
+    assert updates == ["m2", "m1"]  # the replica, then the old primary after the switchover
+    sent = [" ".join(a[:2]) for a in fly.sent()]
+    assert sent.index("postgres failover") < len(sent) - 1 - sent[::-1].index("machine update")
+    assert (out["primary_before"], out["primary_after"]) == ("m1", "m2")
+    sizes = {m["id"]: m["vm_size"] for m in fly.world()["apps"][APP]["machines"]}
+    assert sizes == {"m1": "performance-2x", "m2": "performance-2x"}
+
+
+async def test_up_and_down_say_fly_does_that(fly: Fly) -> None:
+    with pytest.raises(UsageError, match="flyctl postgres create"):
+        await fly.cluster.up()
+    with pytest.raises(UsageError, match="flyctl apps destroy"):
+        await fly.cluster.down()
+    assert fly.sent() == []
+
+
+# -- the same `cardmint cluster` commands, with CARDMINT_PROVIDER=fly ----------------------
+
+
+def fly_cli(fly: Fly, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env |= {"CARDMINT_PROVIDER": "fly", "CARDMINT_FLY_APP": APP, "CARDMINT_HOME": str(tmp),
+            "CARDMINT_FLYCTL": str(STANDIN), "FLYCTL_STATE": str(fly.state),
+            "FLYCTL_RECORD": str(fly.record), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "cardmint", *args], capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def test_cli_drives_fly(fly: Fly, tmp_path: Path) -> None:
+    done = fly_cli(fly, tmp_path, "cluster", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["provider"] == "fly"
+    assert [(n["name"], n["role"]) for n in status["nodes"]] == [("m1", "primary"),
+                                                                  ("m2", "replica")]
+    done = fly_cli(fly, tmp_path, "cluster", "switchover", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["new_primary"] == "m2"
+    done = fly_cli(fly, tmp_path, "cluster", "resize", "--vm-size", "performance-2x",
+                   "--force", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["primary_after"] == "m1"  # switched back during the resize
+    people = fly_cli(fly, tmp_path, "cluster", "status")
+    assert people.returncode == 0 and "m1" in people.stdout and "fly" in people.stdout
+
+
+def test_cli_refuses_what_fly_does_itself(fly: Fly, tmp_path: Path) -> None:
+    for args, words in ((("cluster", "up"), "flyctl postgres create"),
+                        (("cluster", "down"), "flyctl apps destroy"),
+                        (("cluster", "failover", "--to", "m2"), "--to"),
+                        (("cluster", "add-replica"), "local engine"),
+                        (("cluster", "resize", "--memory", "4GB", "--force"), "--vm-size")):
+        done = fly_cli(fly, tmp_path, *args)
+        assert done.returncode == 3, (args, done.stdout, done.stderr)
+        assert words in done.stdout + done.stderr and "Traceback" not in done.stderr
     assert fly.sent() == []

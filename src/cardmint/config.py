@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +32,13 @@ class Settings(BaseSettings):
 
     # Where the local cluster lives and how it is run.
     home: Path = Path(".cardmint")
+    # The engine behind `cardmint cluster ...`: unset, cluster.json says (local or patroni,
+    # as `cluster up --engine` made it); "fly" drives the Fly Postgres app `fly_app` with
+    # flyctl, and `security rotate` then sets DATABASE_URL on `fly_consumer_app` if given.
+    provider: Literal["local", "patroni", "fly"] | None = None
+    fly_app: str = "cardmint-db"
+    fly_consumer_app: str | None = None
+    flyctl: str = "flyctl"
     pg_bindir: Path | None = None
     pg_os_user: str = "postgres"
     # TLS: the operator's certificate, key and CA; unset, `cluster up` makes its own.

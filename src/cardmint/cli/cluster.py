@@ -1,4 +1,4 @@
-"""`cardmint cluster ...`: the local primary + replica cluster."""
+"""`cardmint cluster ...`: the primary + replica cluster, whichever engine runs it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.provider import Cluster, open_cluster
 
 app = typer.Typer(help="Create, inspect, connect to and stop the PostgreSQL cluster.",
                   no_args_is_help=True)
 
 
-def _cluster(home: Any) -> LocalCluster:
-    return LocalCluster(settings(home))
+def _cluster(home: Any, engine: str | None = None) -> Cluster:
+    return open_cluster(settings(home), engine)
 
 
 @app.command()
@@ -28,18 +28,23 @@ def up(
     replicas: Annotated[int | None, typer.Option(help="Streaming replicas (default 1).")] = None,
     sync: Annotated[bool | None, typer.Option("--sync/--async",
                                               help="Synchronous replication.")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="local (default): failover by command; patroni: Patroni fails over by itself."
+    )] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create and start a primary and N streaming replicas, or adopt the running cluster."""
-    cluster = _cluster(home)
+    cfg = settings(home)
+    cluster = open_cluster(cfg, engine)
     report = run(cluster.up(replicas=replicas, sync=sync))
-    data = {"ok": True, "home": str(cluster.home), **asdict(report)}
+    data = {"ok": True, "provider": cluster.provider, "home": str(cfg.home.resolve()),
+            **asdict(report)}
 
     def render(d: dict[str, Any]) -> None:
         verb = "created" if d["created"] else "adopted"
         started = ", ".join(d["started"]) or "nothing (all running)"
-        console.print(f"cluster {verb} in {d['home']} in {d['duration_s']:.2f} s; "
-                      f"started: {started}")
+        console.print(f"{d['provider']} cluster {verb} in {d['home']} in "
+                      f"{d['duration_s']:.2f} s; started: {started}")
 
     emit(data, as_json, render)
 
@@ -73,7 +78,8 @@ def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float
     for n in nodes:
         if n["role"] != "replica":
             continue
-        if not n["running"] or n["error"] or n["state"] != "streaming":
+        # Fly reports machine states ("started"), not replication states
+        if not n["running"] or n["error"] or n["state"] not in ("streaming", "started"):
             code = WARN
         elif n["lag_s"] is not None and n["lag_s"] > lag_critical_s:
             return CRITICAL
@@ -85,12 +91,12 @@ def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Each node as it reports itself: role, port, timeline, LSN, lag."""
-    cluster = _cluster(home)
-    report = run(cluster.status())
+    cfg = settings(home)
+    report = run(open_cluster(cfg).status())
 
     def render(d: dict[str, Any]) -> None:
-        table = Table(title=f"cluster {d['home']} ({d['provider']}, "
-                            f"{'sync' if d['sync'] else 'async'})")
+        mode = {True: "sync", False: "async", None: "replication mode not reported"}[d["sync"]]
+        table = Table(title=f"cluster {d['home']} ({d['provider']}, {mode})")
         for col in ("node", "role", "port", "state", "TL", "LSN", "lag"):
             table.add_column(col, no_wrap=True)
         for n in d["nodes"]:
@@ -98,13 +104,12 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             if not n["running"] or n["error"]:
                 state = f"[red]{state}[/]"
             lag = "" if n["lag_s"] is None else f"{n['lag_bytes'] or 0} B, {n['lag_s']:.3f} s"
-            table.add_row(n["name"], n["role"], str(n["port"]), state,
+            table.add_row(str(n["name"]), n["role"], str(n["port"]), state,
                           str(n["timeline"] or ""), n["lsn"] or "", lag)
         console.print(table)
 
     emit(report, as_json, render)
-    s = cluster.settings
-    code = status_code(report, s.replica_lag_warn_s, s.replica_lag_critical_s)
+    code = status_code(report, cfg.replica_lag_warn_s, cfg.replica_lag_critical_s)
     if code:
         raise typer.Exit(code)
 
@@ -130,10 +135,15 @@ ToOpt = Annotated[str | None, typer.Option(
 
 
 def _render_failover(d: dict[str, Any]) -> None:
-    console.print(f"{d['kind']}: {d['new_primary']} is the primary (timeline {d['timeline']}, "
-                  f"{d['duration_s']:.3f} s); {d['old_primary']} "
-                  + ("rejoined as a replica" if d.get("rejoin") else
-                     f"is fenced: run `cardmint cluster rejoin {d['old_primary']}`"))
+    timeline = f"timeline {d['timeline']}, " if d["timeline"] is not None else ""
+    if d.get("rejoin"):
+        after = "rejoined as a replica"
+    elif d["fenced"]:
+        after = f"is fenced: run `cardmint cluster rejoin {d['old_primary']}`"
+    else:  # Patroni and Fly keep the old primary themselves
+        after = "is left to the engine to rejoin as a replica"
+    console.print(f"{d['kind']}: {d['new_primary']} is the primary ({timeline}"
+                  f"{d['duration_s']:.3f} s); {d['old_primary']} {after}")
     steps = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in d["timings_s"].items())
     console.print(f"  steps: {steps}")
     if d["not_streaming"]:

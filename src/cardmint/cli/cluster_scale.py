@@ -1,4 +1,4 @@
-"""`cardmint cluster add-replica | remove-replica`: read replicas on a running cluster."""
+"""`cardmint cluster add-replica | remove-replica | resize`: scale a running cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import typer
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit
 from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.provider import require_local
+from cardmint.errors import UsageError
 
 
 def _render(d: dict[str, Any]) -> None:
@@ -27,6 +29,13 @@ def _render(d: dict[str, Any]) -> None:
         console.print(f"  synchronous_standby_names = {d['sync_names']!r}")
 
 
+def _render_fly_resize(d: dict[str, Any]) -> None:
+    console.print(f"{d['app']}: every machine is {d['vm_size']} ({d['duration_s']:.1f} s); "
+                  f"primary {d['primary_before']} -> {d['primary_after']}")
+    for m in d["machines"]:
+        console.print(f"  {m['machine']} (was {m['was']}): {m['duration_s']:.1f} s")
+
+
 def register(app: typer.Typer) -> None:
     @app.command(name="add-replica")
     def add_replica(
@@ -36,26 +45,45 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """A new streaming replica from the current primary, without stopping anything."""
-        report = run(LocalCluster(settings(home)).add_replica(sync=sync))
+        cfg = settings(home)
+        require_local(cfg, "add-replica")
+        report = run(LocalCluster(cfg).add_replica(sync=sync))
         emit({"ok": True, **report.to_dict()}, as_json, _render)
 
     @app.command(name="resize")
     def resize_cmd(
-        memory: Annotated[str, typer.Option(
-            "--memory", help="The machine's memory per node, e.g. 4GB.")],
+        memory: Annotated[str | None, typer.Option(
+            "--memory", help="The machine's memory per node, e.g. 4GB (local engine).")] = None,
         cpu: Annotated[int | None, typer.Option("--cpu", help="CPU cores per node.")] = None,
+        vm_size: Annotated[str | None, typer.Option(
+            "--vm-size", help="Fly: the machines' new size, e.g. performance-2x.")] = None,
         force: Annotated[bool, typer.Option(
             "--force", help="Run outside a maintenance window.")] = False,
         home: HomeOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Memory/CPU-derived settings on every node: replicas restarted, then a switchover."""
-        from cardmint.cli.cluster_resize import render
-        from cardmint.cluster.resize import resize
+        """Resize every node: replicas first, then a switchover, then the old primary."""
+        from cardmint.cluster.provider import engine_of
         from cardmint.ops.maintenance import require_window
 
+        cfg = settings(home)
+        fly = engine_of(cfg) == "fly"
+        if fly and (vm_size is None or memory is not None or cpu is not None):
+            raise UsageError("on Fly, resize takes --vm-size (e.g. performance-2x) only")
+        if not fly and (memory is None or vm_size is not None):
+            raise UsageError("resize takes --memory (and --cpu); --vm-size is for Fly")
         require_window("resize", force=force)
-        report = run(resize(LocalCluster(settings(home)), memory, cpu))
+        if fly:
+            from cardmint.cluster.fly import FlyCluster
+
+            out = run(FlyCluster.from_settings(cfg).resize_all(vm_size))
+            emit({"ok": True, **out}, as_json, _render_fly_resize)
+            return
+        from cardmint.cli.cluster_resize import render
+        from cardmint.cluster.resize import resize
+
+        require_local(cfg, "resize --memory")
+        report = run(resize(LocalCluster(cfg), memory, cpu))
         emit({"ok": True, **report.to_dict()}, as_json, render)
 
     @app.command(name="remove-replica")
@@ -65,5 +93,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Drain a replica of reads, stop it by PID, drop its slot and delete its data."""
-        report = run(LocalCluster(settings(home)).remove_replica(node))
+        cfg = settings(home)
+        require_local(cfg, "remove-replica")
+        report = run(LocalCluster(cfg).remove_replica(node))
         emit({"ok": True, **report.to_dict()}, as_json, _render)

@@ -3,15 +3,16 @@
 How CardMint uses it
 --------------------
 With ``CARDMINT_PROVIDER=fly`` and ``CARDMINT_FLY_APP=cardmint-db`` the `cardmint cluster`
-commands are meant to drive a Fly Postgres app instead of the local engine::
+commands drive a Fly Postgres app instead of the local engine (`cluster.provider` chooses)::
 
-    cluster = FlyCluster("cardmint-db")
+    cluster = FlyCluster.from_settings(settings)
     await cluster.status()            # same contract as LocalCluster.status(), provider "fly"
-    await cluster.failover()          # flyctl postgres failover
+    await cluster.failover()          # flyctl postgres failover; a FailoverReport
+    await cluster.rejoin("m1")        # flyctl machine start: Fly's own HA makes it a replica
     await cluster.kill_machine(id)    # the monthly drill's "kill primary machine"
 
-The CLI wiring (reading those two settings and choosing this class) is the next step: nothing
-imports this module yet.
+Fly makes and removes its clusters itself (`flyctl postgres create`), so `up` and `down` are
+usage errors that say so.
 
 What each operation sends (argv after the flyctl path; every call runs with a timeout):
 
@@ -24,6 +25,7 @@ volumes()                  ``volumes list -a APP --json``
 extend_volume(id, n)       ``volumes extend ID --size N -a APP --yes --json``
 snapshot_create(vol)       ``volumes snapshots create VOL -a APP --json``
 snapshots(vol)             ``volumes snapshots list VOL --json``
+machine_start(id)          ``machine start ID -a APP``
 restore_from_snapshot()    ``postgres create --name NEW --snapshot-id SNAP [...]``
 set_secret(app, k, v)      ``secrets import -a APP`` with ``K=V`` on stdin (never argv)
 logs(errors_only)          ``logs -a APP --no-tail`` (ERROR lines kept client-side)
@@ -48,14 +50,22 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cardmint.cluster.failover import FailoverReport
+from cardmint.cluster.rejoin import RejoinReport
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
 
+if TYPE_CHECKING:
+    from cardmint.config import Settings
+
 DEFAULT_TIMEOUT_S = 60.0
+REJOIN_TIMEOUT_S = 300.0  # a machine start, then Fly's HA re-syncing it as a replica
+REJOIN_POLL_S = 2.0
 PG_PORT = 5432
 _MASK = "***"
 # flyctl identifiers: app names, machine/volume/snapshot ids, VM sizes, regions.
@@ -90,13 +100,33 @@ class FlyCluster:
 
     def __init__(self, app: str, *, flyctl: str = "flyctl", runner: Runner | None = None,
                  env: Mapping[str, str] | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, settings: Settings | None = None) -> None:
         self.app = _ident(app, "app")
+        self.settings = settings
         self.flyctl = flyctl
         self.runner: Runner = runner or subprocess_runner
         self.env = {**os.environ, **env} if env is not None else None
         self.timeout_s = timeout_s
         self._secrets: set[str] = set()  # values to mask in anything we raise
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FlyCluster:
+        """The app named by CARDMINT_FLY_APP, through CARDMINT_FLYCTL."""
+        return cls(settings.fly_app, flyctl=settings.flyctl, settings=settings)
+
+    @property
+    def home(self) -> str:
+        return f"fly app {self.app}"
+
+    # -- what Fly does itself ----------------------------------------------------------
+
+    async def up(self, replicas: int | None = None, sync: bool | None = None) -> Any:
+        raise UsageError(f"Fly creates its Postgres clusters itself: `flyctl postgres create "
+                         f"--name {self.app}`; `cardmint cluster status` then shows it")
+
+    async def down(self, purge: bool = False) -> Any:
+        raise UsageError(f"a Fly cluster is stopped or destroyed with flyctl (`flyctl apps "
+                         f"destroy {self.app}`), never by `cardmint cluster down`")
 
     # -- the one way flyctl is run ---------------------------------------------------
 
@@ -148,23 +178,73 @@ class FlyCluster:
         app = await self._run("status", "-a", self.app, "--json", want_json=True)
         machines = await self.machines()
         app = app if isinstance(app, dict) else {}
-        return {"provider": self.provider, "app": self.app,
+        return {"provider": self.provider, "app": self.app, "home": self.home,
+                "sync": None,  # flyctl does not say; ask the primary over SQL
                 "status": app.get("Status") or app.get("status"),
                 "hostname": app.get("Hostname") or app.get("hostname"),
                 "nodes": [_node(m) for m in machines]}
 
     # -- failover and machines -----------------------------------------------------------
 
-    async def failover(self) -> dict[str, Any]:
-        """`flyctl postgres failover`; reports which machine was primary before and after."""
-        before = _primary_id(await self.machines())
+    async def failover(self, to: str | None = None, *, kind: str = "failover") -> FailoverReport:
+        """`flyctl postgres failover`: Fly's HA picks the new primary and keeps the old one
+        as a replica (there is no fencing for us to do). It takes no target."""
+        if to is not None:
+            raise UsageError(f"flyctl postgres failover chooses the new primary itself; "
+                             f"leave out --to (asked for {to})")
+        began = time.monotonic()
+        before_list = await self.machines()
+        before = _primary_id(before_list)
+        listed = time.monotonic()
         output = await self._run("postgres", "failover", "-a", self.app,
                                  timeout_s=max(self.timeout_s, 300.0))
-        after = _primary_id(await self.machines())
+        ran = time.monotonic()
+        machines = await self.machines()
+        after = _primary_id(machines)
         if after is None or after == before:
             raise ClusterError(f"flyctl postgres failover returned, but the primary is still "
                                f"{before or 'unknown'}: {self._clean(output.strip())[-500:]}")
-        return {"provider": self.provider, "old_primary": before, "new_primary": after}
+        done = time.monotonic()
+        return FailoverReport(
+            kind=kind, old_primary=before or "unknown", new_primary=after,
+            old_primary_was_running=any(m.get("id") == before and m.get("state") == "started"
+                                        for m in before_list),
+            stop_mode=None, fenced=False, timeline=None, lsn=None,
+            not_streaming=[m["id"] for m in machines
+                           if m.get("id") != after and m.get("state") != "started"],
+            timings_s={"list": round(listed - began, 4), "flyctl": round(ran - listed, 4),
+                       "confirm": round(done - ran, 4)},
+            duration_s=round(done - began, 4))
+
+    async def switchover(self, to: str | None = None) -> FailoverReport:
+        """On Fly the planned change of primary is the same flyctl command."""
+        return await self.failover(to, kind="switchover")
+
+    async def rejoin(self, name: str) -> RejoinReport:
+        """Start a stopped machine; Fly's HA brings it back as a replica. Waits (bounded)
+        until it runs as one."""
+        began = time.monotonic()
+        await self.machine_start(name)
+        deadline = began + REJOIN_TIMEOUT_S
+        while True:
+            machines = await self.machines()
+            mine = next((m for m in machines if m.get("id") == name), None)
+            if mine is None:
+                raise UsageError(f"no machine {name} in {self.app}")
+            if mine.get("state") == "started" and _role(mine) == "replica":
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError(f"machine {name} is not a running replica "
+                                   f"{REJOIN_TIMEOUT_S:.0f} s after it was started")
+            await asyncio.sleep(REJOIN_POLL_S)
+        return RejoinReport(node=name, primary=_primary_id(machines) or "unknown",
+                            method="machine start", fallback_reason=None, set_aside=None,
+                            streaming=True, sync_names=None,
+                            duration_s=round(time.monotonic() - began, 3))
+
+    async def machine_start(self, machine_id: str) -> dict[str, Any]:
+        await self._run("machine", "start", _ident(machine_id, "machine id"), "-a", self.app)
+        return {"machine": machine_id, "started": True}
 
     async def kill_machine(self, machine_id: str) -> dict[str, Any]:
         await self._run("machine", "kill", _ident(machine_id, "machine id"), "-a", self.app)
@@ -175,6 +255,31 @@ class FlyCluster:
                         "--vm-size", _ident(vm_size, "vm size"), "-a", self.app, "--yes",
                         timeout_s=max(self.timeout_s, 300.0))
         return {"machine": machine_id, "vm_size": vm_size}
+
+    async def resize_all(self, vm_size: str) -> dict[str, Any]:
+        """The runbook's vertical scaling without a write outage beyond one failover:
+        replicas first, then `postgres failover` so the old primary is a replica when its
+        machine restarts with the new size."""
+        _ident(vm_size, "vm size")
+        began = time.monotonic()
+        machines = await self.machines()
+        primary = _primary_id(machines)
+        if primary is None:
+            raise ClusterError(f"{self.app} has no running primary: nothing resized")
+        order = [m["id"] for m in machines if m.get("id") != primary] + [primary]
+        steps: list[dict[str, Any]] = []
+        failover = None
+        for machine_id in order:
+            if machine_id == primary and len(order) > 1:
+                failover = (await self.failover(kind="switchover")).to_dict()
+            step_began = time.monotonic()
+            await self.resize(machine_id, vm_size)
+            steps.append({"machine": machine_id, "was": "primary" if machine_id == primary
+                          else "replica", "duration_s": round(time.monotonic() - step_began, 3)})
+        return {"provider": self.provider, "app": self.app, "vm_size": vm_size,
+                "machines": steps, "primary_before": primary,
+                "primary_after": failover["new_primary"] if failover else primary,
+                "switchover": failover, "duration_s": round(time.monotonic() - began, 3)}
 
     # -- volumes and snapshots -------------------------------------------------------------
 
@@ -246,6 +351,16 @@ class FlyCluster:
     def connect_argv(self) -> list[str]:
         """What to exec for an interactive psql on the primary (`cardmint cluster psql`)."""
         return [self.flyctl, "postgres", "connect", "-a", self.app]
+
+    async def psql_command(self, name: str | None,
+                           args: list[str]) -> tuple[list[str], dict[str, str]]:
+        """`cluster connect` on Fly: flyctl's own psql session on the primary."""
+        if name not in (None, "primary"):
+            raise UsageError("flyctl postgres connect reaches the primary only; use "
+                             f"`flyctl ssh console -a {self.app} -s` for machine {name}")
+        if args:
+            raise UsageError("flyctl postgres connect takes no psql arguments")
+        return self.connect_argv(), {}
 
 
 # -- mapping flyctl's JSON to the status contract -----------------------------------------
