@@ -6,20 +6,30 @@ threshold line (the runbook's p95 100 ms, pool 80 %), and a <title>/<desc> pair 
 screen reader hears what the picture shows. A None value breaks a line (a gap in the
 samples is not drawn as a straight run between its ends). Series differ in colour AND
 dash pattern, so the chart still reads without colour.
+
+Series come as a mapping (name -> points) or as a list of `Series`; x is a time (the
+usual case) or a plain number.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-__all__ = ["PALETTE", "Point", "format_value", "line_chart", "nice_max"]
+__all__ = ["PALETTE", "Point", "Series", "format_value", "line_chart", "nice_max"]
 
-Point = tuple[datetime, float | None]
+Point = tuple[datetime | float, float | None]
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    points: Sequence[Point]
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#CC79A7", "#009E73", "#D55E00", "#56B4E9")
@@ -27,7 +37,8 @@ DASHES = ("", "6 3", "2 3", "8 3 2 3")
 THRESHOLD_COLOUR = "#B42318"
 AXIS_COLOUR = "#667085"
 TEXT_COLOUR = "#344054"
-LEFT, RIGHT, TOP, BOTTOM = 52, 10, 22, 22  # room for tick labels and the legend
+LEFT, RIGHT, BOTTOM = 56, 10, 22  # room for tick labels
+LEGEND_ROW = 16
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
 
@@ -55,45 +66,76 @@ def nice_max(value: float) -> float:
     return 10 * power  # pragma: no cover - the loop ends at 10
 
 
-def _time_label(moment: datetime, span_s: float) -> str:
-    return moment.strftime("%H:%M" if span_s <= 2 * 86_400 else "%Y-%m-%d")
+def _x(value: datetime | float) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
-def _ident(title: str, series: Mapping[str, Sequence[Point]]) -> str:
+def _x_label(x: float, span: float, timed: bool) -> str:
+    if not timed:
+        return f"{x:g}"
+    moment = datetime.fromtimestamp(x, UTC)  # the pages show UTC throughout
+    return moment.strftime("%H:%M" if span <= 2 * 86_400 else "%Y-%m-%d")
+
+
+def _ident(title: str, names: list[str]) -> str:
     """An id for aria-labelledby, the same on every render of the same chart (two charts
     on one page with the same title and series need `ident=`)."""
-    digest = hashlib.blake2s(f"{title}|{list(series)}".encode(), digest_size=5).hexdigest()
+    digest = hashlib.blake2s(f"{title}|{names}".encode(), digest_size=5).hexdigest()
     return f"chart-{digest}"
 
 
-def _segments(points: Sequence[Point]) -> list[list[tuple[datetime, float]]]:
-    """Runs of consecutive known values, in time order."""
-    out: list[list[tuple[datetime, float]]] = [[]]
-    for moment, value in sorted(points, key=lambda p: p[0]):
+def _segments(points: Sequence[Point]) -> list[list[tuple[float, float]]]:
+    """Runs of consecutive known values, in x order, x as a number."""
+    out: list[list[tuple[float, float]]] = [[]]
+    for x, value in sorted(((_x(x), v) for x, v in points), key=lambda p: p[0]):
         if value is None or not math.isfinite(value):
             if out[-1]:
                 out.append([])
             continue
-        out[-1].append((moment, float(value)))
+        out[-1].append((x, float(value)))
     return [run for run in out if run]
 
 
-def line_chart(series: Mapping[str, Sequence[Point]], *, unit: str,
-               threshold: float | None = None, threshold_label: str | None = None,
-               title: str = "", width: int = 480, height: int = 160,
-               start: datetime | None = None, end: datetime | None = None,
-               ident: str | None = None) -> Markup:
-    """An inline <svg> of `series` (name -> points). `start`/`end` fix the time axis (e.g.
-    the last hour, however many samples there are); points outside it are left out."""
-    if width < LEFT + RIGHT + 20 or height < TOP + BOTTOM + 20:
-        raise ValueError(f"a chart needs at least {LEFT + RIGHT + 20}x{TOP + BOTTOM + 20} px")
-    runs = {name: [[p for p in run if (start is None or p[0] >= start)
-                    and (end is None or p[0] <= end)] for run in _segments(points)]
-            for name, points in series.items()}
+def _legend(names: list[str], width: int) -> list[tuple[str, float, float]]:
+    """(name, x, baseline) of each legend entry, wrapped into rows that fit `width`."""
+    out, x, row = [], float(LEFT), 0
+    for name in names:
+        need = 30 + 6.5 * len(name)
+        if x > LEFT and x + need > width - RIGHT:
+            x, row = float(LEFT), row + 1
+        out.append((name, x, 14 + LEGEND_ROW * row))
+        x += need
+    return out
+
+
+def line_chart(series: Mapping[str, Sequence[Point]] | Sequence[Series], *,
+               unit: str = "", title: str = "", threshold: float | None = None,
+               threshold_label: str | None = None, width: int = 480, height: int = 160,
+               start: datetime | float | None = None, end: datetime | float | None = None,
+               ident: str | None = None,
+               y_label: Callable[[float], str] | None = None) -> Markup:
+    """An inline <svg> of `series`. `unit` labels values (`ms`, `%`, `$`) unless `y_label`
+    formats them; `start`/`end` fix the x axis (e.g. the last hour, however many samples
+    there are), points outside it are left out."""
+    pairs = (list(series.items()) if isinstance(series, Mapping)
+             else [(s.label, s.points) for s in series])
+    names = [name for name, _ in pairs]
+    legend = _legend(names, width)
+    top = 8 + LEGEND_ROW * (1 + max((int((b - 14) // LEGEND_ROW) for *_, b in legend),
+                                    default=0))
+    if width < LEFT + RIGHT + 40 or height < top + BOTTOM + 40:
+        raise ValueError(f"{width}x{height} px is too small for this chart")
+    fmt = y_label or (lambda v: format_value(v, unit))
+    timed = any(isinstance(x, datetime) for _, pts in pairs for x, _ in pts) \
+        or isinstance(start, datetime) or isinstance(end, datetime)
+    lo = None if start is None else _x(start)
+    hi = None if end is None else _x(end)
+    runs = {name: [[p for p in run if (lo is None or p[0] >= lo) and (hi is None or p[0] <= hi)]
+                   for run in _segments(points)] for name, points in pairs}
     runs = {name: [r for r in rs if r] for name, rs in runs.items()}
     known = [p for rs in runs.values() for r in rs for p in r]
-    ident = escape(ident or _ident(title, series))
-    label = title or ", ".join(series) or "chart"
+    ident = escape(ident or _ident(title, names))
+    label = title or ", ".join(names) or "chart"
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
             f'aria-labelledby="{ident}-t {ident}-d">'
@@ -106,67 +148,67 @@ def line_chart(series: Mapping[str, Sequence[Point]], *, unit: str,
             f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle" '
             f'fill="{TEXT_COLOUR}" {FONT}>no data</text></svg>')
 
-    t0 = start or min(p[0] for p in known)
-    t1 = end or max(p[0] for p in known)
-    span = max((t1 - t0).total_seconds(), 1e-6)
+    x0 = lo if lo is not None else min(p[0] for p in known)
+    x1 = hi if hi is not None else max(p[0] for p in known)
+    span = x1 - x0
+    if span <= 0:  # one moment only: centre it
+        x0, x1, span = x0 - 1, x1 + 1, 2.0
     top_value = max([p[1] for p in known] + ([threshold] if threshold is not None else []))
     low = min(0.0, min(p[1] for p in known))
     high = nice_max(top_value * 1.05) if top_value > 0 else 1.0
-    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    plot_w, plot_h = width - LEFT - RIGHT, height - top - BOTTOM
 
-    def x(moment: datetime) -> float:
-        return LEFT + plot_w * (moment - t0).total_seconds() / span
+    def px(x: float) -> float:
+        return LEFT + plot_w * (x - x0) / span
 
-    def y(value: float) -> float:
-        return TOP + plot_h * (1 - (value - low) / (high - low))
+    def py(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / (high - low))
 
-    parts = [head, f'<desc id="{ident}-d">{escape(_describe(runs, unit, threshold))}</desc>']
-    # axes and y ticks (0, half, top), with faint grid lines
+    parts = [head, f'<desc id="{ident}-d">{escape(_describe(runs, fmt, threshold))}</desc>']
+    # y ticks (bottom, half, top) with faint grid lines, then the axes
     for tick in (low, (low + high) / 2, high):
-        ty = y(tick)
+        ty = py(tick)
         parts.append(f'<line x1="{LEFT}" y1="{ty:.1f}" x2="{width - RIGHT}" y2="{ty:.1f}" '
                      f'stroke="{AXIS_COLOUR}" stroke-opacity="0.25"/>'
                      f'<text x="{LEFT - 4}" y="{ty + 4:.1f}" text-anchor="end" '
-                     f'fill="{TEXT_COLOUR}" {FONT}>{escape(format_value(tick, unit))}</text>')
-    parts.append(f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{height - BOTTOM}" '
+                     f'fill="{TEXT_COLOUR}" {FONT}>{escape(fmt(tick))}</text>')
+    parts.append(f'<line x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{height - BOTTOM}" '
                  f'stroke="{AXIS_COLOUR}"/>'
                  f'<line x1="{LEFT}" y1="{height - BOTTOM}" x2="{width - RIGHT}" '
                  f'y2="{height - BOTTOM}" stroke="{AXIS_COLOUR}"/>')
-    for moment, anchor in ((t0, "start"), (t1, "end")):
-        parts.append(f'<text x="{x(moment):.1f}" y="{height - 6}" text-anchor="{anchor}" '
-                     f'fill="{TEXT_COLOUR}" {FONT}>{escape(_time_label(moment, span))}</text>')
+    for x, anchor in ((x0, "start"), (x1, "end")):
+        parts.append(f'<text x="{px(x):.1f}" y="{height - 6}" text-anchor="{anchor}" '
+                     f'fill="{TEXT_COLOUR}" {FONT}>{escape(_x_label(x, span, timed))}</text>')
     if threshold is not None:  # labelled at the left: the latest points are at the right
-        ty = y(threshold)
-        text = threshold_label or format_value(threshold, unit)
+        ty = py(threshold)
+        text = threshold_label or fmt(threshold)
         parts.append(f'<g class="threshold"><line x1="{LEFT}" y1="{ty:.1f}" '
                      f'x2="{width - RIGHT}" y2="{ty:.1f}" stroke="{THRESHOLD_COLOUR}" '
                      f'stroke-dasharray="5 4" stroke-width="1.5"/>'
                      f'<text x="{LEFT + 4}" y="{ty - 3:.1f}" text-anchor="start" '
                      f'fill="{THRESHOLD_COLOUR}" {FONT}>{escape(text)}</text></g>')
-    legend_x = LEFT
-    for i, (name, rs) in enumerate(runs.items()):
+    for i, ((name, rs), (_, lx, ly)) in enumerate(zip(runs.items(), legend, strict=True)):
         colour, dash = PALETTE[i % len(PALETTE)], DASHES[i % len(DASHES)]
         stroke = (f'stroke="{colour}" stroke-width="2" fill="none"'
                   + (f' stroke-dasharray="{dash}"' if dash else ""))
         parts.append(f'<g class="series" data-series="{escape(name)}">')
         for run in rs:
             if len(run) == 1:  # a lone sample: a dot, or it would not show at all
-                parts.append(f'<circle cx="{x(run[0][0]):.1f}" cy="{y(run[0][1]):.1f}" '
+                parts.append(f'<circle cx="{px(run[0][0]):.1f}" cy="{py(run[0][1]):.1f}" '
                              f'r="2.5" fill="{colour}"/>')
             else:
-                points = " ".join(f"{x(m):.1f},{y(v):.1f}" for m, v in run)
+                points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in run)
                 parts.append(f'<polyline points="{points}" {stroke}/>')
         parts.append("</g>")
-        parts.append(f'<line x1="{legend_x}" y1="10" x2="{legend_x + 18}" y2="10" {stroke}/>'
-                     f'<text x="{legend_x + 22}" y="14" fill="{TEXT_COLOUR}" {FONT}>'
-                     f'{escape(name)}</text>')
-        legend_x += 30 + 7 * len(name)
+        parts.append(f'<line x1="{lx:.1f}" y1="{ly - 4}" x2="{lx + 18:.1f}" y2="{ly - 4}" '
+                     f'{stroke}/><text x="{lx + 22:.1f}" y="{ly}" fill="{TEXT_COLOUR}" '
+                     f'{FONT}>{escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def _describe(runs: Mapping[str, list[list[tuple[datetime, float]]]], unit: str,
-              threshold: float | None) -> str:
+def _describe(runs: Mapping[str, list[list[tuple[float, float]]]],
+              fmt: Callable[[float], str], threshold: float | None) -> str:
     """The chart in words: each series' latest and highest value, and the threshold."""
     said = []
     for name, rs in runs.items():
@@ -176,8 +218,7 @@ def _describe(runs: Mapping[str, list[list[tuple[datetime, float]]]], unit: str,
             continue
         latest = max(values, key=lambda p: p[0])[1]
         highest = max(v for _, v in values)
-        said.append(f"{name}: latest {format_value(latest, unit)}, "
-                    f"highest {format_value(highest, unit)}")
+        said.append(f"{name}: latest {fmt(latest)}, highest {fmt(highest)}")
     if threshold is not None:
-        said.append(f"threshold {format_value(threshold, unit)}")
+        said.append(f"threshold {fmt(threshold)}")
     return "; ".join(said) + "."
