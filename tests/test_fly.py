@@ -9,13 +9,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from cardmint.cluster import roles
 from cardmint.cluster.fly import FlyCluster, RunResult
+from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError
+from cardmint.ops.rotate_fly import rotate_fly
+from support import TestCluster
 
 STANDIN = Path(__file__).parent / "fly_standin" / "flyctl"
 APP = "cardmint-db"
@@ -298,8 +304,86 @@ def test_cli_refuses_what_fly_does_itself(fly: Fly, tmp_path: Path) -> None:
                         (("cluster", "down"), "flyctl apps destroy"),
                         (("cluster", "failover", "--to", "m2"), "--to"),
                         (("cluster", "add-replica"), "local engine"),
-                        (("cluster", "resize", "--memory", "4GB", "--force"), "--vm-size")):
+                        (("cluster", "resize", "--memory", "4GB", "--force"), "--vm-size"),
+                        (("security", "rotate", "--force"), "CARDMINT_ADMIN_URL")):
         done = fly_cli(fly, tmp_path, *args)
         assert done.returncode == 3, (args, done.stdout, done.stderr)
         assert words in done.stdout + done.stderr and "Traceback" not in done.stderr
     assert fly.sent() == []
+
+
+# -- `security rotate` on Fly: a real PostgreSQL stands in for the Fly database -----------
+
+
+@pytest.fixture
+async def fly_role(pg: TestCluster) -> AsyncIterator[tuple[str, str]]:
+    """A login role of its own (the shared cluster's roles stay as they are)."""
+    role, password = f"flyapp_{os.getpid()}", "old-Pa55-word"
+    admin = await pg.admin()
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD "
+                            f"{roles.literal(roles.scram_verifier(password))}")
+        await admin.execute(f"GRANT CONNECT ON DATABASE cardmint TO {role}")
+        yield role, password
+    finally:
+        await admin.execute(f"REVOKE CONNECT ON DATABASE cardmint FROM {role}")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+def fly_settings(pg: TestCluster, role: str, password: str) -> Settings:
+    primary = pg.cluster.state().primary
+    host = f"{primary.host}:{primary.port}"
+    return pg.settings(
+        provider="fly", fly_app=APP, fly_consumer_app="web",
+        admin_url=f"postgresql://postgres:{pg.password('postgres')}@{host}/cardmint",
+        database_url=f"postgresql://{role}:{password}@{host}/cardmint")
+
+
+async def test_rotate_on_fly_sets_the_apps_database_url_by_stdin(
+        fly: Fly, pg: TestCluster, fly_role: tuple[str, str]) -> None:
+    role, old = fly_role
+    report = await rotate_fly(fly_settings(pg, role, old), [role], force=True, show=True,
+                              fly=fly.cluster)
+    assert report.ok, report.to_dict()
+    new = report.rotations[0].password
+    assert new and new != old and "DATABASE_URL set on web" in report.rotations[0].detail
+    url = f"postgres://{role}:{new}@{APP}.flycast:5432/cardmint"
+    imports = [r for r in fly.records() if r["argv"][:2] == ["secrets", "import"]]
+    assert [r["argv"] for r in imports] == [["secrets", "import", "-a", "web"]]
+    digest = "sha256:" + hashlib.sha256(url.encode()).hexdigest()[:12]
+    assert imports[0]["stdin"].strip() == f"DATABASE_URL={digest}"
+    assert new not in fly.record.read_text()
+    primary = pg.cluster.state().primary
+    conn = await asyncpg.connect(host=primary.host, port=primary.port, user=role,
+                                 password=new, database="cardmint")
+    await conn.close()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(host=primary.host, port=primary.port, user=role, password=old,
+                              database="cardmint")
+
+
+async def test_rotate_on_fly_puts_the_old_password_back_when_the_login_fails(
+        fly: Fly, pg: TestCluster, fly_role: tuple[str, str]) -> None:
+    role, old = fly_role
+    admin = await pg.admin()
+    try:
+        await admin.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")  # every new login fails
+        before = await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                                      role)
+        report = await rotate_fly(fly_settings(pg, role, old), [role], force=True,
+                                  fly=fly.cluster)
+        assert not report.ok and "old password restored" in report.rotations[0].detail
+        assert await admin.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                                    role) == before
+    finally:
+        await admin.close()
+    assert fly.sent() == []  # the application was never told
+
+
+async def test_rotate_on_fly_refuses_to_lock_out_the_operator(
+        fly: Fly, pg: TestCluster, fly_role: tuple[str, str]) -> None:
+    with pytest.raises(UsageError, match="lock"):
+        await rotate_fly(fly_settings(pg, *fly_role), ["postgres"], force=True, fly=fly.cluster)
+    with pytest.raises(UsageError, match="--role"):
+        await rotate_fly(fly_settings(pg, *fly_role), None, force=True, fly=fly.cluster)

@@ -59,9 +59,13 @@ def rotate(
     as_json: JsonOpt = False,
 ) -> None:
     """The quarterly rotation: new passwords, verified, with zero downtime."""
+    from cardmint.cluster.provider import engine_of
     from cardmint.ops.rotate import rotate as run_rotate
 
-    report = run(run_rotate(settings(home), role or None, force=force, show=show))
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":  # flyctl secrets for the application, not secrets.env
+        from cardmint.ops.rotate_fly import rotate_fly as run_rotate
+    report = run(run_rotate(cfg, role or None, force=force, show=show))
 
     def render(d: dict[str, Any]) -> None:
         for r in d["rotations"]:

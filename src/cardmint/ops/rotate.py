@@ -106,13 +106,13 @@ async def _rotate_one(cluster: LocalCluster, admin: asyncpg.Connection, role: st
                                      role)
     new = cluster_roles.new_password()
     until = cluster_roles.valid_until(now)
-    await admin.execute(_alter(role, new, until))
+    await admin.execute(alter_sql(role, new, until))
     await pooler.sync_auth(cluster)  # PgBouncer's auth file holds the verifiers
     try:
         await _verify(cluster, role, new)
     except (ClusterError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
         old_until_sql = "infinity" if old_until is None else old_until.isoformat()
-        await admin.execute(_alter(role, passwords[role], old_until_sql))
+        await admin.execute(alter_sql(role, passwords[role], old_until_sql))
         await pooler.sync_auth(cluster)
         if role == REPLICATION:
             await _point_replicas(cluster, passwords[role])
@@ -124,7 +124,7 @@ async def _rotate_one(cluster: LocalCluster, admin: asyncpg.Connection, role: st
     return Rotation(role, True, until, _since(began), "verified", password=new)
 
 
-def _alter(role: str, password: str, until: str) -> str:
+def alter_sql(role: str, password: str, until: str) -> str:
     verifier = cluster_roles.scram_verifier(password)
     return (f"ALTER ROLE {cluster_roles.ident(role)} PASSWORD "
             f"{cluster_roles.literal(verifier)} VALID UNTIL {cluster_roles.literal(until)}")
