@@ -387,3 +387,33 @@ async def test_rotate_on_fly_refuses_to_lock_out_the_operator(
         await rotate_fly(fly_settings(pg, *fly_role), ["postgres"], force=True, fly=fly.cluster)
     with pytest.raises(UsageError, match="--role"):
         await rotate_fly(fly_settings(pg, *fly_role), None, force=True, fly=fly.cluster)
+
+
+def test_cli_storage_and_backups_are_volumes_and_snapshots_on_fly(fly: Fly,
+                                                                   tmp_path: Path) -> None:
+    done = fly_cli(fly, tmp_path, "storage", "--json")
+    assert done.returncode == 0, done.stderr
+    vols = json.loads(done.stdout)["volumes"]
+    assert [(v["id"], v["size_gb"], v["role"]) for v in vols] == [("vol_a", 10, "primary"),
+                                                                  ("vol_b", 10, "replica")]
+    done = fly_cli(fly, tmp_path, "storage", "extend", "vol_a", "--size-gb", "10")
+    assert done.returncode == 3 and "only grow" in done.stdout + done.stderr
+    done = fly_cli(fly, tmp_path, "storage", "extend", "vol_a", "--size-gb", "50", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["size_gb"] == 50
+    done = fly_cli(fly, tmp_path, "backup", "create", "--json")
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert (made["volume"], made["machine"]) == ("vol_a", "m1")  # the primary's volume
+    done = fly_cli(fly, tmp_path, "backup", "list", "--json")
+    snaps = json.loads(done.stdout)["snapshots"]
+    assert [s["id"] for s in snaps] == [made["snapshot"]["id"]]
+    done = fly_cli(fly, tmp_path, "backup", "restore", "vs_nope", "--to-app", "cardmint-db-r")
+    assert done.returncode == 3 and "no snapshot vs_nope" in done.stdout + done.stderr
+    done = fly_cli(fly, tmp_path, "backup", "restore", made["snapshot"]["id"],
+                   "--to-app", "cardmint-db-restore", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "generated-pw" not in done.stdout + done.stderr  # flyctl's DSN is never shown
+    assert "cardmint-db-restore" in fly.world()["apps"]
+    assert ["volumes", "extend", "vol_a", "--size", "50", "-a", APP, "--yes",
+            "--json"] in fly.sent()

@@ -11,7 +11,11 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
+from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.provider import engine_of
+from cardmint.errors import UsageError
 from cardmint.ops import backup as ops
+from cardmint.ops import fly_volumes
 from cardmint.ops import restore as restoring
 
 app = typer.Typer(help="Base backups, WAL archiving, retention and point-in-time restore.",
@@ -36,8 +40,15 @@ def create(
         help="Throttle the transfer (pg_basebackup --max-rate, e.g. 50M).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Take a base backup of the primary now."""
-    data = run(ops.create(settings(home), max_rate=max_rate))
+    """Take a base backup of the primary now (on Fly: a snapshot of its volume)."""
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":
+        snap = run(fly_volumes.snapshot(FlyCluster.from_settings(cfg)))
+        emit(snap, as_json, lambda d: console.print(
+            f"snapshot {d['snapshot'].get('id')} of volume {d['volume']} (primary "
+            f"{d['machine']})"))
+        return
+    data = run(ops.create(cfg, max_rate=max_rate))
 
     def render(d: dict[str, Any]) -> None:
         console.print(f"backup {d['id']}: {sz(d['size_bytes'])} on disk ({sz(d['data_bytes'])} "
@@ -51,8 +62,13 @@ def create(
 
 @app.command("list")
 def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Backups, newest first (the catalog, reconciled with the disk)."""
-    data = run(ops.list_backups(settings(home)))
+    """Backups, newest first (the catalog, reconciled with the disk; on Fly, snapshots)."""
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":
+        emit(run(fly_volumes.snapshots(FlyCluster.from_settings(cfg))), as_json,
+             _render_snapshots)
+        return
+    data = run(ops.list_backups(cfg))
 
     def render(d: dict[str, Any]) -> None:
         table = Table(title=f"backups ({d['source']})")
@@ -145,9 +161,22 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         raise typer.Exit(LEVELS[data["status"]])
 
 
+def _render_snapshots(d: dict[str, Any]) -> None:
+    table = Table(title=f"snapshots of {d['app']}'s volumes (Fly)")
+    for col in ("snapshot", "volume", "size", "status", "created"):
+        table.add_column(col, no_wrap=True)
+    for snap in d["snapshots"]:
+        table.add_row(str(snap.get("id")), snap["volume"], sz(snap.get("size")),
+                      str(snap.get("status") or ""), str(snap.get("created_at") or ""))
+    console.print(table)
+
+
 @app.command()
 def restore(
-    to: Annotated[Path, typer.Option("--to", help="An empty directory for the new cluster.")],
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="An empty directory for the new cluster.")] = None,
+    to_app: Annotated[str | None, typer.Option(
+        "--to-app", help="Fly: the new Postgres app to create from the snapshot ID.")] = None,
     backup_id: Annotated[str | None, typer.Argument(
         metavar="[ID]", help="The backup to start from (default: the newest that fits).")] = None,
     target_time: Annotated[str | None, typer.Option(
@@ -162,8 +191,22 @@ def restore(
     as_json: JsonOpt = False,
 ) -> None:
     """Point-in-time restore into a new cluster, verified with health and test-card.
-    Without a target, the backup is restored as it was."""
-    data = run(restoring.restore(settings(home), to=to, backup_id=backup_id,
+    Without a target, the backup is restored as it was. On Fly: ID is a volume snapshot
+    and --to-app the new Postgres app made from it."""
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":
+        if not to_app or not backup_id or to or target_time or target_lsn or latest or repoint:
+            raise UsageError("on Fly, restore takes a snapshot ID and --to-app NEW_APP only "
+                             "(Fly restores whole volumes, not to a moment)")
+        made = run(fly_volumes.restore(FlyCluster.from_settings(cfg), backup_id, to_app))
+        emit(made, as_json, lambda d: console.print(
+            f"created {d['app']} from snapshot {d['snapshot']}; its connection string holds a "
+            "password, so it is not shown: give the app's role a new one with `cardmint "
+            "security rotate` (CARDMINT_FLY_APP set to the new app), which sets DATABASE_URL"))
+        return
+    if to is None or to_app is not None:
+        raise UsageError("restore needs --to DIRECTORY (--to-app is for Fly)")
+    data = run(restoring.restore(cfg, to=to, backup_id=backup_id,
                                  target_time=target_time, target_lsn=target_lsn,
                                  latest=latest, port=port, repoint=repoint))
 

@@ -10,6 +10,10 @@ from rich.table import Table
 from cardmint.cli.backup import sz
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
+from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.provider import engine_of
+from cardmint.errors import UsageError
+from cardmint.ops import fly_volumes
 from cardmint.ops import storage as ops
 
 app = typer.Typer(help="Disk usage, largest relations, bloat; VACUUM.",
@@ -23,7 +27,11 @@ def storage(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) 
     tuples and bloat, WAL and archive size."""
     if ctx.invoked_subcommand is not None:
         return
-    data = run(ops.report(settings(home)))
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":
+        emit(run(fly_volumes.volumes(FlyCluster.from_settings(cfg))), as_json, _render_volumes)
+        return
+    data = run(ops.report(cfg))
 
     def render(d: dict[str, Any]) -> None:
         u = d["usage"]
@@ -72,3 +80,30 @@ def vacuum(
     emit(data, as_json, lambda d: console.print(
         f"{d['statement']} in {d['duration_s']:.2f} s; database {sz(d['database_bytes_before'])}"
         f" -> {sz(d['database_bytes_after'])}"))
+
+
+def _render_volumes(d: dict[str, Any]) -> None:
+    table = Table(title=f"volumes of {d['app']} (Fly; usage: `cardmint health`)")
+    for col in ("volume", "size", "machine", "role", "region"):
+        table.add_column(col, no_wrap=True)
+    for v in d["volumes"]:
+        table.add_row(str(v["id"]), f"{v['size_gb']} GB", str(v["machine"] or ""),
+                      str(v["role"] or ""), str(v["region"] or ""))
+    console.print(table)
+
+
+@app.command()
+def extend(
+    volume: Annotated[str, typer.Argument(help="The Fly volume's id (`cardmint storage`).")],
+    size_gb: Annotated[int, typer.Option("--size-gb", help="The new size in GB.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fly: grow a volume (the runbook's answer to storage over 90 %)."""
+    cfg = settings(home)
+    if engine_of(cfg) != "fly":
+        raise UsageError("storage extend grows a Fly volume; the local engine's disk is this "
+                         "machine's: free space or move CARDMINT_HOME")
+    data = run(fly_volumes.extend(FlyCluster.from_settings(cfg), volume, size_gb))
+    emit(data, as_json, lambda d: console.print(
+        f"volume {d['volume']}: {d['size_gb_before']} GB -> {d['size_gb']} GB"))

@@ -194,13 +194,13 @@ class FlyCluster:
                              f"leave out --to (asked for {to})")
         began = time.monotonic()
         before_list = await self.machines()
-        before = _primary_id(before_list)
+        before = primary_id(before_list)
         listed = time.monotonic()
         output = await self._run("postgres", "failover", "-a", self.app,
                                  timeout_s=max(self.timeout_s, 300.0))
         ran = time.monotonic()
         machines = await self.machines()
-        after = _primary_id(machines)
+        after = primary_id(machines)
         if after is None or after == before:
             raise ClusterError(f"flyctl postgres failover returned, but the primary is still "
                                f"{before or 'unknown'}: {self._clean(output.strip())[-500:]}")
@@ -231,13 +231,13 @@ class FlyCluster:
             mine = next((m for m in machines if m.get("id") == name), None)
             if mine is None:
                 raise UsageError(f"no machine {name} in {self.app}")
-            if mine.get("state") == "started" and _role(mine) == "replica":
+            if mine.get("state") == "started" and role_of(mine) == "replica":
                 break
             if time.monotonic() > deadline:
                 raise ClusterError(f"machine {name} is not a running replica "
                                    f"{REJOIN_TIMEOUT_S:.0f} s after it was started")
             await asyncio.sleep(REJOIN_POLL_S)
-        return RejoinReport(node=name, primary=_primary_id(machines) or "unknown",
+        return RejoinReport(node=name, primary=primary_id(machines) or "unknown",
                             method="machine start", fallback_reason=None, set_aside=None,
                             streaming=True, sync_names=None,
                             duration_s=round(time.monotonic() - began, 3))
@@ -263,7 +263,7 @@ class FlyCluster:
         _ident(vm_size, "vm size")
         began = time.monotonic()
         machines = await self.machines()
-        primary = _primary_id(machines)
+        primary = primary_id(machines)
         if primary is None:
             raise ClusterError(f"{self.app} has no running primary: nothing resized")
         order = [m["id"] for m in machines if m.get("id") != primary] + [primary]
@@ -365,7 +365,7 @@ class FlyCluster:
 
 # -- mapping flyctl's JSON to the status contract -----------------------------------------
 
-def _role(machine: Mapping[str, Any]) -> str:
+def role_of(machine: Mapping[str, Any]) -> str:
     """Fly Postgres reports each machine's role in its "role" health check's output (and
     flex images in the machine metadata)."""
     for check in machine.get("checks") or []:
@@ -379,15 +379,15 @@ def _node(machine: Mapping[str, Any]) -> dict[str, Any]:
     state = machine.get("state")
     return {
         "name": machine.get("id"), "machine_name": machine.get("name"),
-        "role": _role(machine), "host": machine.get("private_ip"), "port": PG_PORT,
+        "role": role_of(machine), "host": machine.get("private_ip"), "port": PG_PORT,
         "region": machine.get("region"), "running": state == "started", "state": state,
         "timeline": None, "lsn": None, "lag_bytes": None, "lag_s": None, "error": None,
     }
 
 
-def _primary_id(machines: list[dict[str, Any]]) -> str | None:
+def primary_id(machines: list[dict[str, Any]]) -> str | None:
     for m in machines:
-        if _role(m) == "primary" and m.get("state") == "started":
+        if role_of(m) == "primary" and m.get("state") == "started":
             return m.get("id")
     return None
 
