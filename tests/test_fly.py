@@ -297,6 +297,10 @@ def test_cli_drives_fly(fly: Fly, tmp_path: Path) -> None:
     assert json.loads(done.stdout)["primary_after"] == "m1"  # switched back during the resize
     people = fly_cli(fly, tmp_path, "cluster", "status")
     assert people.returncode == 0 and "m1" in people.stdout and "fly" in people.stdout
+    done = fly_cli(fly, tmp_path, "cluster", "logs", "--errors", "--json")
+    assert done.returncode == 0, done.stderr
+    lines = json.loads(done.stdout)["lines"]
+    assert len(lines) == 1 and "disk full" in lines[0] and "leaked" not in lines[0]
 
 
 def test_cli_refuses_what_fly_does_itself(fly: Fly, tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ import typer
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit, to_json
 from cardmint.cluster import logs
+from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.provider import engine_of
 from cardmint.cluster.state import load
-from cardmint.errors import ClusterError
+from cardmint.errors import ClusterError, UsageError
 
 
 def line(e: dict[str, Any]) -> str:
@@ -41,6 +43,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Each node's server log (jsonlog), merged in time order."""
         s = settings(home)
+        if engine_of(s) == "fly":  # the runbook's `flyctl logs -a APP | grep ERROR`
+            if node or since or follow:
+                raise UsageError("on Fly, cluster logs takes --errors and --lines only "
+                                 "(`flyctl logs -a APP` follows)")
+            text = run(FlyCluster.from_settings(s).logs(errors_only=errors))
+            text = text[-lines:] if lines > 0 else text
+            emit({"lines": text, "count": len(text)}, as_json,
+                 lambda d: [console.print(t, markup=False, highlight=False) for t in d["lines"]])
+            return
         state = load(s.home)
         if state is None:
             raise ClusterError(f"no cluster in {s.home}: run `cardmint cluster up`")
