@@ -35,15 +35,19 @@ import pkgutil
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
+from cardmint.errors import DatabaseUnavailable
 from cardmint.web.render import render
 from cardmint.web.session import CsrfRefused, SignInRequired, TooManyFailures, signin_url
 
 __all__ = ["mount"]
 
 STATIC = Path(__file__).parent / "static"
+API_PREFIXES = ("/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi")
 
 
 def mount(app: FastAPI) -> None:
@@ -54,6 +58,8 @@ def mount(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _to_sign_in)  # type: ignore[arg-type]
     app.add_exception_handler(TooManyFailures, _too_many)  # type: ignore[arg-type]
     app.add_exception_handler(CsrfRefused, _csrf_refused)  # type: ignore[arg-type]
+    for kind in (DatabaseUnavailable, HTTPException, RequestValidationError):
+        _html_for_people(app, kind)
 
 
 def _page_modules() -> list[object]:
@@ -83,3 +89,36 @@ async def _csrf_refused(request: Request, exc: CsrfRefused) -> HTMLResponse:
                           "(it may come from another site, or from before you signed in "
                           "again). Nothing was changed. Go back, reload the page and submit "
                           "it again.")
+
+
+def _wants_page(request: Request) -> bool:
+    """A person's browser asking for a page (not a client of the API)."""
+    return (not request.url.path.startswith(API_PREFIXES)
+            and "text/html" in request.headers.get("accept", ""))
+
+
+def _html_for_people(app: FastAPI, kind: type[Exception]) -> None:
+    """Keep the API's problem+json answer for `kind`, but show a browser a page: a person
+    should never see JSON, a traceback, or a 500 for a missing page or a database away."""
+    original = app.exception_handlers[kind]
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if not _wants_page(request):
+            return await original(request, exc)  # type: ignore[no-any-return]
+        if isinstance(exc, DatabaseUnavailable):
+            response = render(request, "message.html", status_code=503,
+                              heading="The database is not available",
+                              message="CardMint cannot reach its database just now, so "
+                                      "nothing was read or changed. Try again in a few "
+                                      "seconds.")
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
+        if isinstance(exc, HTTPException):
+            heading = "Page not found" if exc.status_code == 404 else "Not possible"
+            return render(request, "message.html", status_code=exc.status_code,
+                          heading=heading, message=str(exc.detail), back="/catalog")
+        return render(request, "message.html", status_code=400, heading="Bad request",
+                      message="The address has a value this page cannot use.",
+                      back="/catalog")
+
+    app.add_exception_handler(kind, handler)

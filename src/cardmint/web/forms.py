@@ -18,3 +18,22 @@ async def read_form(request: Request) -> dict[str, str]:
         return {}
     body = (await request.body()).decode("utf-8", errors="replace")
     return dict(parse_qsl(body, keep_blank_values=True, max_num_fields=200))
+
+
+# The domain names money fields by their cents; the forms take dollars under these names.
+WEB_FIELDS = {"acquisitionCostCents": "acquisitionCost", "amountCents": "amount"}
+
+
+def field_of(field: str | None) -> str:
+    """The form field a domain error names ("form" when it names none)."""
+    if not field:
+        return "form"
+    return WEB_FIELDS.get(field, field)
+
+
+def positive_id(value: str | None) -> int | None:
+    """A database id from a path or a hidden field; None when it cannot be one."""
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None
+    number = int(value)
+    return number if number >= 1 else None

@@ -1,0 +1,111 @@
+"""Catalog pages: card search with the API's query language, and one card with its
+printings, price history and the inventory held of it. Anyone may browse the catalog
+(as the API allows); the inventory part of a card page needs a signed-in reader."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from cardmint.catalog import search
+from cardmint.catalog.query import MAX_LENGTH
+from cardmint.db import Database
+from cardmint.errors import ValidationError
+from cardmint.inventory import items, prices
+from cardmint.inventory.products import describe
+from cardmint.web.charts import Series, line_chart
+from cardmint.web.render import money, render
+from cardmint.web.session import current_session
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 50
+HISTORY_POINTS = 250  # the chart's most recent observations
+HELD_SHOWN = 100
+SORTS = {"": "Best match, then release order", "name": "Name", "-releasedate": "Newest set",
+         "releasedate": "Oldest set", "number": "Number in set", "-hp": "HP, highest"}
+EXAMPLES = ("charizard", "set:base1 rarity:\"Rare Holo\"", "number:4/102",
+            "type:fire hp:[100 TO *]", "pikachu -set:base1", "(mew OR mewtwo) set:base*")
+POSITION = re.compile(r"at character (\d+)")
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _int(value: str | None, default: int) -> int | None:
+    """A page number from the query string; None when it is not one (shown as an error)."""
+    if value is None or value == "":
+        return default
+    return int(value) if value.isdigit() and len(value) <= 6 else None
+
+
+@router.get("/catalog")
+async def catalog(request: Request, q: str = "", page: str | None = None,
+                  sort: str = "") -> HTMLResponse:
+    await current_session(request)
+    q = q.strip()
+    error: dict[str, Any] | None = None
+    result = None
+    number = _int(page, 1)
+    if len(q) > MAX_LENGTH:
+        error = {"field": "q", "message": f"the query is longer than {MAX_LENGTH} characters"}
+    elif number is None:
+        error = {"field": "page", "message": "page must be a whole number"}
+    elif sort not in SORTS:
+        error = {"field": "sort", "message": f"unknown sort {sort[:40]!r}"}
+    else:
+        try:
+            result = await search.search_cards(_db(request), q or None, order_by=sort or None,
+                                               page=number, page_size=PAGE_SIZE)
+        except ValidationError as exc:
+            error = {"field": exc.field or "q", "message": str(exc)}
+    if error and error["field"] == "q" and (found := POSITION.search(error["message"])):
+        error["position"] = int(found.group(1))  # 1-based: where the caret goes
+    pages = max(1, -(-result.total_count // PAGE_SIZE)) if result else 1
+    return render(request, "catalog.html", status_code=400 if error else 200, q=q,
+                  sort=sort, sorts=SORTS, result=result, pages=pages, error=error,
+                  examples=EXAMPLES)
+
+
+@router.get("/cards/{card_id}")
+async def card_page(request: Request, card_id: str) -> HTMLResponse:
+    session = await current_session(request)
+    db = _db(request)
+    if len(card_id) > 64:
+        return _no_card(request, card_id)
+    # One round: the card, its price history, latest prices and (signed in) what is held.
+    reads: list[Any] = [
+        search.get_card(db, card_id),
+        prices.history(db, card_id, variant_id=None, condition=None, source=None, page=1,
+                       page_size=HISTORY_POINTS),
+        prices.latest_by_product(db, card_id),
+    ]
+    if session is not None:
+        reads.append(items.listing(db, items.Filters(card_id=card_id), page=1,
+                                   page_size=HELD_SHOWN))
+    card, (history, _), latest, *held = await asyncio.gather(*reads)
+    if card is None:
+        return _no_card(request, card_id)
+    names = {v["id"]: describe(v) for v in card["variants"]}
+    by_line: dict[tuple[int, str], list[tuple[Any, float]]] = {}
+    for row in history:
+        if row["currency"] == "USD":
+            key = (row["variant_id"], row["condition"])
+            by_line.setdefault(key, []).append((row["observed_at"], row["price_cents"] / 100))
+    series = [Series(f"{names.get(v, v)} · {c}", pts) for (v, c), pts in sorted(by_line.items())]
+    chart = line_chart(series, title=f"Price history of {card['name']} (USD)",
+                       y_label=lambda v: money(v))
+    held_rows, held_total = held[0] if held else ([], 0)
+    return render(request, "card.html", card=card, variant_names=names, chart=chart,
+                  latest=latest, held=held_rows, held_total=held_total)
+
+
+def _no_card(request: Request, card_id: str) -> HTMLResponse:
+    return render(request, "message.html", status_code=404, heading="No such card",
+                  message=f"There is no card with the id {card_id[:64]!r} in the catalog.",
+                  back="/catalog")

@@ -1,0 +1,81 @@
+"""The review queue: captures the workers could not stock on their own, with the reasons
+and the candidate cards; one click on a candidate resolves the capture with the same
+function the API's resolve route calls (`cardmint.intake.captures.resolve`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from cardmint.db import Database
+from cardmint.errors import ValidationError
+from cardmint.intake import captures
+from cardmint.web.forms import positive_id, read_form
+from cardmint.web.render import render
+from cardmint.web.session import Session, check_csrf, require_page
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_SIZE = 25
+MAX_PAGE = 10_000
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+async def _queue(request: Request, *, status_code: int = 200, notice: dict[str, str] | None
+                 = None, errors: dict[int, str] | None = None) -> HTMLResponse:
+    page = positive_id(request.query_params.get("page") or "1")
+    if page is None or page > MAX_PAGE:
+        return render(request, "message.html", status_code=400, heading="Review queue",
+                      message=f"page must be a whole number from 1 to {MAX_PAGE}",
+                      back="/review")
+    result = await captures.review_queue(_db(request), page=page, page_size=PAGE_SIZE)
+    return render(request, "review.html", status_code=status_code, result=result,
+                  pages=max(1, -(-result.total_count // PAGE_SIZE)), notice=notice,
+                  errors=errors or {})
+
+
+@router.get("/review")
+async def review(request: Request,
+                 session: Session = Depends(require_page("read"))) -> HTMLResponse:
+    notice = None
+    done = positive_id(request.query_params.get("resolved"))
+    item = positive_id(request.query_params.get("item"))
+    if done is not None:
+        text = f"Capture {done} resolved"
+        notice = {"kind": "ok", "text": text + (f"; it is inventory item #{item}." if item
+                                                else ".")}
+    return await _queue(request, notice=notice)
+
+
+@router.post("/review/{raw_id}/resolve")
+async def resolve(request: Request, raw_id: str,
+                  session: Session = Depends(require_page("write"))) -> Response:
+    form = await read_form(request)
+    check_csrf(session, form.get("csrf"))
+    capture_id = positive_id(raw_id)
+    card_id = form.get("cardId", "").strip()
+    if capture_id is None:
+        return await _queue(request, status_code=404, notice={
+            "kind": "error", "text": f"{raw_id[:30]!r} is not a capture number."})
+    if not card_id or len(card_id) > 64:
+        return await _queue(request, status_code=422, errors={
+            capture_id: "Card id: give the catalog id of the card this capture is."})
+    try:
+        capture = await captures.resolve(_db(request), capture_id, card_id=card_id,
+                                         actor=session.principal.owner)
+    except captures.CaptureNotFound as exc:
+        return await _queue(request, status_code=404, notice={"kind": "error",
+                                                              "text": f"{exc}."})
+    except captures.NotReviewable as exc:  # e.g. resolved in another tab a moment ago
+        return await _queue(request, status_code=409, notice={
+            "kind": "error", "text": f"Not done: {exc} (someone may have resolved it "
+                                     "already)."})
+    except ValidationError as exc:
+        return await _queue(request, status_code=422, errors={
+            capture_id: f"Card id: {exc}"})
+    item = (capture.get("item") or {}).get("item_id")
+    suffix = f"&item={item}" if item else ""
+    return RedirectResponse(f"/review?resolved={capture_id}{suffix}", status_code=303)

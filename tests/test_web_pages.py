@@ -1,0 +1,260 @@
+"""The web pages as routes: the real app in-process (httpx), the session's cluster and its
+full catalog. Sign-in, CSRF, query errors, stale forms, and no 500 for odd input."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from browser import in_review, token
+from cardmint.api.app import create_app
+from cardmint.db import Database
+from cardmint.inventory import prices
+from support import TestCluster, replicas_caught_up, serving
+
+HTML = {"accept": "text/html"}
+
+
+@pytest.fixture
+async def app_client(pg: TestCluster, catalog: Database) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(pg.settings())
+    async with serving(app) as c:
+        # loopback http, as `cardmint serve` is reached: the cookie may go without Secure
+        c.base_url = httpx.URL("http://127.0.0.1")
+        c.headers.update(HTML)
+        yield c
+
+
+async def sign_in(c: httpx.AsyncClient, db: Database, scope: str) -> str:
+    secret = await token(db, scope)
+    r = await c.post("/signin", data={"token": secret, "next": "/inventory"})
+    assert r.status_code == 303 and r.headers["location"] == "/inventory"
+    return secret
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+def version_of(html: str) -> str:
+    found = re.search(r'name="version" value="(\d+)"', html)
+    assert found
+    return found.group(1)
+
+
+async def add_item(c: httpx.AsyncClient, card_id: str = "base1-4", **extra: str) -> int:
+    page = await c.get(f"/inventory/add?card={card_id}")
+    assert page.status_code == 200, page.text
+    variant = re.search(r'<option value="(\d+)"', page.text).group(1)  # type: ignore[union-attr]
+    r = await c.post("/inventory/add", data={"csrf": csrf_of(page.text), "cardId": card_id,
+                                             "variantId": variant, "condition": "NM",
+                                             "language": "en", **extra})
+    assert r.status_code == 303, r.text
+    return int(r.headers["location"].split("/")[-1].split("?")[0])
+
+
+async def test_pages_redirect_to_sign_in_and_scopes_are_checked(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    for path in ("/inventory", "/review", "/inventory/items/1", "/inventory/add"):
+        r = await c.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/signin?next=%2F")
+    assert (await c.get("/catalog")).status_code == 200  # the catalog is public, as in the API
+    secret = await sign_in(c, catalog, "read")
+    assert (await c.get("/inventory")).status_code == 200
+    r = await c.get("/inventory/add")
+    assert r.status_code == 303 and r.headers["location"].endswith("&needs=write")
+    page = await c.get(r.headers["location"])
+    assert "needs a token with the <strong>write</strong> scope" in page.text
+    assert secret not in page.text  # the token is never shown back
+
+
+async def test_sign_in_cookie_and_refusals(app_client: httpx.AsyncClient,
+                                           catalog: Database) -> None:
+    c = app_client
+    secret = await token(catalog, "read")
+    r = await c.post("/signin", data={"token": secret, "next": "https://evil.example/"})
+    assert r.headers["location"] == "/catalog"  # never an open redirect
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+    remote = await c.post("http://cards.example/signin", data={"token": secret})
+    assert "secure" in remote.headers["set-cookie"].lower()  # beyond loopback: Secure
+    bad = await c.post("/signin", data={"token": "cm_not-a-real-token-at-all"})
+    assert bad.status_code == 401 and "not valid" in bad.text
+    assert "cm_not-a-real-token" not in bad.text
+    empty = await c.post("/signin", data={"token": "  "})
+    assert empty.status_code == 400 and "Paste a token" in empty.text
+    foreign = await c.post("/signin", data={"token": secret},
+                           headers={"origin": "https://evil.example"})
+    assert foreign.status_code == 403
+
+
+async def test_failed_sign_ins_meet_the_api_limiter(pg: TestCluster, catalog: Database) -> None:
+    app = create_app(pg.settings())
+    async with serving(app) as c:
+        for _ in range(10):
+            assert (await c.post("/signin", data={"token": "cm_wrong"})).status_code == 401
+        r = await c.post("/signin", data={"token": await token(catalog, "read")})
+        assert r.status_code == 429 and r.headers["retry-after"]
+        api = await c.get("/v1/inventory/items", headers={"authorization": "Bearer cm_x"})
+        assert api.status_code == 429  # one limiter for the API and the pages
+
+
+async def test_write_forms_need_the_csrf_token(app_client: httpx.AsyncClient,
+                                               catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    item_id = await add_item(c)
+    before = await catalog.fetchval("SELECT count(*) FROM inventory_items")
+    page = await c.get(f"/inventory/items/{item_id}")
+    version = version_of(page.text)
+    for data in ({"location": "Box 9", "version": version},
+                 {"location": "Box 9", "version": version, "csrf": "0" * 64}):
+        r = await c.post(f"/inventory/items/{item_id}/move", data=data)
+        assert r.status_code == 403 and "Nothing was changed" in r.text
+    r = await c.post("/inventory/add", data={"cardId": "base1-4", "variantId": "1"})
+    assert r.status_code == 403
+    assert await catalog.fetchval("SELECT count(*) FROM inventory_items") == before
+    item = await catalog.fetchrow("SELECT location, version FROM inventory_items WHERE id = $1",
+                                  item_id)
+    assert item["location"] is None and str(item["version"]) == version
+
+
+async def test_a_bad_query_is_shown_with_its_position(app_client: httpx.AsyncClient) -> None:
+    r = await app_client.get("/catalog", params={"q": "charizard hp:[100 TO"})
+    assert r.status_code == 400
+    assert "The query could not be read" in r.text and "at character" in r.text
+    assert '<span class="caret">^</span>' in r.text
+    ok = await app_client.get("/catalog", params={"q": "charizard set:base1"})
+    assert ok.status_code == 200 and "/cards/base1-4" in ok.text and "Rare Holo" in ok.text
+
+
+async def test_a_stale_form_says_it_changed_and_saves_nothing(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    item_id = await add_item(c, location="Binder A")
+    opened = await c.get(f"/inventory/items/{item_id}")  # two tabs open the same version
+    csrf, version = csrf_of(opened.text), version_of(opened.text)
+    first = await c.post(f"/inventory/items/{item_id}/move",
+                         data={"csrf": csrf, "version": version, "location": "Binder B"})
+    assert first.status_code == 303
+    second = await c.post(f"/inventory/items/{item_id}/reserve",
+                          data={"csrf": csrf, "version": version})
+    assert second.status_code == 412 and "changed since you opened it" in second.text
+    row = await catalog.fetchrow("SELECT status, location FROM inventory_items WHERE id = $1",
+                                 item_id)
+    assert (row["status"], row["location"]) == ("IN_STOCK", "Binder B")
+    ledger = await c.get(f"/inventory/items/{item_id}")
+    assert "moved" in ledger.text and "Binder A → Binder B" in ledger.text
+
+
+async def test_validation_errors_sit_next_to_their_field(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    page = await c.get("/inventory/add?card=base1-4")
+    csrf = csrf_of(page.text)
+    variant = re.search(r'<option value="(\d+)"', page.text).group(1)  # type: ignore[union-attr]
+    base = {"csrf": csrf, "cardId": "base1-4", "variantId": variant, "condition": "NM",
+            "language": "en"}
+    for field, value, words in (("acquisitionCost", "abc", "not an amount"),
+                                ("grade", "11", "1 to 10"),
+                                ("condition", "MINT", "must be one of"),
+                                ("language", "English", "language code"),
+                                ("acquiredOn", "yesterday", "not a date")):
+        r = await c.post("/inventory/add", data={**base, field: value})
+        assert r.status_code == 422, (field, r.text[:300])
+        error = re.search(rf'<p id="e-{field}" class="error" role="alert">([^<]*)<', r.text)
+        assert error and words in error.group(1), (field, error)
+    item_id = await add_item(c)
+    item = await c.get(f"/inventory/items/{item_id}")
+    r = await c.post(f"/inventory/items/{item_id}/sell",
+                     data={"csrf": csrf, "version": version_of(item.text), "amount": "1.234"})
+    assert r.status_code == 422 and 'id="e-amount"' in r.text and "2 decimals" in r.text
+
+
+async def test_odd_input_is_a_4xx_page_never_a_500(app_client: httpx.AsyncClient,
+                                                   catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    csrf = csrf_of((await c.get("/inventory")).text)
+    gets = ["/cards/" + "x" * 100, "/cards/nope-1", "/inventory/items/abc",
+            "/inventory/items/99999999999999999999", "/inventory/items/0",
+            "/inventory?condition=MINT", "/inventory?status=LOST", "/inventory?page=0",
+            "/inventory?graded=maybe", "/inventory?set=" + "s" * 80, "/review?page=x",
+            "/catalog?page=-1", "/catalog?sort=hp;drop", "/catalog?q=" + "(" * 40,
+            "/inventory/add?card=nope-1", "/no-such-page", "/signin?next=//evil"]
+    for path in gets:
+        r = await c.get(path)
+        assert 200 <= r.status_code < 500, (path, r.status_code)
+        assert r.headers["content-type"].startswith("text/html"), path
+    posts = [("/inventory/items/999999999/sell", {"version": "1", "amount": "5"}),
+             ("/inventory/items/abc/move", {"version": "1"}),
+             ("/inventory/items/1/explode", {"version": "1"}),
+             ("/review/999999999/resolve", {"cardId": "base1-4"}),
+             ("/review/1/resolve", {"cardId": ""}),
+             ("/inventory/add", {"cardId": "nope-1", "variantId": "1"}),
+             ("/inventory/add", {"cardId": "base1-4", "variantId": "-3"})]
+    for path, data in posts:
+        r = await c.post(path, data={"csrf": csrf, **data})
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text[:300])
+    raw = await c.post("/inventory/add", content=b"\xff\xfe", headers={
+        "content-type": "application/json"})
+    assert raw.status_code == 403  # not a form: no CSRF token, refused before anything
+
+
+async def test_card_page_shows_printings_prices_and_items(
+        app_client: httpx.AsyncClient, catalog: Database, pg: TestCluster) -> None:
+    c = app_client
+    anonymous = await c.get("/cards/base1-4")
+    assert anonymous.status_code == 200 and "Sign in</a> to see" in anonymous.text
+    await sign_in(c, catalog, "write")
+    item_id = await add_item(c)
+    variant = await catalog.fetchval("SELECT variant_id FROM products p JOIN inventory_items i "
+                                     "ON i.product_id = p.id WHERE i.id = $1", item_id)
+    now, source = datetime.now(UTC), f"web-test-{item_id}"
+    async with catalog.transaction() as tx:  # small and in the past: no other test's concern
+        await prices.ingest(tx, [{"variantId": variant, "condition": "NM", "priceCents": c2,
+                                  "observedAt": (now - timedelta(days=d)).isoformat()}
+                                 for d, c2 in ((30, 300), (20, 320), (10, 310))],
+                            source=source)
+    try:
+        await replicas_caught_up(pg)  # prices are read from a replica, as the API reads them
+        r = await c.get("/cards/base1-4")
+    finally:
+        await catalog.execute("DELETE FROM prices WHERE source = $1", source)
+    assert r.status_code == 200
+    prices_part = r.text[r.text.find('id="prices-h"'):][:2000]
+    assert "<svg" in prices_part and 'class="chart"' in prices_part, prices_part
+    assert "Price history of Charizard" in prices_part
+    assert f'href="/inventory/items/{item_id}"' in r.text and "Printings" in r.text
+
+
+async def test_resolve_a_review_item(app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    capture = await in_review(catalog)
+    await sign_in(c, catalog, "write")
+    page = await c.get("/review")
+    assert f"Capture {capture['id']}" in page.text
+    assert capture["reasons"][0]["message"] in page.text
+    chosen = capture["candidates"][0]["card_id"]
+    r = await c.post(f"/review/{capture['id']}/resolve",
+                     data={"csrf": csrf_of(page.text), "cardId": chosen})
+    assert r.status_code == 303 and f"resolved={capture['id']}" in r.headers["location"]
+    done = await c.get(r.headers["location"])
+    assert f"Capture {capture['id']} resolved" in done.text
+    again = await c.post(f"/review/{capture['id']}/resolve",
+                         data={"csrf": csrf_of(page.text), "cardId": chosen})
+    assert again.status_code == 409 and "already" in again.text
+
+
+async def test_pages_stay_out_of_the_openapi_schema(pg: TestCluster) -> None:
+    paths = create_app(pg.settings()).openapi()["paths"]
+    assert not [p for p in paths if not p.startswith(("/v1", "/health", "/metrics"))]
