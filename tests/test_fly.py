@@ -4,6 +4,7 @@ ClusterErrors."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +21,8 @@ from cardmint.cluster import roles
 from cardmint.cluster.fly import FlyCluster, RunResult
 from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError
+from cardmint.ops.drill import CONTRACT
+from cardmint.ops.drill_fly import fly_drill
 from cardmint.ops.rotate_fly import rotate_fly
 from support import TestCluster
 
@@ -421,3 +424,34 @@ def test_cli_storage_and_backups_are_volumes_and_snapshots_on_fly(fly: Fly,
     assert "cardmint-db-restore" in fly.world()["apps"]
     assert ["volumes", "extend", "vol_a", "--size", "50", "-a", APP, "--yes",
             "--json"] in fly.sent()
+
+
+# -- the failover drill on Fly: flyctl's side from the stand-in, the probe on real PG ------
+
+
+async def test_drill_on_fly_kills_the_primary_machine_and_restarts_it(
+        fly: Fly, pg: TestCluster, catalog: Any) -> None:
+    w = fly.world()
+    w["auto_failover"] = True
+    fly.state.write_text(json.dumps(w))
+    settings = pg.settings(provider="fly", fly_app=APP)
+    report = await fly_drill(settings, force=True, fly=fly.cluster)
+    assert report["error"] is None, report["error"]
+    assert set(CONTRACT) <= report.keys() and report["provider"] == "fly"
+    assert (report["old_primary"], report["new_primary"]) == ("m1", "m2")
+    assert report["ok"] and report["rejoined"] and report["lost_writes"] == 0
+    assert report["acknowledged_writes"] > 0 and report["in_recovery_after"] is False
+    sent = [a[:3] for a in fly.sent()]
+    assert sent.count(["machine", "kill", "m1"]) == 1
+    assert sent.index(["machine", "kill", "m1"]) < sent.index(["machine", "start", "m1"])
+    roles = {m["id"]: (m["role"], m["state"]) for m in fly.world()["apps"][APP]["machines"]}
+    assert roles == {"m1": ("replica", "started"), "m2": ("primary", "started")}
+    assert await asyncio.to_thread(os.path.exists, report["markdown"])
+    assert report["id"] is not None
+
+
+async def test_drill_on_fly_refuses_without_a_running_replica(fly: Fly, pg: TestCluster) -> None:
+    await fly.cluster.kill_machine("m2")
+    with pytest.raises(ClusterError, match="no running replica"):
+        await fly_drill(pg.settings(provider="fly", fly_app=APP), force=True, fly=fly.cluster)
+    assert ["machine", "kill", "m1", "-a", APP] not in fly.sent()

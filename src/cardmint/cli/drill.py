@@ -34,9 +34,14 @@ def render(d: dict[str, Any]) -> None:
 def failover(home: HomeOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """SIGKILL the primary under a write probe, promote, check, rejoin; report recovery
     times and lost writes (stored in `drills` and under $CARDMINT_HOME/drills/)."""
-    from cardmint.ops.drill import failover_drill
+    from cardmint.cluster.provider import engine_of
 
-    report = run(failover_drill(settings(home), force=force))
+    cfg = settings(home)
+    if engine_of(cfg) == "fly":
+        from cardmint.ops.drill_fly import fly_drill as failover_drill
+    else:
+        from cardmint.ops.drill import failover_drill
+    report = run(failover_drill(cfg, force=force))
     emit(report, as_json, render)
     if not report["ok"]:
         raise typer.Exit(CRITICAL)
