@@ -290,3 +290,82 @@ def test_chart_escapes_names_and_refuses_a_tiny_canvas() -> None:
     _parse(svg)
     with pytest.raises(ValueError):
         line_chart({}, unit="ms", width=10, height=10)
+
+
+# -- the pages ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(pg: TestCluster):
+    from cardmint.api.app import create_app
+    from support import serving
+
+    async with serving(create_app(pg.settings())) as c:
+        yield c
+
+
+async def _cookie(db: Database, scope: str) -> dict[str, str]:
+    from cardmint.ops.tokens import create_token
+    from cardmint.web.session import COOKIE
+
+    token, _ = await create_token(db, owner=f"dashboard-test-{scope}", scope=scope)
+    return {"Cookie": f"{COOKIE}={token}", "Accept": "text/html"}
+
+
+async def test_the_dashboard_needs_an_admin_token(client, db: Database) -> None:
+    anonymous = await client.get("/dashboard")
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"].startswith("/signin?next=%2Fdashboard")
+    for scope in ("read", "write"):
+        refused = await client.get("/dashboard", headers=await _cookie(db, scope))
+        assert refused.status_code == 303 and refused.headers["location"].endswith("needs=admin")
+        # the script's request gets a status it can act on, not a sign-in page
+        fragment = await client.get("/dashboard/fragment", headers=await _cookie(db, scope))
+        assert fragment.status_code == 403
+    assert (await client.get("/dashboard/fragment",
+                             headers={"Accept": "text/html"})).status_code == 401
+
+
+async def test_an_admin_sees_the_dashboard(pg: TestCluster, client, db: Database) -> None:
+    headers = await _cookie(db, "admin")
+    page = await client.get("/dashboard", headers=headers)
+    assert page.status_code == 200, page.text
+    html = page.text
+    for needle in ('data-node="node1"', 'data-node="node2"', 'data-check="replica_lag"',
+                   "Operations dashboard", '<script src="/static/dashboard.js"',
+                   'id="chart-latency-t"', "Maintenance window", "Open incidents"):
+        assert needle in html, needle
+    assert "<script>" not in html and 'style="' not in html  # the CSP allows neither
+    assert "Content-Security-Policy" in page.headers
+    for role, password in pg.cluster.passwords().items():
+        assert password not in html, role
+
+    fragment = await client.get("/dashboard/fragment", headers=headers)
+    assert fragment.status_code == 200
+    assert "<html" not in fragment.text and 'data-node="node2"' in fragment.text
+    static = await client.get("/static/dashboard.js")
+    assert static.status_code == 200 and "fetch(" in static.text
+
+
+async def test_bad_refresh_is_a_400_and_pages_stay_out_of_the_schema(client,
+                                                                     db: Database) -> None:
+    headers = await _cookie(db, "admin")
+    for bad in ("1", "abc", "100000"):
+        response = await client.get(f"/dashboard?refresh={bad}", headers=headers)
+        assert response.status_code == 400, bad
+    assert (await client.get("/dashboard?refresh=10", headers=headers)).status_code == 200
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert not [p for p in paths if p.startswith("/dashboard")]
+
+
+def test_a_threshold_far_above_the_data_is_named_not_drawn() -> None:
+    start = NOW - timedelta(hours=1)
+    svg = line_chart({"p95": [(start, 1.5), (NOW, 2.5)]}, unit="ms", threshold=100,
+                     threshold_label="p95 target 100 ms", start=start, end=NOW)
+    root = _parse(str(svg))
+    group = next(g for g in root.iter(f"{SVG}g") if "threshold" in g.get("class", ""))
+    assert group.find(f"{SVG}line") is None
+    assert "p95 target 100 ms: above this scale" in group.find(f"{SVG}text").text
+    labels = [t.text for t in root.iter(f"{SVG}text")]
+    assert "5 ms" in labels  # the scale fits the data, not the target
+    assert "threshold 100 ms" in root.find(f"{SVG}desc").text
