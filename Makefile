@@ -6,15 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv postgres pgbouncer lint bench down clean
+.PHONY: run test venv postgres pgbouncer patroni browser lint bench down clean
 
-run: venv postgres pgbouncer
+run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint cluster up
 	$(BIN)/cardmint db upgrade
 	$(BIN)/cardmint catalog load
 	$(BIN)/cardmint serve
 
-test: venv postgres pgbouncer
+test: venv postgres pgbouncer patroni browser
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -54,6 +54,52 @@ pgbouncer:
 	  command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || echo "PgBouncer is" \
 	    "missing: \`cardmint pooler\` and its tests are skipped (Debian: apt-get install" \
 	    "pgbouncer)"; }
+
+# The Patroni engine (`cluster up --engine patroni`): Patroni in its own venv made from
+# the system Python (it runs as the postgres OS user, which cannot read every Python),
+# and etcd, its DCS, from Debian's etcd-server; installed when missing and we may.
+PATRONI_VENV := .venv-patroni
+PATRONI_STAMP := $(PATRONI_VENV)/.installed
+SYSTEM_PYTHON ?= /usr/bin/python3
+
+patroni: $(PATRONI_STAMP)
+	@command -v etcd >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing etcd (Debian package etcd-server)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      etcd-server >/dev/null; \
+	  fi; \
+	  command -v etcd >/dev/null || echo "etcd is missing: the Patroni engine cannot run and" \
+	    "its tests are skipped (Debian: apt-get install etcd-server, or set CARDMINT_ETCD)"; }
+
+$(PATRONI_STAMP): requirements-patroni.txt
+	@test -x $(SYSTEM_PYTHON) || { echo "The Patroni engine needs $(SYSTEM_PYTHON) (a Python" \
+	  "the postgres OS user can read): set SYSTEM_PYTHON=/path/to/python3"; exit 1; }
+	@test -x $(PATRONI_VENV)/bin/pip || { rm -rf $(PATRONI_VENV); \
+	  $(SYSTEM_PYTHON) -m venv $(PATRONI_VENV) >/dev/null 2>&1 || { rm -rf $(PATRONI_VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "installing python3-venv (Debian package)"; \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        python3-venv >/dev/null; \
+	    fi; \
+	    $(SYSTEM_PYTHON) -m venv $(PATRONI_VENV); } || { \
+	  echo "Cannot make $(PATRONI_VENV) (Debian: apt-get install python3-venv)"; exit 1; }; }
+	$(PATRONI_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  --requirement requirements-patroni.txt
+	touch $@
+
+# Debian's chromium for the browser tests (Playwright drives it; its own browser download
+# is never used). Without it those tests are skipped with the reason.
+browser:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package chromium) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium >/dev/null; \
+	  fi; \
+	  test -x /usr/bin/chromium || command -v chromium >/dev/null || echo "chromium is" \
+	    "missing: the browser tests (tests/test_web_*browser.py) are skipped (Debian:" \
+	    "apt-get install chromium)"; }
 
 lint: venv
 	$(BIN)/ruff check src tests bench

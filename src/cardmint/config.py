@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     fly_consumer_app: str | None = None
     flyctl: str = "flyctl"
     pg_bindir: Path | None = None
+    # The Patroni engine: the venv holding Patroni and patronictl (`make patroni`; the
+    # postgres OS user must be able to read it) and etcd, its DCS (Debian's etcd-server).
+    patroni_bin: Path = Path(__file__).resolve().parents[2] / ".venv-patroni" / "bin"
+    etcd: str = "etcd"
     pg_os_user: str = "postgres"
     # TLS: the operator's certificate, key and CA; unset, `cluster up` makes its own.
     tls_cert_file: Path | None = None

@@ -124,6 +124,23 @@ def include_resources(user: OsUser, datadir: Path) -> None:
         write(user, main, text.rstrip("\n") + f"\n{line}\n")
 
 
+def archive_command(archive: Path) -> str:
+    """Copy then rename; a segment archived before is accepted only if identical."""
+    return (
+        f'if test -f "{archive}/%f"; then cmp -s "%p" "{archive}/%f"; '
+        f'else cp "%p" "{archive}/%f.part" && mv "{archive}/%f.part" "{archive}/%f"; fi'
+    )
+
+
+def common_conf(archive: Path) -> str:
+    """The settings every node shares (the Patroni engine hands them to Patroni)."""
+    conf = COMMON_CONF.format(archive_command=archive_command(archive))
+    tls_dir = archive.parent / "tls"  # the cluster home's certificates, when it has them
+    if (tls_dir / "server.crt").exists():
+        conf += tls.server_conf(tls_dir)
+    return conf
+
+
 def configure(user: OsUser, node: Node, archive: Path) -> None:
     """Write the shared and per-node settings and the HBA rules into `node`'s directory."""
     datadir = Path(node.datadir)
@@ -132,15 +149,7 @@ def configure(user: OsUser, node: Node, archive: Path) -> None:
     if "include_if_exists = 'cardmint.conf'" not in text:
         text += "\ninclude_if_exists = 'cardmint.conf'\ninclude_if_exists = 'cardmint-node.conf'\n"
         write(user, main, text)
-    command = (
-        f'if test -f "{archive}/%f"; then cmp -s "%p" "{archive}/%f"; '
-        f'else cp "%p" "{archive}/%f.part" && mv "{archive}/%f.part" "{archive}/%f"; fi'
-    )
-    conf = COMMON_CONF.format(archive_command=command)
-    tls_dir = archive.parent / "tls"  # the cluster home's certificates, when it has them
-    if (tls_dir / "server.crt").exists():
-        conf += tls.server_conf(tls_dir)
-    write(user, datadir / "cardmint.conf", conf)
+    write(user, datadir / "cardmint.conf", common_conf(archive))
     write(user, datadir / "cardmint-node.conf",
           f"port = {node.port}\ncluster_name = {conf_string('cardmint-' + node.name)}\n"
           f"log_filename = {conf_string(node.name + '-%Y%m%d-%H%M%S.log')}\n")

@@ -59,6 +59,9 @@ class ClusterState:
     nodes: list[Node] = field(default_factory=list)
     # PgBouncer before the primary (`cardmint pooler up`): {"port", "pid", "target", ...}
     pooler: dict[str, Any] | None = None
+    # The Patroni engine (cluster/patroni.py): scope, DCS and each member's REST port,
+    # PID and config file
+    patroni: dict[str, Any] | None = None
 
     @property
     def primary(self) -> Node:
@@ -111,6 +114,8 @@ class ClusterState:
         data = asdict(self)
         if data["pooler"] is None:
             del data["pooler"]  # files without a pooler stay as they were
+        if data["patroni"] is None:
+            del data["patroni"]  # so do files of the local engine
         data["dsns"] = self.dsns() if self.nodes else {}
         return data
 

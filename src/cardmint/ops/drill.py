@@ -161,10 +161,16 @@ async def failover_drill(settings: Settings, *, force: bool = False,
                          now: datetime | None = None) -> dict[str, Any]:
     """Run the drill and return its report (the design's JSON contract, and more)."""
     require_window("the failover drill", force=force, now=now)
-    cluster = LocalCluster(settings)
+    cluster: Any = LocalCluster(settings)
     state = cluster.state()
     if state is None or state.status != READY:
         raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
+    exercise = _exercise
+    if state.provider == "patroni":  # a lost host, and Patroni's own failover
+        from cardmint.ops import drill_patroni
+
+        cluster, state = await drill_patroni.prepare(settings)
+        exercise = drill_patroni.exercise
     status = await cluster.status()
     streaming = [n["name"] for n in status["nodes"]
                  if n["role"] == "replica" and n["state"] == "streaming"]
@@ -189,7 +195,7 @@ async def failover_drill(settings: Settings, *, force: bool = False,
     await db.open()
     try:
         probe = WriteProbe(db, run)
-        killed_at = await _exercise(cluster, state, settings, pid, probe, report)
+        killed_at = await exercise(cluster, state, settings, pid, probe, report)
         if killed_at is not None and report["new_primary"] is not None:
             await _tally(db, probe, killed_at, report)
             report["health_after_rejoin"] = (await check_health(refreshed(settings))).status
@@ -239,16 +245,7 @@ async def _exercise(cluster: LocalCluster, state: ClusterState, settings: Settin
 
         count = len(probe.acks)
         await probe.until(lambda: len(probe.acks) > count)
-        fresh = refreshed(settings)
-        health = await check_health(fresh)
-        report["health"] = health.status
-        report["health_findings"] = [f"{c['name']} {c['node'] or ''} {c['status']}: "
-                                     f"{c['detail']}" for c in health.to_dict()["checks"]
-                                     if c["status"] != "ok"]
-        card = await run_test_card(fresh)
-        report["test_card"] = card.ok
-        report["test_card_failures"] = [f"{st.name}: {st.detail}" for st in card.steps
-                                        if not st.ok]
+        await check_after_failover(settings, report)
 
         rejoin = await cluster.rejoin(old.name)
         report["rejoined"] = True
@@ -263,6 +260,20 @@ async def _exercise(cluster: LocalCluster, state: ClusterState, settings: Settin
         for conn in conns.values():
             await conn.close()
     return killed_at
+
+
+async def check_after_failover(settings: Settings, report: dict[str, Any]) -> None:
+    """Health and test-card against the new topology, into `report`."""
+    fresh = refreshed(settings)
+    health = await check_health(fresh)
+    report["health"] = health.status
+    report["health_findings"] = [f"{c['name']} {c['node'] or ''} {c['status']}: "
+                                 f"{c['detail']}" for c in health.to_dict()["checks"]
+                                 if c["status"] != "ok"]
+    card = await run_test_card(fresh)
+    report["test_card"] = card.ok
+    report["test_card_failures"] = [f"{st.name}: {st.detail}" for st in card.steps
+                                    if not st.ok]
 
 
 async def _tally(db: Database, probe: WriteProbe, killed_at: float,

@@ -1,0 +1,131 @@
+"""The failover drill's middle on the Patroni engine: a lost host, and Patroni's own
+failover.
+
+"Killing the primary" SIGKILLs both the leader's Patroni and its postmaster, as if the
+host had gone: nobody releases the leader key, so the survivors wait for it to expire
+(the DCS ttl). Detection is the moment the surviving member's REST API no longer names
+the old leader; promotion runs from there until `pg_is_in_recovery()` is false on the
+new leader; rejoin starts the old member's Patroni again, which rewinds it and follows
+the new leader. The probe, health, test-card, tally and report are drill.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import asyncpg
+
+from cardmint.cluster import failover as ha
+from cardmint.cluster import patroni_conf, patroni_rest
+from cardmint.cluster.patroni import PatroniCluster
+from cardmint.cluster.state import ClusterState
+from cardmint.config import Settings
+from cardmint.errors import CardmintError, ClusterError
+from cardmint.ops import drill
+
+DETECT_POLL_S = 0.02
+PROMOTE_POLL_S = 0.005
+# The leader key outlives a dead leader by up to the ttl; then a loop or two, and margin.
+LEADER_TIMEOUT_S = patroni_conf.TTL_S + 30.0
+
+
+async def prepare(settings: Settings) -> tuple[PatroniCluster, ClusterState]:
+    """The cluster, with cluster.json naming Patroni's leader as the primary now."""
+    cluster = PatroniCluster(settings)
+    await cluster.refresh()
+    state = cluster.state()
+    assert state is not None
+    return cluster, state
+
+
+async def wait_leader_change(cluster: PatroniCluster, state: ClusterState, old: str,
+                             timeout: float = LEADER_TIMEOUT_S) -> tuple[float, str]:
+    """(when the survivors stopped naming `old` the leader, the new leader's name)."""
+    ports = [cluster.rest_port(state, n.name) for n in state.nodes if n.name != old]
+    deadline = time.monotonic() + timeout
+    detected_at = None
+    while True:
+        for port in ports:
+            try:
+                found = patroni_rest.members(await patroni_rest.get(port, "/cluster",
+                                                                   timeout=1.0))
+            except ClusterError:
+                continue
+            lead = patroni_rest.leader(found)
+            if lead != old:
+                detected_at = detected_at or time.monotonic()
+                if lead is not None:
+                    return detected_at, lead
+            break
+        if time.monotonic() > deadline:
+            raise ClusterError(f"Patroni still names {old} the leader {timeout:.0f} s after "
+                               "it was killed")
+        await asyncio.sleep(DETECT_POLL_S)
+
+
+async def _writable(conn: asyncpg.Connection, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await conn.fetchval("SELECT pg_is_in_recovery()"):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the new leader still in recovery after {timeout:.0f} s")
+        await asyncio.sleep(PROMOTE_POLL_S)
+
+
+async def exercise(cluster: PatroniCluster, state: ClusterState, settings: Settings,
+                   pid: int, probe: drill.WriteProbe, report: dict[str, Any]) -> float | None:
+    """Kill the leader's host, time Patroni's failover, check, rejoin; the probe writes
+    throughout. Fills `report`; returns when the leader was killed (None if it was not)."""
+    old = state.primary
+    task = asyncio.create_task(probe.loop())
+    conns: dict[str, asyncpg.Connection] = {}
+    killed_at = None
+    try:
+        patroni_pid = cluster.patroni_pid(old.name)
+        if patroni_pid is None:
+            raise ClusterError(f"the leader {old.name}'s Patroni is not running")
+        await probe.until(lambda: len(probe.acks) >= drill.WARMUP_WRITES)
+        for node in state.replicas:  # opened now, so timing the promotion pays no connect
+            conns[node.name] = await cluster._pg._admin_connect(node, "postgres", timeout=3)
+
+        killed_at = time.monotonic()
+        os.kill(patroni_pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+        report["detected_by"] = "patroni"
+        detected_at, new = await wait_leader_change(cluster, state, old.name)
+        report["detection_s"] = round(detected_at - killed_at, 4)
+        conn = conns[new]
+        await _writable(conn)
+        promoted_at = time.monotonic()
+        report["promotion_s"] = round(promoted_at - detected_at, 4)
+        row = await conn.fetchrow(ha.POSITION_SQL)
+        report["new_primary"] = new
+        report["timeline"] = row["timeline"]
+        report["failover"] = ha.FailoverReport(
+            kind="failover", old_primary=old.name, new_primary=new,
+            old_primary_was_running=True, stop_mode="SIGKILL (Patroni and postmaster)",
+            fenced=False, timeline=row["timeline"], lsn=row["lsn"],
+            timings_s={"promote": report["promotion_s"]}).to_dict()
+        report["in_recovery_after"] = await conn.fetchval("SELECT pg_is_in_recovery()")
+        await cluster.refresh()  # cluster.json names the new leader: the checks follow
+
+        count = len(probe.acks)
+        await probe.until(lambda: len(probe.acks) > count)
+        await drill.check_after_failover(settings, report)
+
+        rejoin = await cluster.rejoin(old.name)
+        report["rejoined"] = True
+        report["rejoin"] = rejoin.to_dict()
+        count = len(probe.acks)
+        await probe.until(lambda: len(probe.acks) >= count + 10)  # writes go on (sync too)
+    except CardmintError as exc:
+        report["error"] = str(exc)
+    finally:
+        probe.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        for c in conns.values():
+            await c.close()
+    return killed_at
