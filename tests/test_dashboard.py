@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,6 +168,9 @@ def test_node_verdicts() -> None:
 
 @pytest.mark.slow
 async def test_a_stopped_replica_then_no_primary(work_root: Path, template_dir: Path) -> None:
+    from cardmint.api.app import create_app
+    from support import replicas_caught_up, serving
+
     tc = await start_cluster(work_root, template_dir, "dashboard")
     db = None
     try:
@@ -175,34 +179,59 @@ async def test_a_stopped_replica_then_no_primary(work_root: Path, template_dir: 
         db = Database(s)
         await db.open(monitor=False)
         assert node(await snapshot(s, db), "node2")["status"] == "ok"
-
-        state = tc.cluster.state()
-        await process.stop(state.replicas[0].pid)
-        snap = await snapshot(s, db)
-        replica = node(snap, "node2")
-        assert replica["status"] == "critical" and replica["running"] is False
-        assert "not running" in replica["reasons"]
-        assert check(snap, "connectivity", "node2")["status"] != "ok"
-        assert node(snap, "node1")["status"] in ("ok", "warn")
-        assert snap["status"] == "critical"
-        assert snap["alerts"]["available"]  # the primary still answers
-
-        await tc.cluster.up()  # starts the stopped node, by its data directory
-        await poll(lambda: _node_status(s, db, "node2", "ok"), timeout=30)
-
-        await process.stop(tc.cluster.state().primary.pid)
-        snap = await snapshot(s, db)
-        assert node(snap, "node1")["status"] == "critical"
-        assert check(snap, "role")["status"] == "critical"
-        for name in ("series", "alerts", "incidents", "backups", "drills"):
-            assert snap[name]["available"] is False, name
-            assert snap[name]["error"]
-        assert snap["maintenance"]["available"] and snap["status"] == "critical"
-        assert tc.password("cardmint_app") not in json.dumps(plain(snap))
+        headers = await _cookie(db, "admin")
+        await replicas_caught_up(tc)  # the token is on the replica too
+        async with serving(create_app(s)) as client:
+            await _replica_down_then_no_primary(tc, s, db, client, headers)
     finally:
         if db is not None:
             await db.close()
         await tc.cluster.down(purge=True)
+
+
+async def _replica_down_then_no_primary(tc: TestCluster, s, db: Database, client,
+                                        headers: dict[str, str]) -> None:
+    state = tc.cluster.state()
+    await process.stop(state.replicas[0].pid)
+    snap = await snapshot(s, db)
+    replica = node(snap, "node2")
+    assert replica["status"] == "critical" and replica["running"] is False
+    assert "not running" in replica["reasons"]
+    assert check(snap, "connectivity", "node2")["status"] != "ok"
+    assert node(snap, "node1")["status"] in ("ok", "warn")
+    assert snap["status"] == "critical"
+    assert snap["alerts"]["available"]  # the primary still answers
+    page = await client.get("/dashboard", headers=headers)
+    assert page.status_code == 200
+    assert re.search(r'data-node="node2" data-status="critical"', page.text)
+
+    await tc.cluster.up()  # starts the stopped node, by its data directory
+    await poll(lambda: _node_status(s, db, "node2", "ok"), timeout=30)
+
+    await process.stop(tc.cluster.state().primary.pid)
+    snap = await snapshot(s, db)
+    assert node(snap, "node1")["status"] == "critical"
+    assert check(snap, "role")["status"] == "critical"
+    for name in ("series", "alerts", "incidents", "backups", "drills"):
+        assert snap[name]["available"] is False, name
+        assert snap[name]["error"]
+    assert snap["maintenance"]["available"] and snap["status"] == "critical"
+    assert tc.password("cardmint_app") not in json.dumps(plain(snap))
+
+    # the page still opens (a replica vouches for the admin token) and, once the snapshot
+    # viewers share is renewed, shows the primary down
+    async def page_without_primary():
+        response = await client.get("/dashboard", headers=headers)
+        return response if response.status_code == 200 and re.search(
+            r'data-node="node1" data-status="critical"', response.text) else None
+
+    page = await poll(page_without_primary, timeout=30, interval=0.25)
+    assert re.search(r'data-node="node2" data-status="(ok|warn)"', page.text)
+    assert page.text.count("unavailable: ") >= 5
+    for role, password in tc.cluster.passwords().items():
+        assert password not in page.text, role
+    fragment = await client.get("/dashboard/fragment", headers=headers)
+    assert fragment.status_code == 200 and "unavailable: " in fragment.text
 
 
 async def _node_status(s, db: Database, name: str, expected: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from cardmint.db import Database
 from cardmint.db.values import TOKEN_SCOPES
-from cardmint.errors import UsageError, ValidationError
+from cardmint.errors import DatabaseUnavailable, UsageError, ValidationError
 
 SCOPES = TOKEN_SCOPES
 PREFIX = "cm_"
@@ -53,8 +53,10 @@ async def create_token(db: Database, *, owner: str, scope: str) -> tuple[str, di
     return token, dict(row)
 
 
-async def authenticate(db: Database, token: str) -> Principal | None:
-    """The principal a presented token stands for, or None (unknown, revoked, malformed)."""
+async def authenticate(db: Database, token: str, *, stale_ok: bool = False) -> Principal | None:
+    """The principal a presented token stands for, or None (unknown, revoked, malformed).
+    `stale_ok` lets a replica vouch for it (a revocation reaches it within the replica lag)
+    and makes recording its use best-effort: for reading when there is no primary."""
     if not token.startswith(PREFIX) or len(token) > 100:
         return None
     wanted = digest(token)
@@ -62,12 +64,18 @@ async def authenticate(db: Database, token: str) -> Principal | None:
         "SELECT id, owner, scope, token_hash, "
         "       last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2) "
         "         AS stale "
-        "FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", wanted, TOUCH_EVERY_S)
+        "FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL", wanted, TOUCH_EVERY_S,
+        stale_ok=stale_ok)
     # the lookup is by hash; compare again in constant time all the same
     if row is None or not hmac.compare_digest(bytes(row["token_hash"]), wanted):
         return None
     if row["stale"]:
-        await db.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1", row["id"])
+        try:
+            await db.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1",
+                             row["id"])
+        except DatabaseUnavailable:
+            if not stale_ok:
+                raise
     return Principal(row["id"], row["owner"], row["scope"])
 
 

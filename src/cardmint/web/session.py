@@ -74,20 +74,22 @@ def _limiter(request: Request) -> FailureLimiter:
     return request.app.state.auth_failures  # type: ignore[no-any-return]
 
 
-async def check_token(request: Request, token: str) -> Principal | None:
-    """The token's principal, or None; a failure counts against the client like the API's."""
+async def check_token(request: Request, token: str, *,
+                      stale_ok: bool = False) -> Principal | None:
+    """The token's principal, or None; a failure counts against the client like the API's.
+    `stale_ok`: a replica may answer (see `authenticate`)."""
     limiter = _limiter(request)
     client = _client(request)
     wait = limiter.retry_after(client)
     if wait is not None:
         raise TooManyFailures(wait)
-    principal = await authenticate(request.app.state.db, token.strip())
+    principal = await authenticate(request.app.state.db, token.strip(), stale_ok=stale_ok)
     if principal is None:
         limiter.fail(client)
     return principal
 
 
-async def current_session(request: Request) -> Session | None:
+async def current_session(request: Request, *, stale_ok: bool = False) -> Session | None:
     """The signed-in session, or None (no cookie, or a token no longer valid)."""
     cached = getattr(request.state, "web_session", ...)
     if cached is not ...:
@@ -95,7 +97,7 @@ async def current_session(request: Request) -> Session | None:
     token = request.cookies.get(COOKIE, "")
     session = None
     if token:
-        principal = await check_token(request, token)
+        principal = await check_token(request, token, stale_ok=stale_ok)
         if principal is not None:
             session = Session(principal, csrf_for(token))
     request.state.web_session = session  # render() shows who is signed in from this
@@ -107,14 +109,15 @@ def _here(request: Request) -> str:
     return request.url.path + (f"?{query}" if query else "")
 
 
-def require_page(scope: str = "read") -> Callable[[Request], Awaitable[Session]]:
+def require_page(scope: str = "read", *,
+                 stale_ok: bool = False) -> Callable[[Request], Awaitable[Session]]:
     """A page dependency: the session, if its token allows `scope`; else a redirect to sign-in
     that comes back here afterwards."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
     async def dependency(request: Request) -> Session:
-        session = await current_session(request)
+        session = await current_session(request, stale_ok=stale_ok)
         if session is None:
             raise SignInRequired(_here(request))
         if not session.allows(scope):
