@@ -156,6 +156,8 @@ def test_node_verdicts() -> None:
     assert judge_node({**up, "lag_s": 12.0}, [], s)[0] == "warn"
     assert judge_node({**up, "lag_s": 31.0}, [], s)[0] == "critical"
     assert judge_node({**up, "state": "recovering"}, [], s)[0] == "warn"
+    assert judge_node({**up, "patroni": {"running": False}}, [], s) == (
+        "warn", ["its Patroni agent is not running"])
     status, reasons = judge_node({**up, "running": False, "state": "stopped"}, [], s)
     assert status == "critical" and reasons == ["not running"]
     failing = [{"name": "storage", "node": "node2", "status": "warn"},

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from cardmint.cluster.provider import open_cluster
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.dsn import redact
@@ -59,12 +60,6 @@ async def _section(name: str, read: Callable[[], Awaitable[dict[str, Any]]],
 
 async def cluster_status(settings: Settings) -> dict[str, Any]:
     """What `cardmint cluster status` reports, from whichever engine runs the cluster."""
-    try:
-        from cardmint.cluster.provider import open_cluster
-    except ImportError:  # before the provider interface: the local engine is the only one
-        from cardmint.cluster.local import LocalCluster
-
-        return await LocalCluster(settings).status()
     return await open_cluster(settings).status()
 
 
@@ -107,6 +102,10 @@ def judge_node(node: dict[str, Any], checks: list[dict[str, Any]],
         if state == "recovering":
             statuses.append(WARN)
             reasons.append("not streaming from the primary")
+    if (node.get("patroni") or {}).get("running") is False:
+        # the server still serves, but nothing will fail it over (or over to it)
+        statuses.append(WARN)
+        reasons.append("its Patroni agent is not running")
     for c in checks:
         if c["node"] == node["name"] and c["status"] != OK:
             statuses.append(c["status"])
