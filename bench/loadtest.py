@@ -160,7 +160,7 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
 
 async def api(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    async with serving(s) as (url, _pid):
+    async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
             spec, served = await loadtest_mix.openapi(http)
             cards = await loadtest_mix.draw_cards(http, random.Random(7))

@@ -149,7 +149,7 @@ async def measure(s: Settings, token: str, sets: list[str], seconds: int,
                   clients: int) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": load()}
     headers = {"Authorization": f"Bearer {token}"}
-    async with serving(s) as (url, _pid):
+    async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
             cards = await loadtest_mix.draw_cards(http, random.Random(7))
         ops = {"lookup": Operation("lookup", 1, loadtest_mix.lookup_request(cards)),

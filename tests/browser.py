@@ -111,7 +111,7 @@ async def web_server(pg: TestCluster, catalog: Database,
         # cwd: the work root, so that no developer's .env in the checkout is read
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cardmint", "serve", "--host", "127.0.0.1", "--port",
-            str(port), "--no-worker", cwd=work_root, env=env, stdout=out,
+            str(port), "--no-worker", "--no-monitor", cwd=work_root, env=env, stdout=out,
             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -3,6 +3,7 @@ once, recorded, logged and POSTed to a local webhook; the CLI's JSON and exit co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from cardmint.db import Database
 from cardmint.ops import monitor
 from cardmint.ops.clock import utc
 from cardmint.ops.facts import HostSampler
+from cardmint.ops.monitor_loop import run_loop
 from support import TestCluster, poll
 from test_cli import ROOT, cardmint, no_traceback
 
@@ -295,3 +297,50 @@ def test_without_a_cluster_monitor_and_alerts_exit_3(tmp_path: Path) -> None:
         assert done.returncode == 3, done
         assert "cluster up" in done.stderr
         no_traceback(done)
+
+
+# -- one monitor loop samples, cluster-wide; `cardmint serve` runs one ---------------------
+
+
+async def test_only_one_loop_samples_and_the_other_takes_over(pg: TestCluster,
+                                                                fresh_rows: None) -> None:
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    s = pg.settings()
+    a = asyncio.create_task(run_loop(s, interval_s=0.1, on_round=first.append,
+                                     stop=stop_first))
+    try:
+        await poll(lambda: any(r.get("stored") for r in first), timeout=30)
+        b = asyncio.create_task(run_loop(s, interval_s=0.1, on_round=second.append,
+                                         stop=stop_second))
+        try:
+            await poll(lambda: len(second) >= 3, timeout=30)
+            assert all(r == {"leader": False} for r in second)  # it never sampled
+            stop_first.set()
+            await a
+            await poll(lambda: any(r.get("stored") for r in second), timeout=30)
+        finally:
+            stop_second.set()
+            await b
+    finally:
+        stop_first.set()
+        await asyncio.gather(a, return_exceptions=True)
+
+
+async def test_serve_runs_the_monitor_loop(pg: TestCluster, fresh_rows: None) -> None:
+    from cardmint.api.app import create_app
+    from cardmint.api.background import run_monitor_in
+    from support import serving
+
+    db = Database(pg.settings(), replica_dsns=[])
+    await db.open(monitor=False)
+    try:
+        before = await db.fetchval("SELECT coalesce(max(id), 0) FROM monitor_samples")
+        app = create_app(pg.settings())
+        run_monitor_in(app, interval_s=0.1)
+        async with serving(app):
+            await poll(lambda: db.fetchval("SELECT count(*) >= 2 FROM monitor_samples "
+                                           "WHERE id > $1", before), timeout=30)
+    finally:
+        await db.close()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
@@ -19,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
 from cardmint.api.auth import Principal, require_scope
+from cardmint.api.background import run_beside
 from cardmint.api.idempotency import idempotent
 from cardmint.api.models import Model
 from cardmint.api.problems import problem
@@ -262,22 +261,9 @@ def _problem(exc: _Invalid) -> JSONResponse:
 # -- the in-process worker --------------------------------------------------------------------
 
 def run_worker_in(app: FastAPI, **options: Any) -> None:
-    """Run one intake worker for as long as the app runs (wrapping its lifespan): it starts
-    once the data layer is open and stops, finishing its job, before the database closes."""
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            stop = asyncio.Event()
-            task = asyncio.create_task(_worker(a, stop, options))
-            try:
-                yield state
-            finally:
-                stop.set()
-                await task
-
-    app.router.lifespan_context = lifespan
+    """Run one intake worker for as long as the app runs: it starts once the data layer
+    is open and stops, finishing its job, before the database closes."""
+    run_beside(app, lambda a, stop: _worker(a, stop, options))
 
 
 async def _worker(app: FastAPI, stop: asyncio.Event, options: dict[str, Any]) -> None:

@@ -8,10 +8,8 @@ document per round, one per line.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,9 +21,9 @@ from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit
 from cardmint.config import Settings
 from cardmint.db import Database
-from cardmint.errors import CardmintError, UsageError
+from cardmint.errors import UsageError
 from cardmint.ops import monitor as ops
-from cardmint.ops.facts import HostSampler
+from cardmint.ops.monitor_loop import run_loop
 from cardmint.ops.rules import worst_severity
 
 _COLOURS = {"P0": "bold red", "P1": "red", "P2": "yellow"}
@@ -82,57 +80,26 @@ def _render_once(d: dict[str, Any]) -> None:
 
 async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool,
                 backups: bool = True) -> None:
-    """Until cancelled: one bounded round per interval, one data layer for all of them;
-    with `backups`, each round also runs the backup schedule (daily backup, retention)."""
-    host, memory, db = HostSampler(), ops.AlertMemory(), None
-    backup_task: asyncio.Task[dict[str, Any]] | None = None
-    last_backup_turn = float("-inf")
-    try:
-        while True:
-            began = time.monotonic()
-            if db is None:
-                try:
-                    db = await ops.open_database(s)
-                except CardmintError:
-                    db = None  # the round reports it; try again next time
-            report = await ops.run_once(s, webhook=webhook, host=host, db=db,
-                                        interval_s=interval, memory=memory)
-            data = report.to_dict()
-            # The backup schedule runs beside the rounds (a backup takes seconds; the
-            # rounds must keep their cadence) and at most once a minute.
-            if backup_task is not None and backup_task.done():
-                data["backup_schedule"] = backup_task.result()
-                backup_task = None
-            if backups and backup_task is None and began - last_backup_turn >= BACKUP_EVERY_S:
-                backup_task = asyncio.create_task(_backup_turn(s))
-                last_backup_turn = began
+    """Until Ctrl-C: one bounded round per interval (see ops.monitor_loop)."""
+    shown_follower = False
+
+    def show(data: dict[str, Any]) -> None:
+        nonlocal shown_follower
+        if data.get("leader") is False:
             if as_json:
                 print(json.dumps(data), flush=True)
-            else:
-                _render_round(data)
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))
-    finally:
-        if backup_task is not None:
-            await asyncio.wait([backup_task])  # never leave a backup half-made
-        if db is not None:
-            await db.close()
+            elif not shown_follower:
+                console.print("another monitor (a `cardmint serve` or `cardmint monitor`) "
+                              "is sampling; this one takes over if it stops")
+            shown_follower = True
+            return
+        shown_follower = False
+        if as_json:
+            print(json.dumps(data), flush=True)
+        else:
+            _render_round(data)
 
-
-BACKUP_EVERY_S = 60.0
-
-
-async def _backup_turn(s: Settings) -> dict[str, Any]:
-    """The daily backup and prune; a failure is reported, and health's backup_age check
-    and the monitor's alerts make it visible, but it never stops the loop."""
-    from cardmint.ops import backup
-
-    try:
-        result = await backup.schedule_once(s)
-    except CardmintError as exc:
-        logging.getLogger("cardmint.backup").error("scheduled backup failed: %s", exc)
-        return {"ok": False, "error": str(exc)}
-    return {"ok": True, "due": result["due"],
-            "backup": (result["backup"] or {}).get("id")}
+    await run_loop(s, interval_s=interval, webhook=webhook, backups=backups, on_round=show)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
         home: HomeOpt = None,
         worker: Annotated[bool, typer.Option(help="Run one intake worker in-process.")] = True,
+        monitor: Annotated[bool, typer.Option(
+            help="Run the monitor loop in-process (it samples only if no other monitor "
+                 "does), so alerts fire and the dashboard's charts fill.")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
@@ -38,5 +41,9 @@ def register(app: typer.Typer) -> None:
             from cardmint.api.intake import run_worker_in
 
             run_worker_in(api)
+        if monitor:
+            from cardmint.api.background import run_monitor_in
+
+            run_monitor_in(api)
         uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
                     http="httptools", log_level="info", access_log=False)

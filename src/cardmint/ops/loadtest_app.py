@@ -61,7 +61,8 @@ async def _target(settings: Settings, url: str | None) -> AsyncIterator[tuple[st
     if url:
         yield url.rstrip("/"), None
     else:
-        async with serving(settings) as (base, pid):
+        # no in-process monitor: the load test measures the API alone
+        async with serving(settings, extra_args=("--no-monitor",)) as (base, pid):
             yield base, pid
 
 

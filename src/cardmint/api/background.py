@@ -1,0 +1,44 @@
+"""Work that runs for as long as the app runs, inside its lifespan (`cardmint serve`):
+the intake worker and the monitor loop. Each gets a stop event, set before the app's
+database closes, and is awaited so it finishes what it was doing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+Job = Callable[[FastAPI, asyncio.Event], Awaitable[None]]
+
+
+def run_beside(app: FastAPI, job: Job) -> None:
+    """Wrap the app's lifespan so `job(app, stop)` runs beside it."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as state:
+            stop = asyncio.Event()
+            task = asyncio.create_task(job(a, stop))
+            try:
+                yield state
+            finally:
+                stop.set()
+                await task
+
+    app.router.lifespan_context = lifespan
+
+
+def run_monitor_in(app: FastAPI, interval_s: float | None = None) -> None:
+    """The monitor loop beside the app (it samples only while it leads; see
+    ops.monitor_loop), so the dashboard's charts fill without another command."""
+    from cardmint.ops.monitor_loop import run_loop
+
+    async def job(a: FastAPI, stop: asyncio.Event) -> None:
+        s = a.state.settings
+        await run_loop(s, interval_s=interval_s or s.monitor_interval_s, stop=stop)
+
+    run_beside(app, job)
