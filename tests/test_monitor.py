@@ -338,7 +338,7 @@ async def test_serve_runs_the_monitor_loop(pg: TestCluster, fresh_rows: None) ->
     try:
         before = await db.fetchval("SELECT coalesce(max(id), 0) FROM monitor_samples")
         app = create_app(pg.settings())
-        run_monitor_in(app, interval_s=0.1)
+        run_monitor_in(app, interval_s=0.1, backups=False)
         async with serving(app):
             await poll(lambda: db.fetchval("SELECT count(*) >= 2 FROM monitor_samples "
                                            "WHERE id > $1", before), timeout=30)

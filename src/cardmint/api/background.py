@@ -32,13 +32,16 @@ def run_beside(app: FastAPI, job: Job) -> None:
     app.router.lifespan_context = lifespan
 
 
-def run_monitor_in(app: FastAPI, interval_s: float | None = None) -> None:
-    """The monitor loop beside the app (it samples only while it leads; see
-    ops.monitor_loop), so the dashboard's charts fill without another command."""
+def run_monitor_in(app: FastAPI, interval_s: float | None = None, *,
+                   backups: bool = True) -> None:
+    """The monitor loop beside the app, so alerts fire, the dashboard's charts fill and
+    the daily backup is taken without another command. It works only while it leads
+    (one loop cluster-wide; see ops.monitor_loop)."""
     from cardmint.ops.monitor_loop import run_loop
 
     async def job(a: FastAPI, stop: asyncio.Event) -> None:
         s = a.state.settings
-        await run_loop(s, interval_s=interval_s or s.monitor_interval_s, stop=stop)
+        await run_loop(s, interval_s=interval_s or s.monitor_interval_s, backups=backups,
+                       stop=stop)
 
     run_beside(app, job)

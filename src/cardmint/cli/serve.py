@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None,
         worker: Annotated[bool, typer.Option(help="Run one intake worker in-process.")] = True,
         monitor: Annotated[bool, typer.Option(
-            help="Run the monitor loop in-process (it samples only if no other monitor "
-                 "does), so alerts fire and the dashboard's charts fill.")] = True,
+            help="Run the monitor loop in-process (samples, alerts, the daily backup), "
+                 "unless another monitor already leads.")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
