@@ -258,3 +258,19 @@ async def test_resolve_a_review_item(app_client: httpx.AsyncClient, catalog: Dat
 async def test_pages_stay_out_of_the_openapi_schema(pg: TestCluster) -> None:
     paths = create_app(pg.settings()).openapi()["paths"]
     assert not [p for p in paths if not p.startswith(("/v1", "/health", "/metrics"))]
+
+
+async def test_a_revoked_tokens_cookie_is_dropped_after_one_failed_check(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    secret = await sign_in(c, catalog, "read")
+    await catalog.execute("UPDATE api_tokens SET revoked_at = now() WHERE owner = $1",
+                          await catalog.fetchval("SELECT owner FROM api_tokens ORDER BY id "
+                                                 "DESC LIMIT 1"))
+    r = await c.get("/inventory")
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+    dropped = r.headers["set-cookie"]
+    assert dropped.startswith("cardmint_session=") and "Max-Age=0" in dropped
+    assert secret not in dropped
+    for _ in range(15):  # more than the limiter allows: the cookie is gone, nothing counts
+        assert (await c.get("/catalog")).status_code == 200

@@ -42,7 +42,13 @@ from starlette.exceptions import HTTPException
 
 from cardmint.errors import DatabaseUnavailable
 from cardmint.web.render import render
-from cardmint.web.session import CsrfRefused, SignInRequired, TooManyFailures, signin_url
+from cardmint.web.session import (
+    CsrfRefused,
+    SignInRequired,
+    TooManyFailures,
+    forget_stale,
+    signin_url,
+)
 
 __all__ = ["mount"]
 
@@ -72,7 +78,8 @@ def _page_modules() -> list[object]:
 
 
 async def _to_sign_in(request: Request, exc: SignInRequired) -> Response:
-    return RedirectResponse(signin_url(exc.next_url, exc.needs), status_code=303)
+    return forget_stale(request, RedirectResponse(signin_url(exc.next_url, exc.needs),
+                                                  status_code=303))
 
 
 async def _too_many(request: Request, exc: TooManyFailures) -> HTMLResponse:

@@ -15,6 +15,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from cardmint.web.session import forget_stale
+
 __all__ = ["environment", "money", "render"]
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -57,11 +59,12 @@ def render(request: Request, template_name: str, *, status_code: int = 200,
     page = environment.get_template(template_name).render(
         request=request, session=session, csrf=session.csrf if session else "", **context)
     # pages show one person's data: never cached by a shared cache, nor kept after sign-out
-    return HTMLResponse(page, status_code=status_code,
-                        headers={"Cache-Control": "no-store",
-                                 "X-Content-Type-Options": "nosniff",
-                                 "Referrer-Policy": "same-origin",
-                                 "Content-Security-Policy": CSP})
+    response = HTMLResponse(page, status_code=status_code,
+                            headers={"Cache-Control": "no-store",
+                                     "X-Content-Type-Options": "nosniff",
+                                     "Referrer-Policy": "same-origin",
+                                     "Content-Security-Policy": CSP})
+    return forget_stale(request, response)
 
 
 # Only our own files: no inline script, no third-party origin, no framing.

@@ -23,7 +23,8 @@ from cardmint.api.auth import FailureLimiter
 from cardmint.ops.tokens import SCOPES, Principal, authenticate
 
 __all__ = ["COOKIE", "CsrfRefused", "Session", "SignInRequired", "TooManyFailures",
-           "check_csrf", "current_session", "require_page", "sign_in", "sign_out"]
+           "check_csrf", "current_session", "forget_stale", "require_page", "sign_in",
+           "sign_out"]
 
 COOKIE = "cardmint_session"
 COOKIE_MAX_AGE_S = 12 * 3600  # a working day; the token itself stays valid until revoked
@@ -100,8 +101,19 @@ async def current_session(request: Request, *, stale_ok: bool = False) -> Sessio
         principal = await check_token(request, token, stale_ok=stale_ok)
         if principal is not None:
             session = Session(principal, csrf_for(token))
+        else:
+            # revoked or expired: the response drops the cookie (`forget_stale`), so one
+            # stale cookie costs one failed attempt, not one per page view
+            request.state.stale_cookie = True
     request.state.web_session = session  # render() shows who is signed in from this
     return session
+
+
+def forget_stale(request: Request, response: Response) -> Response:
+    """Delete the session cookie if this request found its token no longer valid."""
+    if getattr(request.state, "stale_cookie", False):
+        sign_out(request, response)
+    return response
 
 
 def _here(request: Request) -> str:
