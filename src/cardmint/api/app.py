@@ -12,10 +12,10 @@ from fastapi import FastAPI
 
 from cardmint import __version__, web
 from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
-from cardmint.api.auth import FailureLimiter
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
 from cardmint.errors import DatabaseUnavailable
+from cardmint.ops.tokens import FailureLimiter
 
 log = logging.getLogger("cardmint.api")
 REOPEN_EVERY_S = 2.0

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,3 +95,31 @@ async def revoke_token(db: Database, token_id: int, *, now: datetime | None = No
         "WHERE id = $1 AND revoked_at IS NULL", token_id, now)
     if done != "UPDATE 1":
         raise UsageError(f"no active token {token_id}")
+
+
+class FailureLimiter:
+    """At most `limit` failed authentications per client within `window_s`: in memory,
+    one per process, shared by the API and the pages."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str) -> deque[float]:
+        times = self._failures.setdefault(client, deque())
+        while times and self.clock() - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds the client must wait, or None if it may try now."""
+        times = self._recent(client)
+        if len(times) < self.limit:
+            return None
+        return max(1, int(self.window_s - (self.clock() - times[0])) + 1)
+
+    def fail(self, client: str) -> None:
+        self._recent(client).append(self.clock())
+        if len(self._failures) > 10_000:  # bound the memory a scan of addresses could take
+            self._failures = {c: t for c, t in self._failures.items() if t}

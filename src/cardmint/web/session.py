@@ -19,8 +19,7 @@ from urllib.parse import quote
 
 from fastapi import Request, Response
 
-from cardmint.api.auth import FailureLimiter
-from cardmint.ops.tokens import SCOPES, Principal, authenticate
+from cardmint.ops.tokens import SCOPES, FailureLimiter, Principal, authenticate
 
 __all__ = ["COOKIE", "CsrfRefused", "Session", "SignInRequired", "TooManyFailures",
            "check_csrf", "current_session", "forget_stale", "require_page", "sign_in",
