@@ -15,6 +15,7 @@ whatever the order).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import shutil
 import time
 from pathlib import Path
@@ -244,9 +245,12 @@ class PatroniCluster:
             await asyncio.sleep(POLL_S)
 
     async def _wait_members(self, state: ClusterState, *, sync: bool,
-                            timeout: float = MEMBERS_TIMEOUT_S) -> dict[str, rest.Member]:
-        """Until there is a leader and every other member streams from it (with `sync`, one
-        of them as the synchronous standby)."""
+                            timeout: float = MEMBERS_TIMEOUT_S,
+                            only: list[str] | None = None) -> dict[str, rest.Member]:
+        """Until there is a leader and every other member (or those named in `only`) streams
+        from it; with `sync`, until Patroni has one of them recorded as the synchronous
+        standby in the DCS: before that, Patroni promotes no replica when the leader dies
+        (it cannot know that one holds every acknowledged commit)."""
         deadline = time.monotonic() + timeout
         found: dict[str, rest.Member] = {}
         while True:
@@ -255,11 +259,13 @@ class PatroniCluster:
             except ClusterError:
                 found = {}
             lead = rest.leader(found)
-            others = [found.get(n.name) for n in state.nodes if n.name != lead]
+            others = [found.get(n.name) for n in state.nodes
+                      if n.name != lead and (only is None or n.name in only)]
             ok = lead is not None and all(m is not None and m.state == "streaming"
                                           for m in others)
             if ok and sync and others:
-                ok = any(m is not None and m.role == "sync_standby" for m in others)
+                ok = any(m.role == "sync_standby" and m.state == "streaming"
+                         for m in found.values())
             if ok:
                 return found
             if time.monotonic() > deadline:
@@ -389,6 +395,23 @@ class PatroniCluster:
         dcs = state.patroni["dcs"]  # type: ignore[index]
         dcs["pid"] = proc.find(Path(dcs["datadir"]))
 
+    def _save_unless_busy(self, state: ClusterState) -> None:
+        """Save the roles, unless another command holds the home's lock (it saves its own)."""
+        with open(self.home / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            try:
+                current = load(self.home)
+                if current is not None and current.status == READY:
+                    roles_now = {n.name: n.role for n in state.nodes}
+                    for node in current.nodes:
+                        node.role = roles_now.get(node.name, node.role)
+                    save(current)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _ready_state(self) -> ClusterState:
         state = load(self.home)
         if state is None or state.status != READY:
@@ -406,11 +429,14 @@ class PatroniCluster:
         state = load(self.home)
         if state is None:
             raise ClusterError(f"no cluster in {self.home}: run `cardmint cluster up`")
+        before = [(n.name, n.role) for n in state.nodes]
         try:
             found = await self._refresh_roles(state)
             patroni_error = None
         except ClusterError as exc:
             found, patroni_error = {}, str(exc)
+        if state.status == READY and [(n.name, n.role) for n in state.nodes] != before:
+            self._save_unless_busy(state)  # Patroni failed over by itself: DSNs follow
         probes = await asyncio.gather(*(self._pg._probe(state, n) for n in state.nodes))
         primary_lsn = next((p["_lsn_int"] for p in probes if p["role"] == "primary"
                             and p["running"] and p["_lsn_int"] is not None), None)
@@ -488,6 +514,9 @@ class PatroniCluster:
                 running = [n.name for n in state.replicas if self.patroni_pid(n.name)]
                 streaming = await rejoining.wait_streaming(conn, running, sync=state.sync,
                                                            timeout=REJOIN_TIMEOUT_S)
+                if state.sync and streaming:
+                    await self._wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
+                                             only=sorted(streaming))
                 timer.lap("followers_streaming")
                 sync_names = await conn.fetchval("SHOW synchronous_standby_names")
             finally:
@@ -554,8 +583,8 @@ class PatroniCluster:
                 elif "pg_rewind" in _read_from(self.patroni_log(name), offset):
                     method = "rewind"
                 if state.sync:  # Patroni names it the synchronous standby within a loop
-                    await rejoining.wait_streaming(conn, [name], sync=True,
-                                                   timeout=REJOIN_TIMEOUT_S)
+                    await self._wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
+                                             only=[name])
                 sync_names = await conn.fetchval("SHOW synchronous_standby_names")
             finally:
                 await conn.close()

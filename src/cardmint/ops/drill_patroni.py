@@ -36,9 +36,14 @@ LEADER_TIMEOUT_S = patroni_conf.TTL_S + 30.0
 async def prepare(settings: Settings) -> tuple[PatroniCluster, ClusterState]:
     """The cluster, with cluster.json naming Patroni's leader as the primary now."""
     cluster = PatroniCluster(settings)
-    await cluster.refresh()
+    found = await cluster.refresh()
     state = cluster.state()
     assert state is not None
+    if state.sync and not any(m.role == "sync_standby" and m.state == "streaming"
+                              for m in found.values()):
+        # Patroni promotes only the standby it recorded as synchronous: none, no failover
+        raise ClusterError("Patroni has no synchronous standby recorded: a drill now would be "
+                           "a real outage (`cardmint cluster status`)")
     return cluster, state
 
 
