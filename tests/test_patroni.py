@@ -209,6 +209,24 @@ async def test_switchover_loses_no_acknowledged_write(patroni_cluster: PatroniCl
     assert state.primary.name == report.new_primary  # cluster.json follows Patroni
 
 
+async def test_failover_command_goes_through_patroni(patroni_cluster: PatroniCluster) -> None:
+    """`cardmint cluster failover` with the leader alive: Patroni demotes it, promotes the
+    standby, and the old leader follows by itself (no `rejoin` needed)."""
+    before = await leader_of(patroni_cluster)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "failover", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**env, "CARDMINT_HOME": str(patroni_cluster.home)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["kind"] == "failover" and report["old_primary"] == before
+    assert report["new_primary"] != before and report["fenced"] is False
+    assert report["repointed"] == [before] and report["not_streaming"] == []
+    assert await leader_of(patroni_cluster) == report["new_primary"]
+    assert patroni_cluster.state().primary.name == report["new_primary"]
+
+
 async def test_killed_leader_fails_over_by_itself_and_rejoins(
         patroni_cluster: PatroniCluster) -> None:
     state = patroni_cluster.state()
