@@ -305,7 +305,8 @@ async def test_the_drill_on_patroni_with_sync_loses_nothing(
     assert await leader_of(patroni_cluster) == report["new_primary"]
 
 
-async def test_down_stops_every_process_by_pid(patroni_cluster: PatroniCluster) -> None:
+async def test_down_stops_every_process_by_pid_and_up_adopts(
+        patroni_cluster: PatroniCluster) -> None:
     running = our_pids(patroni_cluster)
     assert len(running) >= 5  # etcd, two Patroni, two postmasters (and their children)
     report = await patroni_cluster.down()
@@ -313,3 +314,11 @@ async def test_down_stops_every_process_by_pid(patroni_cluster: PatroniCluster) 
     assert stopped == {"node1 patroni", "node2 patroni", "etcd"}  # Patroni stops postgres
     await poll(lambda: not our_pids(patroni_cluster), timeout=10)
     assert not report.purged and (patroni_cluster.home / "nodes" / "node1").is_dir()
+
+    # `up` again adopts the stopped cluster: etcd and both members start, sync again
+    again = await patroni_cluster.up()
+    assert again.adopted and sorted(again.started) == ["etcd", "node1", "node2"]
+    status = await patroni_cluster.status()
+    assert sorted((n["role"], n["state"]) for n in status["nodes"]) == [
+        ("primary", "accepting writes"), ("replica", "streaming")]
+    assert any(n["patroni"]["role"] == "sync_standby" for n in status["nodes"])

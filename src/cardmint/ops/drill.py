@@ -12,6 +12,9 @@ the new primary. The report goes to the `drills` table and to
 
 The write outage is the gap between the last acknowledged write on the old timeline and
 the first on the new one, as the application saw it.
+
+On the Patroni engine (cluster.json's provider) the kill, detection, promotion and rejoin
+are Patroni's (ops/drill_patroni.py); the probe, checks, tally and report are the same.
 """
 
 from __future__ import annotations
