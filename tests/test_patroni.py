@@ -29,6 +29,7 @@ from cardmint.cluster.rejoin import datadir_pids
 from cardmint.cluster.state import SUPERUSER
 from cardmint.config import secret
 from cardmint.db import Database, migrate
+from cardmint.errors import ClusterError
 from cardmint.ops.drill import CONTRACT, WriteProbe, _prepare_probe_table, lost
 from support import make_settings, poll
 
@@ -43,6 +44,10 @@ def _missing() -> str | None:
         return f"no Patroni in {settings.patroni_bin} (make patroni)"
     if shutil.which(settings.etcd) is None:
         return "no etcd (make patroni; Debian: etcd-server)"
+    try:  # Patroni runs as the PostgreSQL OS user: a checkout under a mode-700 directory
+        process.OsUser.resolve(settings.pg_os_user).check_reachable(settings.patroni_bin)
+    except ClusterError as exc:
+        return str(exc)
     return None
 
 
