@@ -327,3 +327,43 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
     assert sorted((n["role"], n["state"]) for n in status["nodes"]) == [
         ("primary", "accepting writes"), ("replica", "streaming")]
     assert any(n["patroni"]["role"] == "sync_standby" for n in status["nodes"])
+
+
+# -- the configuration, as pure functions (no Patroni needed) ---------------------------
+
+
+def test_patroni_gets_the_local_engines_settings_and_timing_rules(tmp_path: Path) -> None:
+    from cardmint.cluster import nodes, patroni_conf
+
+    archive = tmp_path / "wal-archive"
+    shared = patroni_conf.shared_parameters(archive)
+    assert shared["archive_command"] == nodes.archive_command(archive)  # unquoted
+    assert shared["log_destination"] == "jsonlog" and shared["wal_log_hints"] == "on"
+    assert not set(patroni_conf.PATRONI_OWNED) & set(shared)
+    dcs = patroni_conf.dcs_config(archive, sync=True, strict=False)
+    assert dcs["ttl"] >= 20 and dcs["loop_wait"] >= 1 and dcs["retry_timeout"] >= 3
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+    assert (dcs["synchronous_mode"], dcs["synchronous_mode_strict"]) == (True, False)
+    assert patroni_conf.dcs_config(archive, sync=False, strict=True)[
+        "synchronous_mode_strict"] is False  # strict means nothing without sync
+    member = patroni_conf.member_config(
+        name="node1", datadir=tmp_path / "n1", bindir=tmp_path, pg_port=5, rest_port=6,
+        etcd_hosts=["127.0.0.1:7"], passwords={"postgres": "a", "cardmint_replicator": "b"},
+        rest_password="c", pgpass=tmp_path / "pgpass", log_dir=tmp_path, archive=archive,
+        sync=True, strict=True)
+    addresses = [member["restapi"]["listen"], member["restapi"]["connect_address"],
+                 member["postgresql"]["listen"], member["postgresql"]["connect_address"],
+                 *member["etcd3"]["hosts"]]
+    assert all(a.startswith("127.0.0.1:") for a in addresses)
+    assert member["postgresql"]["pg_hba"][0].split()[-1] == "scram-sha-256"
+    assert json.loads(patroni_conf.render(member)) == member
+
+
+def test_the_replication_role_patroni_made_is_altered_not_created() -> None:
+    from cardmint.cluster import patroni_conf, roles
+
+    sql = patroni_conf.bootstrap_sql(roles.cluster_sql(roles.new_passwords(), "cardmint"))
+    assert not any(s.startswith("CREATE ROLE cardmint_replicator") for s in sql)
+    altered = [s for s in sql if s.startswith("ALTER ROLE cardmint_replicator ")]
+    assert len(altered) == 1 and "PASSWORD 'SCRAM-SHA-256$" in altered[0]
+    assert sum(s.startswith("CREATE ROLE") for s in sql) == 4  # owner, app, ro, monitor

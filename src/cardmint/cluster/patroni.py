@@ -91,6 +91,9 @@ class PatroniCluster:
         """Create the cluster, or adopt the one here, starting whatever is stopped."""
         if replicas is not None and replicas < 0:
             raise UsageError("--replicas must be 0 or more")
+        if replicas == 0 and sync and self.settings.sync_strict:
+            raise UsageError("strict synchronous replication without a replica would make "
+                             "every commit wait forever")
         began = time.monotonic()
         with self._pg._lock():
             state = load(self.home)
@@ -338,9 +341,19 @@ class PatroniCluster:
             dcs["pid"] = None
 
     async def _clean(self, state: ClusterState | None) -> None:
-        """Remove a half-created cluster, stopping whatever it left running."""
+        """Remove a half-created cluster, stopping whatever it left running (found by
+        its files when cluster.json is gone too)."""
         if state is not None and state.provider == self.provider:
             await self._stop_all(state)
+        for marker in [*sorted((self.home / "patroni").glob("*.yml")), self.home / "etcd"]:
+            pid = proc.find(marker)
+            if pid is not None:
+                await proc.terminate(pid)
+        for datadir in sorted((self.home / "nodes").glob("*")):
+            pid = process.postmaster_pid(datadir)
+            if pid is not None:
+                await process.stop(pid)
+            await rejoining.kill_leftovers(datadir)
         for name in ("nodes", "wal-archive", "patroni", "etcd"):
             shutil.rmtree(self.home / name, ignore_errors=True)
 
