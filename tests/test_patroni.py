@@ -26,11 +26,12 @@ from cardmint.cluster import patroni_rest, process
 from cardmint.cluster.failover import FENCED
 from cardmint.cluster.patroni import PatroniCluster
 from cardmint.cluster.rejoin import datadir_pids
-from cardmint.cluster.state import SUPERUSER
+from cardmint.cluster.state import REPLICATION, SUPERUSER
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.errors import ClusterError
 from cardmint.ops.drill import CONTRACT, WriteProbe, _prepare_probe_table, lost
+from cardmint.ops.rotate import rotate
 from support import make_settings, poll
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +231,25 @@ async def test_failover_command_goes_through_patroni(patroni_cluster: PatroniClu
     assert report["repointed"] == [before] and report["not_streaming"] == []
     assert await leader_of(patroni_cluster) == report["new_primary"]
     assert patroni_cluster.state().primary.name == report["new_primary"]
+
+
+async def test_rotation_follows_into_patronis_configuration(
+        patroni_cluster: PatroniCluster) -> None:
+    """`security rotate` of the two roles Patroni logs in with: its configuration gets the
+    new passwords, the replica logs in again with them, and a switchover still works."""
+    old = patroni_cluster.passwords()
+    report = await rotate(make_settings(patroni_cluster.home), [SUPERUSER, REPLICATION],
+                          force=True)
+    assert report.ok, report.to_dict()
+    assert all("Patroni reloaded, 1 replica(s) logged in again" in r.detail
+               for r in report.rotations)
+    new = patroni_cluster.passwords()
+    assert new[SUPERUSER] != old[SUPERUSER] and new[REPLICATION] != old[REPLICATION]
+    for node in patroni_cluster.state().nodes:
+        text = await asyncio.to_thread(patroni_cluster.config_path(node.name).read_text)
+        assert new[REPLICATION] in text and old[REPLICATION] not in text
+    switch = await patroni_cluster.switchover()
+    assert switch.rejoin["streaming"] is True
 
 
 async def test_killed_leader_fails_over_by_itself_and_rejoins(

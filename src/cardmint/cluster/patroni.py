@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from cardmint import secretfile
 from cardmint.cluster import failover as ha
 from cardmint.cluster import nodes, patroni_ha, pgbin, process, roles, tls
@@ -32,11 +34,13 @@ from cardmint.cluster.local import DownReport, LocalCluster, UpReport, free_port
 from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
 from cardmint.config import Settings
+from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
 
 BOOTSTRAP_TIMEOUT_S = 90.0  # the first member: initdb, start, leader key
 MEMBERS_TIMEOUT_S = 120.0  # every member streaming (replicas: a base backup each)
 POLL_S = 0.05
+RECONNECT_TIMEOUT_S = 60.0  # a replica logging in again after a credentials reload
 
 
 class PatroniCluster:
@@ -202,6 +206,36 @@ class PatroniCluster:
                 log_dir=self.patroni_log(node.name).parent,
                 archive=self.archive, sync=state.sync, strict=self.settings.sync_strict)
             nodes.write(user, self.config_path(node.name), conf.render(member), 0o600)
+
+    async def reload_credentials(self) -> list[str]:
+        """After `security rotate` changed the superuser's or the replication role's
+        password: every member's configuration gets the secrets file's passwords, Patroni
+        reloads it (it keeps primary_conninfo and its pgpass itself), and the replicas'
+        replication connections are ended on the leader, so that each proves the new
+        password by reconnecting. Returns the members that streamed again."""
+        state = self._ready_state()
+        user = process.OsUser.resolve(self.settings.pg_os_user)
+        self._write_configs(user, state, self.passwords())
+        for node in state.nodes:
+            code, text = await rest.post(self.rest_port(state, node.name), "/reload", {},
+                                         self.rest_auth())
+            if code >= 400:
+                raise ClusterError(f"Patroni on {node.name} refused to reload: {code} "
+                                   f"{redact(text)[:200]}")
+        found = await self._wait_members(state, sync=False)
+        lead = rest.leader(found)
+        replicas = [n for n in found if n != lead]
+        if lead is None or not replicas:
+            return []
+        conn = await self._pg._admin_connect(state.node(lead), "postgres")
+        try:
+            # Patroni applies the reload in its next loop and writes the new pgpass; a
+            # replica whose WAL sender ends logs in again, and retries until that is done
+            await _until_replicas_reconnect(conn, replicas)
+        finally:
+            await conn.close()
+        await self._wait_members(state, sync=state.sync)
+        return replicas
 
     async def _start_etcd(self, user: process.OsUser, state: ClusterState, etcd: str) -> bool:
         dcs = state.patroni["dcs"]  # type: ignore[index]
@@ -492,3 +526,23 @@ class PatroniCluster:
         """argv and extra environment for psql on a node (`primary`: Patroni's leader)."""
         await self.status()  # roles as Patroni has them, for `primary` and `replica`
         return await self._pg.psql_command(name, args)
+
+
+async def _until_replicas_reconnect(conn: asyncpg.Connection, names: list[str],
+                                    timeout: float = RECONNECT_TIMEOUT_S) -> None:
+    """End the named replicas' WAL senders on the leader and wait until each streams
+    again on a new one (its login with the current replication password)."""
+    before = {r["application_name"]: r["pid"] for r in await conn.fetch(
+        "SELECT application_name, pid FROM pg_stat_replication")}
+    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication "
+                       "WHERE application_name = ANY($1::text[])", names)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = {r["application_name"]: r["pid"] for r in await conn.fetch(
+            "SELECT application_name, pid FROM pg_stat_replication WHERE state = 'streaming'")}
+        if all(n in now and now[n] != before.get(n) for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"replicas {', '.join(n for n in names if n not in now)} did "
+                               f"not log in again within {timeout:.0f} s")
+        await asyncio.sleep(POLL_S)

@@ -112,7 +112,7 @@ def member_config(*, name: str, datadir: Path, bindir: Path, pg_port: int, rest_
         "bootstrap": {
             "dcs": dcs_config(archive, sync=sync, strict=strict),
             "initdb": ["data-checksums", {"encoding": "UTF8"}, {"locale": nodes.locale()},
-                       {"auth": "scram-sha-256"}],
+                       {"auth": "scram-sha-256"}, {"wal-segsize": str(nodes.WAL_SEGMENT_MB)}],
         },
         "postgresql": {
             "listen": f"{host}:{pg_port}",

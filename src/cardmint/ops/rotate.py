@@ -28,12 +28,15 @@ from cardmint.cluster import pooler
 from cardmint.cluster import roles as cluster_roles
 from cardmint.cluster.local import LocalCluster
 from cardmint.cluster.nodes import conf_string
+from cardmint.cluster.patroni import PatroniCluster
+from cardmint.cluster.provider import open_cluster
 from cardmint.cluster.state import REPLICATION, ROLES, SUPERUSER, Node
 from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError, ValidationError
 from cardmint.ops.maintenance import require_window
 
 RECONNECT_TIMEOUT_S = 15.0
+Engine = LocalCluster | PatroniCluster
 
 
 @dataclass
@@ -73,10 +76,15 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     if unknown:
         raise ValidationError(f"unknown role(s) {', '.join(unknown)}; CardMint manages "
                               f"{', '.join(ROLES)}", field="role")
-    cluster = LocalCluster(settings)
+    cluster = open_cluster(settings)
+    if not isinstance(cluster, (LocalCluster, PatroniCluster)):
+        raise UsageError("this rotation is for clusters CardMint runs; on Fly it is "
+                         "ops.rotate_fly")
+    if isinstance(cluster, PatroniCluster) and cluster.state() is not None:
+        await cluster.refresh()  # Patroni may have moved the leader by itself
     state = cluster.state()
     if state is None:
-        raise UsageError(f"no local cluster in {settings.home}: rotation needs its secrets "
+        raise UsageError(f"no cluster in {settings.home}: rotation needs its secrets "
                          "file and nodes")
     began = time.perf_counter()
     passwords = cluster.passwords()
@@ -97,7 +105,7 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     return report
 
 
-async def _rotate_one(cluster: LocalCluster, admin: asyncpg.Connection, role: str,
+async def _rotate_one(cluster: Engine, admin: asyncpg.Connection, role: str,
                       passwords: dict[str, str], now: datetime | None) -> Rotation:
     began = time.perf_counter()
     state = cluster.state()
@@ -114,14 +122,19 @@ async def _rotate_one(cluster: LocalCluster, admin: asyncpg.Connection, role: st
         old_until_sql = "infinity" if old_until is None else old_until.isoformat()
         await admin.execute(alter_sql(role, passwords[role], old_until_sql))
         await pooler.sync_auth(cluster)
-        if role == REPLICATION:
+        if role == REPLICATION and isinstance(cluster, LocalCluster):
             await _point_replicas(cluster, passwords[role])
         return Rotation(role, False, None, _since(began),
                         f"verification failed, old password restored: {exc}")
     path = cluster.settings.secrets_path
     secretfile.write(path, {**secretfile.read(path), secretfile.role_key(role): new})
     passwords[role] = new
-    return Rotation(role, True, until, _since(began), "verified", password=new)
+    detail = "verified"
+    if isinstance(cluster, PatroniCluster) and role in (SUPERUSER, REPLICATION):
+        # Patroni logs in with both: its configuration must follow
+        again = await cluster.reload_credentials()
+        detail += f"; Patroni reloaded, {len(again)} replica(s) logged in again"
+    return Rotation(role, True, until, _since(began), detail, password=new)
 
 
 def alter_sql(role: str, password: str, until: str) -> str:
@@ -130,13 +143,14 @@ def alter_sql(role: str, password: str, until: str) -> str:
             f"{cluster_roles.literal(verifier)} VALID UNTIL {cluster_roles.literal(until)}")
 
 
-async def _verify(cluster: LocalCluster, role: str, password: str) -> None:
+async def _verify(cluster: Engine, role: str, password: str) -> None:
     """A new connection with the new password, as that role would make it."""
     state = cluster.state()
     assert state is not None
     if role == REPLICATION:
         await asyncio.to_thread(_replication_login, state.bindir, state.primary, password)
-        await _point_replicas(cluster, password)
+        if isinstance(cluster, LocalCluster):  # Patroni keeps primary_conninfo itself
+            await _point_replicas(cluster, password)
         return
     database = "postgres" if role == SUPERUSER else state.database
     conn = await _connect(state.primary, role, password, database)
