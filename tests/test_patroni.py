@@ -30,7 +30,7 @@ from cardmint.cluster.state import REPLICATION, SUPERUSER
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.errors import ClusterError
-from cardmint.ops.drill import CONTRACT, WriteProbe, _prepare_probe_table, lost
+from cardmint.ops.drill import CONTRACT, WriteProbe, lost, prepare_probe_table
 from cardmint.ops.rotate import rotate
 from support import make_settings, poll
 
@@ -127,7 +127,7 @@ async def rows(cluster: PatroniCluster, node: str, run: str) -> set[int]:
 
 async def probing(cluster: PatroniCluster, run: str) -> tuple[Database, WriteProbe]:
     settings = make_settings(cluster.home)
-    await _prepare_probe_table(settings)
+    await prepare_probe_table(settings)
     db = Database(settings.model_copy(update={"pool_min": 0, "pool_max": 2}))
     await db.open(monitor=False)
     return db, WriteProbe(db, run)

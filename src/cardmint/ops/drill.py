@@ -20,13 +20,14 @@ are Patroni's (ops/drill_patroni.py); the probe, checks, tally and report are th
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,11 @@ class WriteProbe:
     def stop(self) -> None:
         self._stop.set()
 
+    async def more(self, count: int = 1, timeout: float = RECOVERY_TIMEOUT_S) -> None:
+        """Until `count` more writes are acknowledged (the application writes again)."""
+        target = len(self.acks) + count
+        await self.until(lambda: len(self.acks) >= target, timeout)
+
     async def until(self, predicate: Callable[[], bool],
                     timeout: float = RECOVERY_TIMEOUT_S) -> None:
         """Wait (with a deadline) until `predicate()` holds, e.g. on the acks so far."""
@@ -160,15 +166,86 @@ async def wait_for_loss(node: Node, pid: int, timeout: float = RECOVERY_TIMEOUT_
 # -- the drill -------------------------------------------------------------------------
 
 
+@dataclass
+class Drill:
+    """One drill in progress: what an engine's exercise works with and fills in."""
+
+    settings: Settings
+    probe: WriteProbe
+    report: dict[str, Any]
+    killed_at: float | None = None  # monotonic; set by the exercise when it kills
+
+    async def after_promotion(self) -> None:
+        """The application writes again; then health and test-card on the new topology."""
+        await self.probe.more(1)
+        await check_after_failover(self.settings, self.report)
+
+    async def writes_go_on(self) -> None:
+        """After the rejoin, writes keep being acknowledged (with sync too)."""
+        await self.probe.more(10)
+
+
+Exercise = Callable[[Drill], Awaitable[None]]
+
+
+async def run_drill(settings: Settings, *, provider: str, old_primary: str,
+                    sync: bool | None, home: Path, exercise: Exercise) -> dict[str, Any]:
+    """The frame every engine's drill shares: the probe table and the write probe, the
+    engine's `exercise` (kill, detect, promote, check, rejoin) with the probe writing
+    throughout, then the tally, the verdict and the report (Markdown and `drills`)."""
+    started_at = datetime.now(UTC)
+    run = uuid.uuid4().hex[:12]
+    await prepare_probe_table(settings)
+    report: dict[str, Any] = {
+        "ok": False, "provider": provider, "detection_s": None, "promotion_s": None,
+        "write_outage_s": None, "acknowledged_writes": 0, "lost_writes": None,
+        "old_primary": old_primary, "new_primary": None, "health": None, "rejoined": False,
+        "sync": sync, "run": run, "started_at": started_at, "error": None,
+    }
+    # pool_min 0: asyncpg would log a traceback each time it fails to refill the floor
+    db = Database(settings.model_copy(update={"pool_min": 0, "pool_max": 2}))
+    await db.open()
+    try:
+        drill = Drill(settings, WriteProbe(db, run), report)
+        task = asyncio.create_task(drill.probe.loop())
+        try:
+            await drill.probe.more(WARMUP_WRITES)
+            await exercise(drill)
+        except CardmintError as exc:
+            report["error"] = str(exc)
+        finally:
+            drill.probe.stop()
+            await asyncio.gather(task, return_exceptions=True)
+        if drill.killed_at is not None and report["new_primary"] is not None:
+            await _tally(db, drill.probe, drill.killed_at, report)
+            report["health_after_rejoin"] = (await check_health(refreshed(settings))).status
+        report["ok"] = bool(
+            report["error"] is None and report.get("in_recovery_after") is False
+            and report["lost_writes"] == 0 and report["health"] != "critical"
+            and report.get("test_card") and report["rejoined"])
+        report["finished_at"] = datetime.now(UTC)
+        report["markdown"] = str(write_markdown(home, report))
+        try:
+            report["id"] = await store_report(db, report)
+            await db.execute("DELETE FROM drill.probe WHERE run = $1", run)
+        except CardmintError as exc:  # the Markdown report is there all the same
+            report["id"] = None
+            report["error"] = report["error"] or f"report not stored: {exc}"
+    finally:
+        await db.close()
+    return report
+
+
 async def failover_drill(settings: Settings, *, force: bool = False,
                          now: datetime | None = None) -> dict[str, Any]:
-    """Run the drill and return its report (the design's JSON contract, and more)."""
+    """The drill on the local or the Patroni engine (the design's JSON contract, and more).
+    Fly's is ops.drill_fly."""
     require_window("the failover drill", force=force, now=now)
     cluster: Any = LocalCluster(settings)
     state = cluster.state()
     if state is None or state.status != READY:
         raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
-    exercise = _exercise
+    exercise: Callable[..., Awaitable[None]] = _exercise
     if state.provider == "patroni":  # a lost host, and Patroni's own failover
         from cardmint.ops import drill_patroni
 
@@ -183,86 +260,41 @@ async def failover_drill(settings: Settings, *, force: bool = False,
     pid = process.postmaster_pid(Path(old.datadir))
     if pid is None:
         raise ClusterError(f"the primary {old.name} is not running")
-
-    started_at = datetime.now(UTC)
-    run = uuid.uuid4().hex[:12]
-    await _prepare_probe_table(settings)
-    report: dict[str, Any] = {
-        "ok": False, "provider": cluster.provider, "detection_s": None, "promotion_s": None,
-        "write_outage_s": None, "acknowledged_writes": 0, "lost_writes": None,
-        "old_primary": old.name, "new_primary": None, "health": None, "rejoined": False,
-        "sync": state.sync, "run": run, "started_at": started_at, "error": None,
-    }
-    # pool_min 0: asyncpg would log a traceback each time it fails to refill the floor
-    db = Database(settings.model_copy(update={"pool_min": 0, "pool_max": 2}))
-    await db.open()
-    try:
-        probe = WriteProbe(db, run)
-        killed_at = await exercise(cluster, state, settings, pid, probe, report)
-        if killed_at is not None and report["new_primary"] is not None:
-            await _tally(db, probe, killed_at, report)
-            report["health_after_rejoin"] = (await check_health(refreshed(settings))).status
-        report["ok"] = bool(
-            report["error"] is None and report.get("in_recovery_after") is False
-            and report["lost_writes"] == 0 and report["health"] != "critical"
-            and report.get("test_card") and report["rejoined"])
-        report["finished_at"] = datetime.now(UTC)
-        report["markdown"] = str(write_markdown(cluster.home, report))
-        try:
-            report["id"] = await _store(db, report)
-            await db.execute("DELETE FROM drill.probe WHERE run = $1", run)
-        except CardmintError as exc:  # the Markdown report is there all the same
-            report["id"] = None
-            report["error"] = report["error"] or f"report not stored: {exc}"
-    finally:
-        await db.close()
-    return report
+    return await run_drill(settings, provider=cluster.provider, old_primary=old.name,
+                           sync=state.sync, home=cluster.home,
+                           exercise=functools.partial(exercise, cluster, state, pid))
 
 
-async def _exercise(cluster: LocalCluster, state: ClusterState, settings: Settings, pid: int,
-                    probe: WriteProbe, report: dict[str, Any]) -> float | None:
-    """Kill, detect, promote, check, rejoin, with the probe writing throughout. Fills
-    `report`; returns when the primary was killed (None if it was not)."""
+async def _exercise(cluster: LocalCluster, state: ClusterState, pid: int, d: Drill) -> None:
+    """SIGKILL the primary's postmaster, detect, promote the best replica, check, rejoin."""
     old = state.primary
-    task = asyncio.create_task(probe.loop())
     conns: dict[str, asyncpg.Connection] = {}
-    killed_at = None
     try:
-        await probe.until(lambda: len(probe.acks) >= WARMUP_WRITES)
         for node in state.replicas:  # opened now, so promotion pays no connect time
             conns[node.name] = await cluster._admin_connect(node, "postgres", timeout=3)
 
-        killed_at = time.monotonic()
+        d.killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        report["detected_by"] = await wait_for_loss(old, pid)
+        d.report["detected_by"] = await wait_for_loss(old, pid)
         detected_at = time.monotonic()
-        report["detection_s"] = round(detected_at - killed_at, 4)
+        d.report["detection_s"] = round(detected_at - d.killed_at, 4)
 
         failover = await cluster.failover(conns=conns)
-        report["promotion_s"] = round(time.monotonic() - detected_at, 4)
-        report["new_primary"] = failover.new_primary
-        report["timeline"] = failover.timeline
-        report["failover"] = failover.to_dict()
-        report["in_recovery_after"] = await conns[failover.new_primary].fetchval(
+        d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
+        d.report["new_primary"] = failover.new_primary
+        d.report["timeline"] = failover.timeline
+        d.report["failover"] = failover.to_dict()
+        d.report["in_recovery_after"] = await conns[failover.new_primary].fetchval(
             "SELECT pg_is_in_recovery()")
-
-        count = len(probe.acks)
-        await probe.until(lambda: len(probe.acks) > count)
-        await check_after_failover(settings, report)
+        await d.after_promotion()
 
         rejoin = await cluster.rejoin(old.name)
-        report["rejoined"] = True
-        report["rejoin"] = rejoin.to_dict()
-        count = len(probe.acks)
-        await probe.until(lambda: len(probe.acks) >= count + 10)  # writes go on (sync too)
-    except CardmintError as exc:
-        report["error"] = str(exc)
+        d.report["rejoined"] = True
+        d.report["rejoin"] = rejoin.to_dict()
+        await d.writes_go_on()
     finally:
-        probe.stop()
-        await asyncio.gather(task, return_exceptions=True)
         for conn in conns.values():
             await conn.close()
-    return killed_at
 
 
 async def check_after_failover(settings: Settings, report: dict[str, Any]) -> None:
@@ -284,6 +316,8 @@ async def _tally(db: Database, probe: WriteProbe, killed_at: float,
     """Every acknowledged id must be on the new primary; the outage from the acks."""
     rows = await db.fetch("SELECT id, timeline FROM drill.probe WHERE run = $1", report["run"])
     timelines = {r["id"]: r["timeline"] for r in rows}
+    if report.get("timeline") is None:  # Fly's machine list names no timeline
+        report["timeline"] = max(timelines.values(), default=None)
     missing = lost(probe.acks, set(timelines))
     report.update(outage(probe.acks, timelines, killed_at, report["timeline"]))
     report["acknowledged_writes"] = len(probe.acks)
@@ -307,7 +341,7 @@ def budget(report: dict[str, Any]) -> dict[str, float] | None:
     return out
 
 
-async def _prepare_probe_table(settings: Settings) -> None:
+async def prepare_probe_table(settings: Settings) -> None:
     dsn = secret(settings.migration_url)
     if not dsn:
         raise ClusterError("no owner DSN (migration_url) to create the probe table with")
@@ -316,7 +350,7 @@ async def _prepare_probe_table(settings: Settings) -> None:
             await conn.execute(statement)
 
 
-async def _store(db: Database, report: dict[str, Any]) -> int:
+async def store_report(db: Database, report: dict[str, Any]) -> int:
     async with db.transaction() as tx:
         return await tx.fetchval(
             "INSERT INTO drills (kind, started_at, finished_at, ok, report) "

@@ -15,7 +15,6 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
 
 import asyncpg
 
@@ -24,7 +23,7 @@ from cardmint.cluster import patroni_conf, patroni_rest
 from cardmint.cluster.patroni import PatroniCluster
 from cardmint.cluster.state import ClusterState
 from cardmint.config import Settings
-from cardmint.errors import CardmintError, ClusterError
+from cardmint.errors import ClusterError
 from cardmint.ops import drill
 
 DETECT_POLL_S = 0.02
@@ -80,57 +79,44 @@ async def _writable(conn: asyncpg.Connection, timeout: float = 60.0) -> None:
         await asyncio.sleep(PROMOTE_POLL_S)
 
 
-async def exercise(cluster: PatroniCluster, state: ClusterState, settings: Settings,
-                   pid: int, probe: drill.WriteProbe, report: dict[str, Any]) -> float | None:
-    """Kill the leader's host, time Patroni's failover, check, rejoin; the probe writes
-    throughout. Fills `report`; returns when the leader was killed (None if it was not)."""
+async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
+                   d: drill.Drill) -> None:
+    """Kill the leader's host, time Patroni's failover, check, rejoin (drill.run_drill
+    runs the probe around it)."""
     old = state.primary
-    task = asyncio.create_task(probe.loop())
     conns: dict[str, asyncpg.Connection] = {}
-    killed_at = None
     try:
         patroni_pid = cluster.patroni_pid(old.name)
         if patroni_pid is None:
             raise ClusterError(f"the leader {old.name}'s Patroni is not running")
-        await probe.until(lambda: len(probe.acks) >= drill.WARMUP_WRITES)
         for node in state.replicas:  # opened now, so timing the promotion pays no connect
             conns[node.name] = await cluster._pg._admin_connect(node, "postgres", timeout=3)
 
-        killed_at = time.monotonic()
+        d.killed_at = time.monotonic()
         os.kill(patroni_pid, signal.SIGKILL)
         os.kill(pid, signal.SIGKILL)
-        report["detected_by"] = "patroni"
+        d.report["detected_by"] = "patroni"
         detected_at, new = await wait_leader_change(cluster, state, old.name)
-        report["detection_s"] = round(detected_at - killed_at, 4)
+        d.report["detection_s"] = round(detected_at - d.killed_at, 4)
         conn = conns[new]
         await _writable(conn)
-        promoted_at = time.monotonic()
-        report["promotion_s"] = round(promoted_at - detected_at, 4)
+        d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
         row = await conn.fetchrow(ha.POSITION_SQL)
-        report["new_primary"] = new
-        report["timeline"] = row["timeline"]
-        report["failover"] = ha.FailoverReport(
+        d.report["new_primary"] = new
+        d.report["timeline"] = row["timeline"]
+        d.report["failover"] = ha.FailoverReport(
             kind="failover", old_primary=old.name, new_primary=new,
             old_primary_was_running=True, stop_mode="SIGKILL (Patroni and postmaster)",
             fenced=False, timeline=row["timeline"], lsn=row["lsn"],
-            timings_s={"promote": report["promotion_s"]}).to_dict()
-        report["in_recovery_after"] = await conn.fetchval("SELECT pg_is_in_recovery()")
+            timings_s={"promote": d.report["promotion_s"]}).to_dict()
+        d.report["in_recovery_after"] = await conn.fetchval("SELECT pg_is_in_recovery()")
         await cluster.refresh()  # cluster.json names the new leader: the checks follow
-
-        count = len(probe.acks)
-        await probe.until(lambda: len(probe.acks) > count)
-        await drill.check_after_failover(settings, report)
+        await d.after_promotion()
 
         rejoin = await cluster.rejoin(old.name)
-        report["rejoined"] = True
-        report["rejoin"] = rejoin.to_dict()
-        count = len(probe.acks)
-        await probe.until(lambda: len(probe.acks) >= count + 10)  # writes go on (sync too)
-    except CardmintError as exc:
-        report["error"] = str(exc)
+        d.report["rejoined"] = True
+        d.report["rejoin"] = rejoin.to_dict()
+        await d.writes_go_on()
     finally:
-        probe.stop()
-        await asyncio.gather(task, return_exceptions=True)
         for c in conns.values():
             await c.close()
-    return killed_at
