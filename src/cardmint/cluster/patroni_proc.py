@@ -42,17 +42,8 @@ def find(marker: Path) -> int | None:
 async def terminate(pid: int, timeout: float = STOP_TIMEOUT_S) -> str:
     """SIGTERM (Patroni and etcd shut down cleanly on it), then SIGKILL. Returns the
     way it went: "term" or "kill"."""
-    for sig, mode, wait in ((signal.SIGTERM, "term", timeout), (signal.SIGKILL, "kill", 10.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return mode
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not process.alive(pid):
-                return mode
-            await asyncio.sleep(0.02)
-    raise ClusterError(f"process {pid} did not stop, even after SIGKILL")
+    return await process.escalate(pid, ((signal.SIGTERM, "term", timeout),
+                                        (signal.SIGKILL, "kill", 10.0)), "process")
 
 
 async def wait_etcd(pid: int, client_port: int, log: Path,

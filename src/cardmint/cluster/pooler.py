@@ -180,18 +180,9 @@ async def sync_auth(cluster: LocalCluster) -> bool:
 
 async def stop(pid: int, timeout: float = 10.0) -> str:
     """SIGINT (wait for running transactions), then SIGTERM, then SIGKILL."""
-    for sig, mode in ((signal.SIGINT, "safe"), (signal.SIGTERM, "immediate"),
-                      (signal.SIGKILL, "kill")):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return mode
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not process.alive(pid):
-                return mode
-            await asyncio.sleep(0.02)
-    raise ClusterError(f"PgBouncer {pid} did not stop, even after SIGKILL")
+    return await process.escalate(pid, ((signal.SIGINT, "safe", timeout),
+                                        (signal.SIGTERM, "immediate", timeout),
+                                        (signal.SIGKILL, "kill", timeout)), "PgBouncer")
 
 
 async def _wait_listening(pid: int, port: int, log: Path) -> None:

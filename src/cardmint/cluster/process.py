@@ -166,14 +166,13 @@ async def wait_ready(datadir: Path, pid: int, log: Path, timeout: float = 60.0) 
     raise ClusterError(f"PostgreSQL on {datadir} was not ready after {timeout:.0f} s: {tail(log)}")
 
 
-async def stop(pid: int, timeout: float = 30.0) -> str:
-    """Stop a postmaster by PID: fast shutdown, then immediate, then SIGKILL. Returns the
-    mode that worked."""
-    for sig, mode, wait in (
-        (signal.SIGINT, "fast", timeout),
-        (signal.SIGQUIT, "immediate", 10.0),
-        (signal.SIGKILL, "kill", 10.0),
-    ):
+Ladder = tuple[tuple[signal.Signals, str, float], ...]  # (signal, its name, seconds to wait)
+
+
+async def escalate(pid: int, ladder: Ladder, what: str) -> str:
+    """Send each signal of `ladder` in turn until `pid` is gone; the name of the one that
+    worked (or of the one that found it already gone)."""
+    for sig, mode, wait in ladder:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
@@ -183,7 +182,15 @@ async def stop(pid: int, timeout: float = 30.0) -> str:
             if not alive(pid):
                 return mode
             await asyncio.sleep(0.02)
-    raise ClusterError(f"PostgreSQL process {pid} did not stop, even after SIGKILL")
+    raise ClusterError(f"{what} {pid} did not stop, even after SIGKILL")
+
+
+async def stop(pid: int, timeout: float = 30.0) -> str:
+    """Stop a postmaster by PID: fast shutdown, then immediate, then SIGKILL. Returns the
+    mode that worked."""
+    return await escalate(pid, ((signal.SIGINT, "fast", timeout),
+                                (signal.SIGQUIT, "immediate", 10.0),
+                                (signal.SIGKILL, "kill", 10.0)), "PostgreSQL process")
 
 
 def tail(log: Path, lines: int = 15) -> str:

@@ -37,6 +37,7 @@ import asyncpg
 
 from cardmint.cluster import process
 from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import APP, READY, ClusterState, Node
 from cardmint.config import Settings, secret
 from cardmint.db import Database
@@ -175,13 +176,13 @@ class Drill:
     report: dict[str, Any]
     killed_at: float | None = None  # monotonic; set by the exercise when it kills
 
-    async def after_promotion(self) -> None:
-        """The application writes again; then health and test-card on the new topology."""
+    async def check_and_rejoin(self, rejoin: Callable[[], Awaitable[RejoinReport]]) -> None:
+        """Once promoted: the application writes again; health and test-card on the new
+        topology; the old primary rejoins; writes go on being acknowledged (sync too)."""
         await self.probe.more(1)
         await check_after_failover(self.settings, self.report)
-
-    async def writes_go_on(self) -> None:
-        """After the rejoin, writes keep being acknowledged (with sync too)."""
+        self.report["rejoin"] = (await rejoin()).to_dict()
+        self.report["rejoined"] = True
         await self.probe.more(10)
 
 
@@ -286,12 +287,7 @@ async def _exercise(cluster: LocalCluster, state: ClusterState, pid: int, d: Dri
         d.report["failover"] = failover.to_dict()
         d.report["in_recovery_after"] = await conns[failover.new_primary].fetchval(
             "SELECT pg_is_in_recovery()")
-        await d.after_promotion()
-
-        rejoin = await cluster.rejoin(old.name)
-        d.report["rejoined"] = True
-        d.report["rejoin"] = rejoin.to_dict()
-        await d.writes_go_on()
+        await d.check_and_rejoin(lambda: cluster.rejoin(old.name))
     finally:
         for conn in conns.values():
             await conn.close()

@@ -62,10 +62,7 @@ async def _exercise(fly: FlyCluster, old: str, d: Drill) -> None:
     d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
     d.report["new_primary"] = primary_id(machines)
     d.report["in_recovery_after"] = await d.probe.db.fetchval("SELECT pg_is_in_recovery()")
-    await d.after_promotion()
-    rejoin = await fly.rejoin(old)
-    d.report["rejoined"] = True
-    d.report["rejoin"] = rejoin.to_dict()
+    await d.check_and_rejoin(lambda: fly.rejoin(old))
 
 
 async def _until(fly: FlyCluster, done: Any, failure: str,

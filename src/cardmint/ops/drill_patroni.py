@@ -111,12 +111,7 @@ async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
             timings_s={"promote": d.report["promotion_s"]}).to_dict()
         d.report["in_recovery_after"] = await conn.fetchval("SELECT pg_is_in_recovery()")
         await cluster.refresh()  # cluster.json names the new leader: the checks follow
-        await d.after_promotion()
-
-        rejoin = await cluster.rejoin(old.name)
-        d.report["rejoined"] = True
-        d.report["rejoin"] = rejoin.to_dict()
-        await d.writes_go_on()
+        await d.check_and_rejoin(lambda: cluster.rejoin(old.name))
     finally:
         for c in conns.values():
             await c.close()
