@@ -5,10 +5,13 @@ resolve a review item with a click. Each page is saved under artifacts/screensho
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from browser import SignedIn, WebServer, chromium, in_review, screenshot, signed_in, web_server  # noqa: F401
 from cardmint.db import Database
+from cardmint.inventory import prices
+from support import TestCluster, replicas_caught_up
 
 
 async def test_sign_in_page(chromium: Any, web_server: WebServer) -> None:  # noqa: F811
@@ -28,7 +31,25 @@ async def test_sign_in_page(chromium: Any, web_server: WebServer) -> None:  # no
 
 
 async def test_search_and_open_a_card(signed_in: SignedIn,  # noqa: F811
-                                      web_server: WebServer) -> None:  # noqa: F811
+                                      web_server: WebServer,  # noqa: F811
+                                      catalog: Database, pg: TestCluster) -> None:
+    # a price history, so the card page draws its chart (removed at the end)
+    source, now = "browser-test", datetime.now(UTC)
+    variant = await catalog.fetchval("SELECT v.id FROM card_variants v WHERE v.card_id = "
+                                     "'base1-4' ORDER BY v.id LIMIT 1")
+    async with catalog.transaction() as tx:
+        await prices.ingest(tx, [{"variantId": variant, "condition": "NM", "priceCents": c,
+                                  "observedAt": (now - timedelta(days=d)).isoformat()}
+                                 for d, c in ((60, 41_000), (45, 43_500), (30, 42_250),
+                                              (15, 46_000), (1, 47_900))], source=source)
+    await replicas_caught_up(pg)  # the card page reads prices from a replica
+    try:
+        await _search_and_open(signed_in, web_server)
+    finally:
+        await catalog.execute("DELETE FROM prices WHERE source = $1", source)
+
+
+async def _search_and_open(signed_in: SignedIn, web_server: WebServer) -> None:  # noqa: F811
     page = await signed_in("read")
     search = page.get_by_label("Search cards")
     await search.fill("charizard set:base1")
@@ -41,6 +62,7 @@ async def test_search_and_open_a_card(signed_in: SignedIn,  # noqa: F811
     await page.wait_for_url(f"{web_server.url}/cards/base1-4")
     assert await page.get_by_role("heading", name="Printings").is_visible()
     assert await page.get_by_role("heading", name="In the inventory").is_visible()
+    assert await page.locator("section[aria-labelledby=prices-h] svg").count() >= 1
     await screenshot(page, "card")
     # a query the language cannot read is shown with where it went wrong
     await page.goto(f"{web_server.url}/catalog")

@@ -37,7 +37,7 @@ DASHES = ("", "6 3", "2 3", "8 3 2 3")
 THRESHOLD_COLOUR = "#B42318"
 AXIS_COLOUR = "#667085"
 TEXT_COLOUR = "#344054"
-LEFT, RIGHT, BOTTOM = 56, 10, 22  # room for tick labels
+LEFT, RIGHT, BOTTOM = 68, 10, 22  # room for tick labels up to "$10,000.00"
 LEGEND_ROW = 16
 OFF_SCALE = 4.0  # a threshold more than this many times the highest value is not drawn
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
