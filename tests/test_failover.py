@@ -30,7 +30,7 @@ from cardmint.db import Database, migrate
 from cardmint.errors import UsageError
 from cardmint.ops.drill import PROBE_DDL, WriteProbe, lost
 from cardmint.ops.syncguard import ALERT, Round, SyncGuard
-from support import TestCluster, make_settings, poll, postgres_pids
+from support import TestCluster, make_settings, poll, postgres_pids, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -334,3 +334,32 @@ async def test_a_failover_to_an_unknown_node_is_refused_before_anything_stops(
         await ha.cluster.failover(to="node9")
     assert process.postmaster_pid(Path(primary.datadir)) == pid
     assert ha.cluster.state().primary.name == primary.name
+
+
+async def test_serve_runs_the_sync_guard_so_a_lost_standby_stalls_commits_briefly(
+        ha: TestCluster) -> None:
+    """`cardmint serve` guards a --sync cluster itself: with every standby stopped, a
+    commit returns after the bound instead of waiting for ever, and synchronous
+    replication comes back with the standbys."""
+    from cardmint.api.app import create_app
+    from cardmint.api.background import run_sync_guard_in
+
+    settings = ha.settings(sync_degrade_after_s=0.3, sync_guard_interval_s=0.1)
+    app_conn = await asyncpg.connect(secret(settings.database_url))
+    primary = await ha.admin("primary", database="postgres")
+    api = create_app(settings)
+    run_sync_guard_in(api)
+    try:
+        await resolve_alerts(ha)
+        async with serving(api):
+            await stop_replicas(ha)
+            await asyncio.wait_for(app_conn.execute(
+                "INSERT INTO drill.probe (run, id, timeline) VALUES ('serve-guard', 1, 0)"), 20)
+            assert (await primary_alert(ha))["status"] == "firing"
+            await ha.cluster.up()
+            await poll(lambda: standby_names(primary, sync_names(ha.cluster.state())),
+                       timeout=30)
+            assert (await primary_alert(ha))["status"] == "resolved"
+    finally:
+        await app_conn.close()
+        await primary.close()

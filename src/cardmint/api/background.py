@@ -45,3 +45,25 @@ def run_monitor_in(app: FastAPI, interval_s: float | None = None, *,
                        stop=stop)
 
     run_beside(app, job)
+
+
+def run_sync_guard_in(app: FastAPI) -> None:
+    """On a local `--sync` cluster, the sync guard beside the app, so that losing the only
+    synchronous standby stalls commits for `sync_degrade_after_s`, not for ever, without
+    a separate `cardmint cluster sync-guard`. Only one guard acts at a time."""
+    from cardmint.cluster.state import load
+    from cardmint.ops.monitor_loop import Leadership
+    from cardmint.ops.syncguard import LOCK_KEY, SyncGuard
+
+    async def job(a: FastAPI, stop: asyncio.Event) -> None:
+        s = a.state.settings
+        state = load(s.home.resolve())
+        if state is None or state.provider != "local" or not state.sync:
+            return  # Patroni guards its own synchronous mode; async needs no guard
+        leader = Leadership(s, LOCK_KEY, "cardmint-sync-guard-lock")
+        try:
+            await SyncGuard(s).run(stop=stop, lead=leader.held)
+        finally:
+            await leader.release()
+
+    run_beside(app, job)

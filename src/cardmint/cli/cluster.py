@@ -193,7 +193,8 @@ def sync_guard(
     as_json: JsonOpt = False,
 ) -> None:
     """Watchdog: commits stuck on a lost sync standby -> async + P1 alert; then restore."""
-    from cardmint.ops.syncguard import Round, SyncGuard
+    from cardmint.ops.monitor_loop import Leadership
+    from cardmint.ops.syncguard import LOCK_KEY, Round, SyncGuard
 
     guard = SyncGuard(settings(home), strict=strict)
 
@@ -205,6 +206,16 @@ def sync_guard(
     if not once and not as_json:
         console.print(f"sync guard on {guard.cluster.home}: a round every "
                       f"{guard.settings.sync_guard_interval_s:g} s (Ctrl-C stops it)")
-    rounds = run(guard.run(once=once, on_round=show))
+    async def guard_loop() -> list[Round]:
+        if once:
+            return await guard.run(once=True, on_round=show)
+        # one guard acts cluster-wide: a `cardmint serve` may already run one
+        leader = Leadership(guard.settings, LOCK_KEY, "cardmint-sync-guard-lock")
+        try:
+            return await guard.run(on_round=show, lead=leader.held)
+        finally:
+            await leader.release()
+
+    rounds = run(guard_loop())
     if once and as_json:
         emit({"ok": True, **rounds[-1].to_dict()}, True, lambda d: None)

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         monitor: Annotated[bool, typer.Option(
             help="Run the monitor loop in-process (samples, alerts, the daily backup), "
                  "unless another monitor already leads.")] = True,
+        sync_guard: Annotated[bool, typer.Option(
+            help="On a local --sync cluster, run the sync guard in-process (one acts "
+                 "cluster-wide).")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
@@ -45,5 +48,9 @@ def register(app: typer.Typer) -> None:
             from cardmint.api.background import run_monitor_in
 
             run_monitor_in(api)
+        if sync_guard:
+            from cardmint.api.background import run_sync_guard_in
+
+            run_sync_guard_in(api)
         uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
                     http="httptools", log_level="info", access_log=False)

@@ -32,8 +32,10 @@ Round = Callable[[dict[str, Any]], Awaitable[None] | None]
 class Leadership:
     """A session advisory lock held on a connection of its own."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, key: int = LEADER_KEY,
+                 application: str = "cardmint-monitor-lock") -> None:
         self.settings = settings
+        self.key, self.application = key, application
         self.conn: asyncpg.Connection | None = None
 
     async def held(self) -> bool:
@@ -44,14 +46,14 @@ class Leadership:
                     return False
                 self.conn = await asyncpg.connect(
                     dsn, timeout=self.settings.connect_timeout_s,
-                    server_settings={"application_name": "cardmint-monitor-lock"})
+                    server_settings={"application_name": self.application})
             # re-taking a lock this session holds succeeds (and stacks; the session
             # ending releases every level)
             return bool(await self.conn.fetchval("SELECT pg_try_advisory_lock($1)",
-                                                 LEADER_KEY))
+                                                 self.key))
         except (OSError, TimeoutError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as exc:
-            log.info("monitor leadership unavailable: %s", type(exc).__name__)
+            log.info("%s: leadership unavailable: %s", self.application, type(exc).__name__)
             await self.release()
             return False
 

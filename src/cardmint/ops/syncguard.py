@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -54,6 +54,9 @@ class Round:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+LOCK_KEY = 0x73796E63  # pg_try_advisory_lock: the one guard that acts, cluster-wide
 
 
 class SyncGuard:
@@ -95,25 +98,35 @@ class SyncGuard:
         return done
 
     async def run(self, *, once: bool = False, rounds: int | None = None,
-                  on_round: Callable[[Round], None] | None = None) -> list[Round]:
-        """Round after round every `sync_guard_interval_s` (one with `once`); a round
-        that cannot reach the primary is logged and the next one tries again."""
+                  on_round: Callable[[Round], None] | None = None,
+                  stop: asyncio.Event | None = None,
+                  lead: Callable[[], Awaitable[bool]] | None = None) -> list[Round]:
+        """Round after round every `sync_guard_interval_s` (one with `once`) until `stop`
+        is set; a round that cannot reach the primary is logged and the next one tries
+        again. With `lead`, only rounds for which it answers True act (one guard acts
+        cluster-wide when several processes run one)."""
         done: list[Round] = []
         count = 0
-        while True:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
             count += 1
             try:
-                done.append(await self.round())
-                if on_round is not None:
-                    on_round(done[-1])
-                del done[:-100]  # a watchdog runs for months: keep the last rounds only
+                if lead is None or await lead():
+                    done.append(await self.round())
+                    if on_round is not None:
+                        on_round(done[-1])
+                    del done[:-100]  # a watchdog runs for months: keep the last rounds only
             except CardmintError as exc:
                 if once:
                     raise
                 log.warning("sync guard round failed: %s", exc)
             if once or (rounds is not None and count >= rounds):
                 return done
-            await asyncio.sleep(self.settings.sync_guard_interval_s)
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.sync_guard_interval_s)
+            except TimeoutError:
+                pass
+        return done
 
     async def _alert(self, node: str, decision: syncrep.Decision) -> str:
         verb = "dropped to asynchronous" if decision.action == syncrep.DEGRADE else \
