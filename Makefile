@@ -120,4 +120,4 @@ down: venv
 	$(BIN)/cardmint cluster down
 
 clean: down
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PATRONI_VENV) .pytest_cache .ruff_cache
