@@ -274,3 +274,21 @@ async def test_a_revoked_tokens_cookie_is_dropped_after_one_failed_check(
     assert secret not in dropped
     for _ in range(15):  # more than the limiter allows: the cookie is gone, nothing counts
         assert (await c.get("/catalog")).status_code == 200
+
+
+async def test_remove_from_stock_is_final_and_in_the_ledger(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    item_id = await add_item(c)
+    page = await c.get(f"/inventory/items/{item_id}")
+    assert "Remove from stock" in page.text
+    r = await c.post(f"/inventory/items/{item_id}/remove",
+                     data={"csrf": csrf_of(page.text), "version": version_of(page.text),
+                           "reason": "water damage"})
+    assert r.status_code == 303
+    after = await c.get(f"/inventory/items/{item_id}")
+    assert "removed" in after.text and "water damage" in after.text
+    assert "Remove from stock" not in after.text  # final: no more status forms
+    assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",
+                                  item_id) == "REMOVED"

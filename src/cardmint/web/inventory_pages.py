@@ -1,5 +1,5 @@
 """Inventory pages: the list with filters, totals and market value; one item with its
-ledger; the add, move, reserve, release and sell forms.
+ledger; the add, move, reserve, release, sell and remove forms.
 
 Each form calls the function the API's route calls (`cardmint.inventory.items`) in one
 transaction, with the same concurrency rule: the item's version (the API's ETag) travels
@@ -32,7 +32,9 @@ router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
-ACTIONS = {"reserve": "Reserve", "release": "Release", "sell": "Sell"}
+# status changes offered on the item page (items.TRANSITIONS decides when each is allowed)
+ACTIONS = {"reserve": "Reserve", "release": "Release", "sell": "Sell",
+           "remove": "Remove from stock"}
 GRADED = {"": "Any", "yes": "Graded", "no": "Raw"}
 CONDITION_NAMES = [("NM", "NM: near mint"), ("LP", "LP: lightly played"),
                    ("MP", "MP: moderately played"), ("HP", "HP: heavily played"),
