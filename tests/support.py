@@ -127,3 +127,18 @@ async def serving(app: Any, *, wait_open: bool = True) -> AsyncIterator[Any]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+async def migrate_with_sample(settings: Settings) -> None:
+    """Schema at head and the sample catalog (test-card writes against a catalog card)."""
+    from cardmint.catalog.load import load_catalog
+    from cardmint.config import secret
+    from cardmint.db import migrate
+
+    owner = secret(settings.migration_url)
+    await asyncio.to_thread(migrate.upgrade, owner)
+    conn = await asyncpg.connect(owner)
+    try:
+        await load_catalog(conn, sample=True)
+    finally:
+        await conn.close()

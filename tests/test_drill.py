@@ -11,15 +11,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local import LocalCluster
-from cardmint.config import secret
-from cardmint.db import migrate
 from cardmint.ops.drill import CONTRACT
-from support import TestCluster, make_settings, postgres_pids
+from support import TestCluster, make_settings, migrate_with_sample, postgres_pids
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -34,13 +30,7 @@ async def sync_cluster(work_root: Path, template_dir: Path) -> AsyncIterator[Tes
     try:
         await cluster.up(replicas=1, sync=True)
         tc = TestCluster(cluster, home)
-        owner = secret(tc.settings().migration_url)
-        await asyncio.to_thread(migrate.upgrade, owner)
-        conn = await asyncpg.connect(owner)
-        try:
-            await load_catalog(conn, sample=True)
-        finally:
-            await conn.close()
+        await migrate_with_sample(tc.settings())
         yield tc
     finally:
         await cluster.down(purge=True)

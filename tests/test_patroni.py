@@ -21,18 +21,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.catalog.load import load_catalog
 from cardmint.cluster import patroni_rest, process
 from cardmint.cluster.failover import FENCED
 from cardmint.cluster.patroni import PatroniCluster
 from cardmint.cluster.rejoin import datadir_pids
 from cardmint.cluster.state import REPLICATION, SUPERUSER
-from cardmint.config import secret
-from cardmint.db import Database, migrate
+from cardmint.db import Database
 from cardmint.errors import ClusterError
 from cardmint.ops.drill import CONTRACT, WriteProbe, lost, prepare_probe_table
 from cardmint.ops.rotate import rotate
-from support import make_settings, poll
+from support import make_settings, migrate_with_sample, poll
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -94,13 +92,7 @@ async def patroni_cluster(work_root: Path) -> AsyncIterator[PatroniCluster]:
     try:
         report = await cluster.up(replicas=1, sync=True)
         assert report.created and report.started == ["etcd", "node1", "node2"]
-        owner = secret(make_settings(cluster.home).migration_url)
-        await asyncio.to_thread(migrate.upgrade, owner)
-        conn = await asyncpg.connect(owner)
-        try:
-            await load_catalog(conn, sample=True)
-        finally:
-            await conn.close()
+        await migrate_with_sample(make_settings(cluster.home))
         yield cluster
     finally:
         await cluster.down(purge=True)

@@ -12,7 +12,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,22 +90,7 @@ class LocalCluster:
 
     async def up(self, replicas: int | None = None, sync: bool | None = None) -> UpReport:
         """Create the cluster, or adopt the one already here, starting any stopped node."""
-        if replicas is not None and replicas < 0:
-            raise UsageError("--replicas must be 0 or more")
-        began = time.monotonic()
-        with self._lock():
-            state = load(self.home)
-            cleaned = False
-            if state is not None and state.status == READY:
-                report = await self._adopt(state, replicas, sync)
-            else:
-                if state is not None or (self.home / "nodes").exists():
-                    await self._clean(state)  # half-created by a killed `up`: never reuse
-                    cleaned = True
-                report = await self._create(1 if replicas is None else replicas, bool(sync))
-            report.cleaned = cleaned
-        report.duration_s = round(time.monotonic() - began, 3)
-        return report
+        return await create_or_adopt(self, self._lock(), replicas, sync)
 
     async def _adopt(self, state: ClusterState, replicas: int | None,
                      sync: bool | None) -> UpReport:
@@ -459,6 +444,32 @@ class LocalCluster:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+async def create_or_adopt(engine: Any, lock: AbstractContextManager[None],
+                          replicas: int | None, sync: bool | None) -> UpReport:
+    """Every engine's `up`, under the home's lock: adopt a ready cluster of this engine,
+    else clean what a killed `up` left (never reused) and create. `engine` has `home`,
+    `provider`, `_adopt`, `_clean` and `_create`."""
+    if replicas is not None and replicas < 0:
+        raise UsageError("--replicas must be 0 or more")
+    began = time.monotonic()
+    with lock:
+        state = load(engine.home)
+        if state is not None and state.provider != engine.provider:
+            raise UsageError(f"the cluster in {engine.home} runs the {state.provider} engine; "
+                             "`cardmint cluster down --purge` first")
+        cleaned = False
+        if state is not None and state.status == READY:
+            report = await engine._adopt(state, replicas, sync)
+        else:
+            if state is not None or (engine.home / "nodes").exists():
+                await engine._clean(state)
+                cleaned = True
+            report = await engine._create(1 if replicas is None else replicas, bool(sync))
+        report.cleaned = cleaned
+    report.duration_s = round(time.monotonic() - began, 3)
+    return report
 
 
 def free_ports(count: int) -> list[int]:

@@ -30,7 +30,13 @@ from cardmint.cluster import patroni_conf as conf
 from cardmint.cluster import patroni_proc as proc
 from cardmint.cluster import patroni_rest as rest
 from cardmint.cluster import rejoin as rejoining
-from cardmint.cluster.local import DownReport, LocalCluster, UpReport, free_ports
+from cardmint.cluster.local import (
+    DownReport,
+    LocalCluster,
+    UpReport,
+    create_or_adopt,
+    free_ports,
+)
 from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
 from cardmint.config import Settings
@@ -93,28 +99,10 @@ class PatroniCluster:
 
     async def up(self, replicas: int | None = None, sync: bool | None = None) -> UpReport:
         """Create the cluster, or adopt the one here, starting whatever is stopped."""
-        if replicas is not None and replicas < 0:
-            raise UsageError("--replicas must be 0 or more")
         if replicas == 0 and sync and self.settings.sync_strict:
             raise UsageError("strict synchronous replication without a replica would make "
                              "every commit wait forever")
-        began = time.monotonic()
-        with self._pg._lock():
-            state = load(self.home)
-            if state is not None and state.provider != self.provider:
-                raise UsageError(f"the cluster in {self.home} runs the {state.provider} engine; "
-                                 "`cardmint cluster down --purge` first")
-            cleaned = False
-            if state is not None and state.status == READY:
-                report = await self._adopt(state, replicas, sync)
-            else:
-                if state is not None or (self.home / "nodes").exists():
-                    await self._clean(state)  # half-created by a killed `up`: never reused
-                    cleaned = True
-                report = await self._create(1 if replicas is None else replicas, bool(sync))
-            report.cleaned = cleaned
-        report.duration_s = round(time.monotonic() - began, 3)
-        return report
+        return await create_or_adopt(self, self._pg._lock(), replicas, sync)
 
     def _programs(self, user: process.OsUser) -> tuple[Path, str]:
         patroni = self.settings.patroni_bin / "patroni"
