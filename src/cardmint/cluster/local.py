@@ -94,16 +94,6 @@ class LocalCluster:
 
     async def _adopt(self, state: ClusterState, replicas: int | None,
                      sync: bool | None) -> UpReport:
-        if replicas is not None and replicas != len(state.replicas):
-            raise UsageError(
-                f"the cluster in {self.home} has {len(state.replicas)} replica(s), not "
-                f"{replicas}; run `cardmint cluster down --purge` first to make a new one"
-            )
-        if sync is not None and sync != state.sync:
-            raise UsageError(
-                f"the cluster in {self.home} was made with sync={state.sync}; run "
-                "`cardmint cluster down --purge` first to change it"
-            )
         user = process.OsUser.resolve(self.settings.pg_os_user)
         pg = pgbin.PgBin(Path(state.bindir), state.pg_version)
         started = []
@@ -461,6 +451,15 @@ async def create_or_adopt(engine: Any, lock: AbstractContextManager[None],
                              "`cardmint cluster down --purge` first")
         cleaned = False
         if state is not None and state.status == READY:
+            others = len(state.nodes) - 1  # replicas, and a fenced former primary
+            if replicas is not None and replicas != others:
+                raise UsageError(f"the cluster in {engine.home} has {others} replica(s), not "
+                                 f"{replicas}; run `cardmint cluster down --purge` first to "
+                                 "make a new one")
+            if sync is not None and sync != state.sync:
+                raise UsageError(f"the cluster in {engine.home} was made with sync="
+                                 f"{state.sync}; run `cardmint cluster down --purge` first to "
+                                 "change it")
             report = await engine._adopt(state, replicas, sync)
         else:
             if state is not None or (engine.home / "nodes").exists():

@@ -296,12 +296,6 @@ class PatroniCluster:
 
     async def _adopt(self, state: ClusterState, replicas: int | None,
                      sync: bool | None) -> UpReport:
-        if replicas is not None and replicas != len(state.nodes) - 1:
-            raise UsageError(f"the cluster in {self.home} has {len(state.nodes) - 1} replica(s),"
-                             f" not {replicas}; `cardmint cluster down --purge` first")
-        if sync is not None and sync != state.sync:
-            raise UsageError(f"the cluster in {self.home} was made with sync={state.sync}; "
-                             "`cardmint cluster down --purge` first to change it")
         user = process.OsUser.resolve(self.settings.pg_os_user)
         patroni, etcd = self._programs(user)
         started = ["etcd"] if await self._start_etcd(user, state, etcd) else []
