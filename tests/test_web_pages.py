@@ -292,3 +292,25 @@ async def test_remove_from_stock_is_final_and_in_the_ledger(
     assert "Remove from stock" not in after.text  # final: no more status forms
     assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",
                                   item_id) == "REMOVED"
+
+
+async def test_resolving_sets_the_items_condition_and_location(
+        app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    capture = await in_review(catalog)
+    await sign_in(c, catalog, "write")
+    page = await c.get("/review")
+    assert f'id="cond-{capture["id"]}"' in page.text
+    chosen = capture["candidates"][0]["card_id"]
+    bad = await c.post(f"/review/{capture['id']}/resolve",
+                       data={"csrf": csrf_of(page.text), "cardId": chosen,
+                             "condition": "MINT"})
+    assert bad.status_code == 422 and "Condition: condition must be one of" in bad.text
+    r = await c.post(f"/review/{capture['id']}/resolve",
+                     data={"csrf": csrf_of(page.text), "cardId": chosen, "condition": "LP",
+                           "location": "Binder Z"})
+    assert r.status_code == 303, r.text
+    item = int(r.headers["location"].split("item=")[1])
+    row = await catalog.fetchrow("SELECT p.condition, i.location FROM inventory_items i "
+                                 "JOIN products p ON p.id = i.product_id WHERE i.id = $1", item)
+    assert (row["condition"], row["location"]) == ("LP", "Binder Z")

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-__all__ = ["read_form"]
+__all__ = ["CONDITION_NAMES", "read_form"]
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -37,3 +37,9 @@ def positive_id(value: str | None) -> int | None:
         return None
     number = int(value)
     return number if number >= 1 else None
+
+
+# the condition choices every form offers, in grading order
+CONDITION_NAMES = [("NM", "NM: near mint"), ("LP", "LP: lightly played"),
+                   ("MP", "MP: moderately played"), ("HP", "HP: heavily played"),
+                   ("DMG", "DMG: damaged")]

@@ -24,7 +24,7 @@ from cardmint.inventory import fields, items, ledger
 from cardmint.inventory.errors import NotFound, StaleVersion, TransitionNotAllowed
 from cardmint.inventory.fields import GRADERS
 from cardmint.inventory.products import VariantRef, describe
-from cardmint.web.forms import field_of, positive_id, read_form
+from cardmint.web.forms import CONDITION_NAMES, field_of, positive_id, read_form
 from cardmint.web.render import render
 from cardmint.web.session import Session, check_csrf, require_page
 
@@ -36,9 +36,6 @@ MAX_PAGE = 10_000
 ACTIONS = {"reserve": "Reserve", "release": "Release", "sell": "Sell",
            "remove": "Remove from stock"}
 GRADED = {"": "Any", "yes": "Graded", "no": "Raw"}
-CONDITION_NAMES = [("NM", "NM: near mint"), ("LP", "LP: lightly played"),
-                   ("MP", "MP: moderately played"), ("HP", "HP: heavily played"),
-                   ("DMG", "DMG: damaged")]
 
 
 def _db(request: Request) -> Database:

@@ -1,6 +1,8 @@
 """The review queue: captures the workers could not stock on their own, with the reasons
 and the candidate cards; one click on a candidate resolves the capture with the same
-function the API's resolve route calls (`cardmint.intake.captures.resolve`)."""
+function the API's resolve route calls (`cardmint.intake.captures.resolve`), with the
+condition and location the operator set beside the candidates (the capture's own by
+default)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from cardmint.db import Database
 from cardmint.errors import ValidationError
 from cardmint.intake import captures
-from cardmint.web.forms import positive_id, read_form
+from cardmint.inventory import fields
+from cardmint.web.forms import CONDITION_NAMES, positive_id, read_form
 from cardmint.web.render import render
 from cardmint.web.session import Session, check_csrf, require_page
 
@@ -34,7 +37,7 @@ async def _queue(request: Request, *, status_code: int = 200, notice: dict[str, 
     result = await captures.review_queue(_db(request), page=page, page_size=PAGE_SIZE)
     return render(request, "review.html", status_code=status_code, result=result,
                   pages=max(1, -(-result.total_count // PAGE_SIZE)), notice=notice,
-                  errors=errors or {})
+                  errors=errors or {}, condition_options=CONDITION_NAMES)
 
 
 @router.get("/review")
@@ -64,8 +67,12 @@ async def resolve(request: Request, raw_id: str,
         return await _queue(request, status_code=422, errors={
             capture_id: "Card id: give the catalog id of the card this capture is."})
     try:
+        # empty fields keep what the capture itself says
+        location = fields.text(form.get("location"), "location", max_length=fields.MAX_TEXT)
         capture = await captures.resolve(_db(request), capture_id, card_id=card_id,
-                                         actor=session.principal.owner)
+                                         actor=session.principal.owner,
+                                         condition=form.get("condition") or None,
+                                         location=location)
     except captures.CaptureNotFound as exc:
         return await _queue(request, status_code=404, notice={"kind": "error",
                                                               "text": f"{exc}."})
@@ -74,8 +81,8 @@ async def resolve(request: Request, raw_id: str,
             "kind": "error", "text": f"Not done: {exc} (someone may have resolved it "
                                      "already)."})
     except ValidationError as exc:
-        return await _queue(request, status_code=422, errors={
-            capture_id: f"Card id: {exc}"})
+        what = {"condition": "Condition", "location": "Location"}.get(exc.field or "", "Card id")
+        return await _queue(request, status_code=422, errors={capture_id: f"{what}: {exc}"})
     item = (capture.get("item") or {}).get("item_id")
     suffix = f"&item={item}" if item else ""
     return RedirectResponse(f"/review?resolved={capture_id}{suffix}", status_code=303)
