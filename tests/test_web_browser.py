@@ -91,12 +91,12 @@ async def test_add_move_and_read_the_ledger(signed_in: SignedIn,  # noqa: F811
     await page.wait_for_url(re.compile(r"/inventory/items/\d+\?done=added"))
     item_url = page.url.split("?")[0]
     await page.get_by_label("New location").fill("Binder B")
-    await page.get_by_role("button", name="Move").click()
+    await page.get_by_role("button", name="Move", exact=True).click()
     await page.wait_for_url(re.compile(r"\?done=moved"))
     ledger = page.get_by_role("table").last
     text = await ledger.inner_text()
     assert "acquired" in text and "moved" in text and "Binder A → Binder B" in text
-    await page.get_by_role("button", name="Reserve").click()
+    await page.get_by_role("button", name="Reserve", exact=True).click()
     await page.wait_for_url(re.compile(r"\?done=reserve"))
     assert "reserved" in await page.get_by_role("table").last.inner_text()
     await screenshot(page, "item")
