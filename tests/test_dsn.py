@@ -1,6 +1,6 @@
 import pytest
 
-from cardmint.dsn import redact, username, with_password
+from cardmint.dsn import redact, username, with_password, with_user
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -25,3 +25,10 @@ def test_with_password_and_username() -> None:
     assert username("postgresql://h/db") is None
     with pytest.raises(ValueError):
         with_password("postgresql://h/db", "x")
+
+
+def test_with_user_keeps_hosts_and_database_and_drops_the_password() -> None:
+    dsn = "postgresql://postgres:s3cret@10.0.0.1:5432,10.0.0.2:5432/cardmint?sslmode=require"
+    assert with_user(dsn, "app@x") == (
+        "postgresql://app%40x@10.0.0.1:5432,10.0.0.2:5432/cardmint?sslmode=require")
+    assert with_user("postgresql://h:1/db", "ro") == "postgresql://ro@h:1/db"

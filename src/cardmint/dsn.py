@@ -51,3 +51,11 @@ def with_password(dsn: str, password: str) -> str:
     user = userinfo.split(":", 1)[0]
     netloc = f"{user}:{quote(password, safe='')}@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_user(dsn: str, user: str) -> str:
+    """Return the URL for `user` on the same hosts and database, without a password."""
+    parts = urlsplit(dsn)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, f"{quote(user, safe='')}@{hosts}", parts.path,
+                       parts.query, parts.fragment))

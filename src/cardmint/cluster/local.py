@@ -119,16 +119,7 @@ class LocalCluster:
     async def _create(self, replicas: int, sync: bool) -> UpReport:
         user = process.OsUser.resolve(self.settings.pg_os_user)
         pg = pgbin.find(self.settings.pg_bindir)
-        fresh_home = not self.home.exists()
-        self.home.mkdir(parents=True, exist_ok=True)
-        if fresh_home:
-            self.home.chmod(0o755)
-        user.check_reachable(self.home)
-        passwords = roles.new_passwords()
-        secretfile.write(self.settings.secrets_path, {
-            **secretfile.read(self.settings.secrets_path),
-            **{secretfile.role_key(r): p for r, p in passwords.items()},
-        })
+        passwords = new_home(self.settings, self.home, user)
         ports = free_ports(replicas + 1)
         state = ClusterState(
             home=str(self.home), bindir=str(pg.bindir), pg_version=pg.version,
@@ -434,6 +425,24 @@ class LocalCluster:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def new_home(settings: Settings, home: Path, user: process.OsUser,
+             **extra_secrets: str) -> dict[str, str]:
+    """The home of a cluster being created: made (open to the server's OS user, which must
+    reach it), with a new password per role in its secrets file. Returns the passwords."""
+    fresh = not home.exists()
+    home.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        home.chmod(0o755)
+    user.check_reachable(home)
+    passwords = roles.new_passwords()
+    secretfile.write(settings.secrets_path, {
+        **secretfile.read(settings.secrets_path),
+        **{secretfile.role_key(r): p for r, p in passwords.items()},
+        **extra_secrets,
+    })
+    return passwords
 
 
 async def create_or_adopt(engine: Any, lock: AbstractContextManager[None],

@@ -36,6 +36,7 @@ from cardmint.cluster.local import (
     UpReport,
     create_or_adopt,
     free_ports,
+    new_home,
 )
 from cardmint.cluster.rejoin import RejoinReport
 from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
@@ -121,17 +122,7 @@ class PatroniCluster:
         user = process.OsUser.resolve(s.pg_os_user)
         pg = pgbin.find(s.pg_bindir)
         patroni, etcd = self._programs(user)
-        fresh_home = not self.home.exists()
-        self.home.mkdir(parents=True, exist_ok=True)
-        if fresh_home:
-            self.home.chmod(0o755)
-        user.check_reachable(self.home)
-        passwords = roles.new_passwords()
-        secretfile.write(s.secrets_path, {
-            **secretfile.read(s.secrets_path),
-            **{secretfile.role_key(r): p for r, p in passwords.items()},
-            conf.REST_SECRET: roles.new_password(),
-        })
+        passwords = new_home(s, self.home, user, **{conf.REST_SECRET: roles.new_password()})
         names = [f"node{i + 1}" for i in range(replicas + 1)]
         ports = free_ports(2 * len(names) + 2)
         state = ClusterState(

@@ -61,6 +61,15 @@ class RotateReport:
     rotations: list[Rotation] = field(default_factory=list)
     duration_s: float = 0.0
 
+    def record(self, rotation: Rotation, *, show: bool) -> bool:
+        """Keep `rotation` (its password only with --show); False once one failed: the
+        rotation stops there."""
+        if not show:
+            rotation.password = None
+        self.rotations.append(rotation)
+        self.ok = self.ok and rotation.ok
+        return rotation.ok
+
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "duration_s": self.duration_s,
                 "rotations": [r.to_dict() for r in self.rotations]}
@@ -93,11 +102,7 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     try:
         for role in wanted:
             rotation = await _rotate_one(cluster, admin, role, passwords, now)
-            if not show:
-                rotation.password = None
-            report.rotations.append(rotation)
-            if not rotation.ok:
-                report.ok = False
+            if not report.record(rotation, show=show):
                 break
     finally:
         await admin.close()

@@ -21,8 +21,8 @@ from cardmint.cluster import roles as cluster_roles
 from cardmint.cluster.fly import FlyCluster
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection
-from cardmint.dsn import username, with_password
-from cardmint.errors import ClusterError, UsageError, ValidationError
+from cardmint.dsn import username, with_password, with_user
+from cardmint.errors import UsageError, ValidationError
 from cardmint.ops.maintenance import require_window
 from cardmint.ops.rotate import RotateReport, Rotation, alter_sql
 
@@ -65,11 +65,7 @@ async def rotate_fly(settings: Settings, roles: list[str] | None, *, force: bool
                 await fly.set_secret(settings.fly_consumer_app, "DATABASE_URL",
                                      app_url(settings, role, rotation.password or "", database))
                 rotation.detail += f"; DATABASE_URL set on {settings.fly_consumer_app}"
-            if not show:
-                rotation.password = None
-            report.rotations.append(rotation)
-            if not rotation.ok:
-                report.ok = False
+            if not report.record(rotation, show=show):
                 break
     report.duration_s = round(time.perf_counter() - began, 3)
     return report
@@ -87,7 +83,7 @@ async def _rotate_one(settings: Settings, admin: asyncpg.Connection, admin_dsn: 
     until = cluster_roles.valid_until(now)
     await admin.execute(alter_sql(role, new, until))
     try:  # a new login, as the role, where the operator reaches the database
-        async with connection(with_password(_as_user(admin_dsn, role), new), settings,
+        async with connection(with_password(with_user(admin_dsn, role), new), settings,
                               application="cardmint-rotate") as conn:
             await conn.fetchval("SELECT 1")
     except Exception as exc:  # put back exactly what was there: the old verifier
@@ -102,10 +98,3 @@ async def _rotate_one(settings: Settings, admin: asyncpg.Connection, admin_dsn: 
     return Rotation(role, True, until, round(time.perf_counter() - began, 3), "verified",
                     password=new)
 
-
-def _as_user(dsn: str, role: str) -> str:
-    parts = urlsplit(dsn)
-    host = parts.netloc.rpartition("@")[2]
-    if any(c in role for c in "@:/?#"):
-        raise ClusterError(f"role name {role!r} cannot go in a URL")
-    return parts._replace(netloc=f"{role}@{host}").geturl()
