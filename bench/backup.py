@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.config import Settings, secret
 from cardmint.db import migrate
 from cardmint.db.connect import connection
-from cardmint.ops import backup, restore
+from cardmint.ops.backups import backup, restore
 
 PRODUCTS_SQL = """
 INSERT INTO products (card_id, variant_id, condition, sku)

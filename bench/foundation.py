@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.config import Settings, secret
 from cardmint.db import migrate
 from cardmint.db.connect import connection
@@ -66,8 +66,8 @@ async def one_run(root: Path) -> dict[str, float]:
 
 
 def _make_template(cluster: LocalCluster, template: Path) -> None:
-    from cardmint.cluster import pgbin, process
-    from cardmint.cluster.local import make_template
+    from cardmint.cluster.local.engine import make_template
+    from cardmint.cluster.pg import pgbin, process
 
     make_template(pgbin.find(), process.OsUser.resolve(cluster.settings.pg_os_user), template)
 
@@ -98,7 +98,7 @@ def main() -> int:
 
 
 def _pg_version() -> str:
-    from cardmint.cluster import pgbin
+    from cardmint.cluster.pg import pgbin
 
     try:
         return pgbin.find().version

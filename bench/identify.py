@@ -429,7 +429,7 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 
 async def fresh_cluster(root: Path) -> Path:
     from cardmint.catalog.load import load_catalog
-    from cardmint.cluster.local import LocalCluster
+    from cardmint.cluster.local.engine import LocalCluster
     from cardmint.config import Settings, secret
     from cardmint.db import migrate
     from cardmint.db.connect import connection
@@ -447,7 +447,7 @@ async def fresh_cluster(root: Path) -> Path:
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.home:
         return await run(args, Path(args.home))
-    from cardmint.cluster.local import LocalCluster
+    from cardmint.cluster.local.engine import LocalCluster
     from cardmint.config import Settings
 
     root = Path(tempfile.mkdtemp(prefix="cardmint-bench-", dir="/tmp"))

@@ -37,14 +37,14 @@ import uvloop
 
 from cardmint.catalog import search
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
-from cardmint.ops import loadgen, loadtest_mix, wrk
-from cardmint.ops.apiserver import serving
-from cardmint.ops.loadgen import Operation, Request
-from cardmint.ops.loadtest_pgbench import (
+from cardmint.ops.loadtest import loadgen, mix, wrk
+from cardmint.ops.loadtest.apiserver import serving
+from cardmint.ops.loadtest.loadgen import Operation, Request
+from cardmint.ops.loadtest.pgbench import (
     PgbenchOptions,
     admin_dsn,
     ensure_dataset,
@@ -162,15 +162,15 @@ async def api(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
-            spec, served = await loadtest_mix.openapi(http)
-            cards = await loadtest_mix.draw_cards(http, random.Random(7))
+            spec, served = await mix.openapi(http)
+            cards = await mix.draw_cards(http, random.Random(7))
 
         async def run(ops: list[Operation]) -> dict[str, Any]:
             return await loadgen.drive(url, ops, concurrency=clients, duration_s=seconds,
                                        warmup_s=2.0, max_requests=10_000_000)
 
-        lookup = Operation("lookup", 1, loadtest_mix.lookup_request(cards))
-        find = Operation("search", 1, loadtest_mix.search_request(cards))
+        lookup = Operation("lookup", 1, mix.lookup_request(cards))
+        find = Operation("search", 1, mix.search_request(cards))
         fixed_route = f"/v1/cards/{cards[0].id}"
         fixed = Operation("fixed", 1, lambda _rng: Request("GET", fixed_route))
         out["lookup"] = _brief(await run([lookup]))
@@ -183,14 +183,14 @@ async def api(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
             for name, op in (("lookup_wrk", lookup), ("search_wrk", find)):
                 out[name] = await wrk.run(url, connections=clients, duration_s=seconds,
                                           paths=_paths(op))
-        weights = loadtest_mix.parse_mix(loadtest_mix.DEFAULT_MIX)
+        weights = mix.parse_mix(mix.DEFAULT_MIX)
         mix_db = await Database(s, replica_dsns=[]).open(monitor=False)
         try:
-            from cardmint.ops.tokens import create_token, revoke_token
+            from cardmint.tokens import create_token, revoke_token
 
             token, record = await create_token(mix_db, owner="bench", scope="write")
             async with loadgen.client(url, 1, 10.0) as http:
-                ops, skipped, _ = await loadtest_mix.operations(
+                ops, skipped, _ = await mix.operations(
                     http, weights, random.Random(7), token, spec, served)
             mixed = await run(ops)
             await revoke_token(mix_db, record["id"])

@@ -31,8 +31,8 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster import pooler
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local import pooler
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.state import APP, SUPERUSER
 from cardmint.config import Settings, secret
 from cardmint.db.latency import LatencyHistogram

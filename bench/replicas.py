@@ -31,12 +31,12 @@ import asyncpg
 import uvloop
 
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.state import SUPERUSER
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
-from cardmint.ops import loadgen
+from cardmint.ops.loadtest import loadgen
 
 READ = "SELECT id, name, set_id FROM cards WHERE id = $1"
 

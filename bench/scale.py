@@ -34,14 +34,14 @@ from urllib.parse import quote, urlencode
 import uvloop
 
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
 from cardmint.inventory import items
-from cardmint.ops import loadgen, loadtest_mix, wrk
-from cardmint.ops.apiserver import serving
-from cardmint.ops.loadgen import Operation, Request
+from cardmint.ops.loadtest import loadgen, mix, wrk
+from cardmint.ops.loadtest.apiserver import serving
+from cardmint.ops.loadtest.loadgen import Operation, Request
 
 # Every variant NM; about a third also in one other condition; 1 in 20 also Japanese NM.
 PRODUCTS_SQL = """
@@ -151,9 +151,9 @@ async def measure(s: Settings, token: str, sets: list[str], seconds: int,
     headers = {"Authorization": f"Bearer {token}"}
     async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
-            cards = await loadtest_mix.draw_cards(http, random.Random(7))
-        ops = {"lookup": Operation("lookup", 1, loadtest_mix.lookup_request(cards)),
-               "search": Operation("search", 1, loadtest_mix.search_request(cards)),
+            cards = await mix.draw_cards(http, random.Random(7))
+        ops = {"lookup": Operation("lookup", 1, mix.lookup_request(cards)),
+               "search": Operation("search", 1, mix.search_request(cards)),
                "listing": Operation("listing", 1, listing_request(sets, headers))}
         for name, op in ops.items():
             if wrk.available():
@@ -207,7 +207,7 @@ async def main(root: Path, sizes: list[int], seconds: int, clients: int,
         s = settings(home)
         db = await Database(s, replica_dsns=[]).open(monitor=False)
         try:
-            from cardmint.ops.tokens import create_token, revoke_token
+            from cardmint.tokens import create_token, revoke_token
 
             token, record = await create_token(db, owner="bench-scale", scope="read")
             sets = [r["set_id"] for r in await db.fetch(

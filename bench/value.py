@@ -24,7 +24,7 @@ from typing import Any
 import uvloop
 
 from bench.scale import grow, prepare, settings, workdir
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.config import secret
 from cardmint.db import Database
 from cardmint.db.connect import connection

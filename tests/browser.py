@@ -37,7 +37,7 @@ from cardmint.db import Database
 from cardmint.intake import captures
 from cardmint.intake.captures import NewCapture
 from cardmint.intake.worker import Worker
-from cardmint.ops.tokens import create_token
+from cardmint.tokens import create_token
 from support import TestCluster, poll
 
 REPO = Path(__file__).resolve().parents[1]

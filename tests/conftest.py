@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster import roles
+from cardmint.cluster.pg import roles
 from cardmint.cluster.state import OWNER
 from cardmint.config import secret
 from cardmint.db import Database, migrate

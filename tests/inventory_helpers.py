@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from cardmint import tokens
 from cardmint.api.app import create_app
 from cardmint.db import Database
-from cardmint.ops import tokens
 from support import TestCluster, serving
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster import process
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import SUPERUSER
 from cardmint.config import Settings
 

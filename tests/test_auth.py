@@ -15,11 +15,11 @@ import httpx
 import pytest
 from fastapi import Depends, Request
 
+from cardmint import tokens
 from cardmint.api.app import create_app
 from cardmint.api.auth import FailureLimiter, Principal, require_scope
 from cardmint.api.idempotency import idempotent
 from cardmint.db import Database, Transaction
-from cardmint.ops import tokens
 from support import TestCluster, serving
 
 

@@ -23,8 +23,8 @@ import pytest
 from cardmint.config import secret
 from cardmint.db import migrate
 from cardmint.errors import BackupError
-from cardmint.ops import backup, facts, retention, wal
-from cardmint.ops import backup_store as store
+from cardmint.ops import facts
+from cardmint.ops.backups import backup, retention, store, wal
 from support import TestCluster, poll, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent

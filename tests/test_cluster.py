@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster import process
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import CREATING, load, save
 from cardmint.errors import UsageError
 from support import TestCluster, poll, postgres_pids, start_cluster
@@ -173,7 +173,7 @@ async def test_lifecycle_adopt_restart_clean_and_down(work_root: Path, template_
 
 @pytest.mark.slow
 async def test_sync_cluster_with_two_replicas(work_root: Path, template_dir: Path) -> None:
-    from cardmint.cluster.local import LocalCluster
+    from cardmint.cluster.local.engine import LocalCluster
     from cardmint.config import Settings
     from support import TestCluster, make_settings
 

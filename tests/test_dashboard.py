@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster import process
+from cardmint.cluster.pg import process
 from cardmint.config import secret
 from cardmint.db import Database, migrate
-from cardmint.ops.alerts import plain
-from cardmint.ops.dashboard import judge_node, snapshot
-from cardmint.ops.dashboard_reads import with_gaps
-from cardmint.ops.incidents import open_incident
-from cardmint.ops.monitor import store_sample
+from cardmint.ops.incidents.lifecycle import open_incident
+from cardmint.ops.monitor.alerts import plain
+from cardmint.ops.monitor.dashboard import judge_node, snapshot
+from cardmint.ops.monitor.history import with_gaps
+from cardmint.ops.monitor.sample import store_sample
 from cardmint.web.charts import line_chart, nice_max
 from support import TestCluster, make_settings, poll, start_cluster
 
@@ -336,7 +336,7 @@ async def client(pg: TestCluster):
 
 
 async def _cookie(db: Database, scope: str) -> dict[str, str]:
-    from cardmint.ops.tokens import create_token
+    from cardmint.tokens import create_token
     from cardmint.web.session import COOKIE
 
     token, _ = await create_token(db, owner=f"dashboard-test-{scope}", scope=scope)

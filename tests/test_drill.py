@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster.local import LocalCluster
-from cardmint.ops.drill import CONTRACT
+from cardmint.cluster.local.engine import LocalCluster
+from cardmint.ops.drills.drill import CONTRACT
 from support import TestCluster, make_settings, migrate_with_sample, postgres_pids
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,14 +21,14 @@ import pytest
 from fastapi import Request
 
 from cardmint.api.app import create_app
-from cardmint.cluster import process
-from cardmint.cluster.failover import FENCED
-from cardmint.cluster.local import LocalCluster
-from cardmint.cluster.syncrep import sync_names
+from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.local.failover import FENCED
+from cardmint.cluster.local.syncrep import sync_names
+from cardmint.cluster.pg import process
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.errors import UsageError
-from cardmint.ops.drill import PROBE_DDL, WriteProbe, lost
+from cardmint.ops.drills.drill import PROBE_DDL, WriteProbe, lost
 from cardmint.ops.syncguard import ALERT, Round, SyncGuard
 from support import TestCluster, make_settings, poll, postgres_pids, serving
 

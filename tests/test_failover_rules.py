@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster.failover import (
+from cardmint.cluster.local.failover import (
     FENCED,
     Candidate,
     choose_target,
     controldata_fields,
     promoted,
 )
-from cardmint.cluster.state import ClusterState, Node
-from cardmint.cluster.syncrep import (
+from cardmint.cluster.local.syncrep import (
     ALERT,
     DEGRADE,
     NONE,
@@ -25,8 +24,9 @@ from cardmint.cluster.syncrep import (
     named,
     sync_names,
 )
+from cardmint.cluster.state import ClusterState, Node
 from cardmint.errors import ClusterError, UsageError
-from cardmint.ops.drill import (
+from cardmint.ops.drills.drill import (
     CONTRACT,
     budget,
     failover_drill,

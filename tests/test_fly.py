@@ -17,13 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cardmint.cluster import roles
-from cardmint.cluster.fly import FlyCluster, RunResult
+from cardmint.cluster.fly.engine import FlyCluster, RunResult
+from cardmint.cluster.pg import roles
 from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError
-from cardmint.ops.drill import CONTRACT
-from cardmint.ops.drill_fly import fly_drill
-from cardmint.ops.rotate_fly import rotate_fly
+from cardmint.ops.drills.drill import CONTRACT
+from cardmint.ops.drills.fly import fly_drill
+from cardmint.ops.security.fly import rotate_fly
 from support import TestCluster
 
 STANDIN = Path(__file__).parent / "fly_standin" / "flyctl"

@@ -16,12 +16,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from cardmint import tokens
 from cardmint.catalog.load import load_catalog
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
-from cardmint.ops import tokens
-from cardmint.ops.apiserver import serving
+from cardmint.ops.loadtest.apiserver import serving
 from support import start_cluster
 
 EXAMPLES_PER_OPERATION = 25

@@ -15,7 +15,7 @@ import pytest
 
 from cardmint.cluster.state import APP
 from cardmint.db import Database
-from cardmint.ops.health import HealthReport, check_health
+from cardmint.ops.health.report import HealthReport, check_health
 from support import TestCluster, poll, replay_paused, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +218,7 @@ async def test_archive_failures_and_lost_nodes(work_root: Path, template_dir: Pa
 
         # a replica down: HA is degraded (warn, P1); the primary still serves
         state = tc.cluster.state()
-        from cardmint.cluster import process
+        from cardmint.cluster.pg import process
         await process.stop(state.replicas[0].pid)
         report = await check_health(s)
         assert status(report, "connectivity", "node2") == "warn"

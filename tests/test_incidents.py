@@ -15,8 +15,8 @@ import pytest
 
 from cardmint.db import Database, schema
 from cardmint.errors import ValidationError
-from cardmint.ops import incidents
-from cardmint.ops.severity import SEVERITIES, get_severity, most_severe
+from cardmint.ops.incidents import lifecycle
+from cardmint.ops.incidents.severity import SEVERITIES, get_severity, most_severe
 from support import TestCluster
 from test_cli import cardmint, no_traceback
 
@@ -65,41 +65,41 @@ def test_severity_table_matches_the_runbook_and_the_schema() -> None:
 async def test_open_note_ack_close_keeps_the_timeline_in_order(db: Database,
                                                               cleanup: list[int]) -> None:
     title = unique("replica lag")
-    opened = await incidents.open_incident(db, "P1", f"  {title} ", now=T0, actor="ana")
+    opened = await lifecycle.open_incident(db, "P1", f"  {title} ", now=T0, actor="ana")
     cleanup.append(opened.id)
     assert (opened.title, opened.severity, opened.status) == (title, "P1", "open")
     assert opened.deadline_at == T0 + timedelta(hours=1) and opened.overdue is False
 
-    await incidents.add_note(db, opened.id, "lag 45 s on node2", now=T0 + 5 * MIN, actor="ana")
-    acked = await incidents.acknowledge(db, opened.id, now=T0 + 10 * MIN, actor="bo")
+    await lifecycle.add_note(db, opened.id, "lag 45 s on node2", now=T0 + 5 * MIN, actor="ana")
+    acked = await lifecycle.acknowledge(db, opened.id, now=T0 + 10 * MIN, actor="bo")
     assert acked.acknowledged_at == T0 + 10 * MIN and acked.response_met is True
-    closed = await incidents.close(db, opened.id, note="replica rebuilt", now=T0 + 50 * MIN,
+    closed = await lifecycle.close(db, opened.id, note="replica rebuilt", now=T0 + 50 * MIN,
                                    actor="bo")
     assert closed.status == "resolved" and closed.resolved_at == T0 + 50 * MIN
     assert closed.notes == "replica rebuilt"
 
-    events = await incidents.timeline(db, opened.id)
+    events = await lifecycle.timeline(db, opened.id)
     assert [(e.kind, e.at - T0, e.actor) for e in events] == [
         ("opened", timedelta(0), "ana"), ("note", 5 * MIN, "ana"),
         ("acknowledged", 10 * MIN, "bo"), ("resolved", 50 * MIN, "bo")]
     assert events[1].message == "lag 45 s on node2"
     assert events[3].message == "replica rebuilt"
-    assert (await incidents.get(db, opened.id)).to_dict()["status"] == "resolved"
+    assert (await lifecycle.get(db, opened.id)).to_dict()["status"] == "resolved"
 
 
 async def test_mitigate_then_close_and_the_implied_acknowledgement(db: Database,
                                                                     cleanup: list[int]) -> None:
-    incident = await incidents.open_incident(db, "P0", unique("outage"), now=T0)
+    incident = await lifecycle.open_incident(db, "P0", unique("outage"), now=T0)
     cleanup.append(incident.id)
-    mitigated = await incidents.mitigate(db, incident.id, note="failed over",
+    mitigated = await lifecycle.mitigate(db, incident.id, note="failed over",
                                          now=T0 + 20 * MIN)
     # mitigating is a response, but past the P0's 15 minutes
     assert mitigated.status == "mitigated" and mitigated.acknowledged_at == T0 + 20 * MIN
     assert mitigated.response_met is False and mitigated.overdue is False
     with pytest.raises(ValidationError, match="already mitigated"):
-        await incidents.mitigate(db, incident.id, now=T0 + 21 * MIN)
-    await incidents.close(db, incident.id, now=T0 + 30 * MIN)
-    kinds = [(e.kind, e.message) for e in await incidents.timeline(db, incident.id)]
+        await lifecycle.mitigate(db, incident.id, now=T0 + 21 * MIN)
+    await lifecycle.close(db, incident.id, now=T0 + 30 * MIN)
+    kinds = [(e.kind, e.message) for e in await lifecycle.timeline(db, incident.id)]
     assert kinds == [("opened", f"P0 Critical: {incident.title}"),
                      ("acknowledged", "implied by mitigation"), ("mitigated", "failed over"),
                      ("resolved", "")]
@@ -108,50 +108,50 @@ async def test_mitigate_then_close_and_the_implied_acknowledgement(db: Database,
 @pytest.mark.parametrize("severity, minutes", [("P0", 15), ("P1", 60), ("P2", 240)])
 async def test_deadline_and_overdue_follow_the_injected_clock(
         db: Database, cleanup: list[int], severity: str, minutes: int) -> None:
-    incident = await incidents.open_incident(db, severity, unique("deadline"), now=T0)
+    incident = await lifecycle.open_incident(db, severity, unique("deadline"), now=T0)
     cleanup.append(incident.id)
     deadline = T0 + minutes * MIN
     assert incident.deadline_at == deadline
 
-    async def listed(now: datetime) -> incidents.Incident:
-        found = await incidents.list_incidents(db, now=now)
+    async def listed(now: datetime) -> lifecycle.Incident:
+        found = await lifecycle.list_incidents(db, now=now)
         return next(i for i in found if i.id == incident.id)
 
     assert (await listed(deadline)).overdue is False  # due by the deadline, not before
     assert (await listed(deadline)).response_met is None
     late = await listed(deadline + timedelta(seconds=1))
     assert late.overdue is True and late.response_met is False
-    assert (await incidents.get(db, incident.id, now=deadline + MIN)).overdue is True
+    assert (await lifecycle.get(db, incident.id, now=deadline + MIN)).overdue is True
 
-    acked = await incidents.acknowledge(db, incident.id, now=deadline + 2 * MIN)
+    acked = await lifecycle.acknowledge(db, incident.id, now=deadline + 2 * MIN)
     assert acked.overdue is False and acked.response_met is False
-    assert (await incidents.timeline(db, incident.id))[-1].message == \
+    assert (await lifecycle.timeline(db, incident.id))[-1].message == \
         "acknowledged (after the response deadline)"
 
 
 async def test_resolved_incidents_are_listed_only_with_include_closed(
         db: Database, cleanup: list[int]) -> None:
-    a = await incidents.open_incident(db, "P2", unique("open one"), now=T0)
-    b = await incidents.open_incident(db, "P2", unique("closed one"), now=T0 + MIN)
+    a = await lifecycle.open_incident(db, "P2", unique("open one"), now=T0)
+    b = await lifecycle.open_incident(db, "P2", unique("closed one"), now=T0 + MIN)
     cleanup += [a.id, b.id]
-    await incidents.close(db, b.id, now=T0 + 2 * MIN)
-    never_acked = await incidents.get(db, b.id, now=T0 + timedelta(days=1))
+    await lifecycle.close(db, b.id, now=T0 + 2 * MIN)
+    never_acked = await lifecycle.get(db, b.id, now=T0 + timedelta(days=1))
     assert never_acked.overdue is False  # resolved incidents are never overdue
-    open_ids = {i.id for i in await incidents.list_incidents(db, now=T0 + 3 * MIN)}
-    all_ids = {i.id for i in await incidents.list_incidents(db, include_closed=True,
+    open_ids = {i.id for i in await lifecycle.list_incidents(db, now=T0 + 3 * MIN)}
+    all_ids = {i.id for i in await lifecycle.list_incidents(db, include_closed=True,
                                                            now=T0 + 3 * MIN)}
     assert a.id in open_ids and b.id not in open_ids and {a.id, b.id} <= all_ids
 
 
 async def test_concurrent_acknowledgements_let_one_win(db: Database,
                                                        cleanup: list[int]) -> None:
-    incident = await incidents.open_incident(db, "P1", unique("race"), now=T0)
+    incident = await lifecycle.open_incident(db, "P1", unique("race"), now=T0)
     cleanup.append(incident.id)
     results = await asyncio.gather(
-        *(incidents.acknowledge(db, incident.id, now=T0 + MIN, actor=f"op{n}")
+        *(lifecycle.acknowledge(db, incident.id, now=T0 + MIN, actor=f"op{n}")
           for n in range(2)), return_exceptions=True)
     assert sorted(type(r).__name__ for r in results) == ["Incident", "ValidationError"]
-    kinds = [e.kind for e in await incidents.timeline(db, incident.id)]
+    kinds = [e.kind for e in await lifecycle.timeline(db, incident.id)]
     assert kinds == ["opened", "acknowledged"]
 
 
@@ -168,27 +168,27 @@ async def test_bad_input_is_refused_before_any_write(db: Database, severity: str
                                                      field: str) -> None:
     before = await counts(db)
     with pytest.raises(ValidationError) as caught:
-        await incidents.open_incident(db, severity, title, now=T0)
+        await lifecycle.open_incident(db, severity, title, now=T0)
     assert caught.value.field == field and field in str(caught.value)
     assert await counts(db) == before
 
 
 async def test_refused_changes_write_nothing(db: Database, cleanup: list[int]) -> None:
-    incident = await incidents.open_incident(db, "P2", unique("refusals"), now=T0)
+    incident = await lifecycle.open_incident(db, "P2", unique("refusals"), now=T0)
     cleanup.append(incident.id)
-    await incidents.acknowledge(db, incident.id, now=T0 + MIN)
-    await incidents.close(db, incident.id, now=T0 + 2 * MIN)
+    await lifecycle.acknowledge(db, incident.id, now=T0 + MIN)
+    await lifecycle.close(db, incident.id, now=T0 + 2 * MIN)
     before = await counts(db)
     refusals = [
-        (incidents.close(db, incident.id, now=T0 + 3 * MIN), "status"),
-        (incidents.acknowledge(db, incident.id, now=T0 + 3 * MIN), "status"),
-        (incidents.mitigate(db, incident.id, now=T0 + 3 * MIN), "status"),
-        (incidents.add_note(db, incident.id, "  ", now=T0 + 3 * MIN), "text"),
-        (incidents.add_note(db, incident.id, "too early", now=T0 - MIN), "now"),
-        (incidents.close(db, 2**62, now=T0), "incident_id"),
-        (incidents.acknowledge(db, 0), "incident_id"),
-        (incidents.get(db, 2**62), "incident_id"),
-        (incidents.open_incident(db, "P1", "naive", now=datetime(2025, 1, 1)), "now"),
+        (lifecycle.close(db, incident.id, now=T0 + 3 * MIN), "status"),
+        (lifecycle.acknowledge(db, incident.id, now=T0 + 3 * MIN), "status"),
+        (lifecycle.mitigate(db, incident.id, now=T0 + 3 * MIN), "status"),
+        (lifecycle.add_note(db, incident.id, "  ", now=T0 + 3 * MIN), "text"),
+        (lifecycle.add_note(db, incident.id, "too early", now=T0 - MIN), "now"),
+        (lifecycle.close(db, 2**62, now=T0), "incident_id"),
+        (lifecycle.acknowledge(db, 0), "incident_id"),
+        (lifecycle.get(db, 2**62), "incident_id"),
+        (lifecycle.open_incident(db, "P1", "naive", now=datetime(2025, 1, 1)), "now"),
     ]
     for call, field in refusals:
         with pytest.raises(ValidationError) as caught:
@@ -196,7 +196,7 @@ async def test_refused_changes_write_nothing(db: Database, cleanup: list[int]) -
         assert caught.value.field == field, caught.value
     assert await counts(db) == before
     # a note after resolution is fine: findings keep coming
-    await incidents.add_note(db, incident.id, "root cause: full WAL volume", now=T0 + 3 * MIN)
+    await lifecycle.add_note(db, incident.id, "root cause: full WAL volume", now=T0 + 3 * MIN)
 
 
 # -- the post-incident review -----------------------------------------------------------------
@@ -204,7 +204,7 @@ async def test_refused_changes_write_nothing(db: Database, cleanup: list[int]) -
 
 async def test_report_has_the_summary_timeline_alerts_and_sections(
         db: Database, cleanup: list[int]) -> None:
-    incident = await incidents.open_incident(db, "P0", unique("primary down | writes fail"),
+    incident = await lifecycle.open_incident(db, "P0", unique("primary down | writes fail"),
                                              now=T0, actor="ana")
     cleanup.append(incident.id)
     alert_name = unique("connectivity").replace(" ", "_")
@@ -212,12 +212,12 @@ async def test_report_has_the_summary_timeline_alerts_and_sections(
         "INSERT INTO alerts (name, severity, message, node, started_at) "
         "VALUES ($1, 'P0', 'primary unreachable', 'node1', $2) RETURNING id", alert_name, T0)
     try:
-        await incidents.link_alert(db, incident.id, alert_id, now=T0 + MIN)
-        await incidents.acknowledge(db, incident.id, now=T0 + 4 * MIN, actor="bo")
-        await incidents.add_note(db, incident.id, "promoted node2\nwrites back",
+        await lifecycle.link_alert(db, incident.id, alert_id, now=T0 + MIN)
+        await lifecycle.acknowledge(db, incident.id, now=T0 + 4 * MIN, actor="bo")
+        await lifecycle.add_note(db, incident.id, "promoted node2\nwrites back",
                                  now=T0 + 9 * MIN, actor="bo")
-        await incidents.close(db, incident.id, note="failover to node2", now=T0 + 75 * MIN)
-        report = await incidents.report_markdown(db, incident.id, now=T0 + timedelta(days=1))
+        await lifecycle.close(db, incident.id, note="failover to node2", now=T0 + 75 * MIN)
+        report = await lifecycle.report_markdown(db, incident.id, now=T0 + timedelta(days=1))
     finally:
         await db.execute("DELETE FROM alerts WHERE id = $1", alert_id)
 
@@ -243,9 +243,9 @@ async def test_report_has_the_summary_timeline_alerts_and_sections(
 
 
 async def test_report_of_an_open_overdue_incident(db: Database, cleanup: list[int]) -> None:
-    incident = await incidents.open_incident(db, "P1", unique("slow"), now=T0)
+    incident = await lifecycle.open_incident(db, "P1", unique("slow"), now=T0)
     cleanup.append(incident.id)
-    report = await incidents.report_markdown(db, incident.id, now=T0 + 2 * 60 * MIN)
+    report = await lifecycle.report_markdown(db, incident.id, now=T0 + 2 * 60 * MIN)
     assert "**missed**, not acknowledged yet (overdue)" in report
     assert "within 48 h of resolution" in report
     assert "\n## Linked alerts\n\nNone.\n" in report
@@ -282,7 +282,7 @@ async def test_cli_life_cycle_and_report(pg: TestCluster, db: Database, cleanup:
         step = cardmint(pg, "incident", *args)
         assert step.returncode == 0, step.stderr
         assert f"incident {incident_id}" in step.stdout
-    events = await incidents.timeline(db, incident_id)
+    events = await lifecycle.timeline(db, incident_id)
     assert [e.kind for e in events] == ["opened", "note", "acknowledged", "resolved"]
     assert events[0].actor == "cli-test" and events[1].actor  # defaults to the OS user
 
@@ -301,7 +301,7 @@ async def test_cli_life_cycle_and_report(pg: TestCluster, db: Database, cleanup:
 
 async def test_cli_list_flags_overdue_and_exits_1(pg: TestCluster, db: Database,
                                                   cleanup: list[int]) -> None:
-    stale = await incidents.open_incident(db, "P0", unique("overdue [bold]x[/]"), now=T0)
+    stale = await lifecycle.open_incident(db, "P0", unique("overdue [bold]x[/]"), now=T0)
     cleanup.append(stale.id)
     done = cardmint(pg, "incident", "list", "--json")
     assert done.returncode == 1, done.stderr
@@ -312,7 +312,7 @@ async def test_cli_list_flags_overdue_and_exits_1(pg: TestCluster, db: Database,
     assert people.returncode == 1 and "OVERDUE" in people.stdout
     assert "[bold]x[/]" in people.stdout  # titles are shown, not taken as markup
 
-    await incidents.close(db, stale.id)
+    await lifecycle.close(db, stale.id)
     done = cardmint(pg, "incident", "list", "--all", "--json")
     listed = json.loads(done.stdout)
     assert any(i["id"] == stale.id and i["status"] == "resolved" for i in listed["incidents"])

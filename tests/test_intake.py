@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from cardmint import tokens
 from cardmint.api.app import create_app
 from cardmint.api.intake import run_worker_in
 from cardmint.db import Database
 from cardmint.intake import captures
 from cardmint.intake.worker import Worker
-from cardmint.ops import tokens
 from support import TestCluster, poll, serving
 
 CHARIZARD = {"name": "Charizard", "number": "4/102", "setCode": "base1", "hp": 120}

@@ -15,9 +15,9 @@ from cardmint.catalog.load import load_catalog
 from cardmint.config import secret
 from cardmint.db.connect import connection
 from cardmint.errors import UsageError
-from cardmint.ops import loadtest_mix, wrk
-from cardmint.ops.loadtest_app import AppOptions, run_app_loadtest
-from cardmint.ops.loadtest_pgbench import (
+from cardmint.ops.loadtest import mix, wrk
+from cardmint.ops.loadtest.app import AppOptions, run_app_loadtest
+from cardmint.ops.loadtest.pgbench import (
     DATABASE,
     parse_summary,
     quantiles_ms,
@@ -68,9 +68,9 @@ def test_wrk_output_and_mix_parsing() -> None:
     parsed = wrk.parse(WRK_OUT)
     assert parsed["rps"] == 732.88 and parsed["requests"] == 4417 and parsed["errors"] == 3
     assert parsed["p50_ms"] == 23.36 and parsed["p99_ms"] == 160.52
-    assert loadtest_mix.parse_mix("search=2, lookup=1,identify=0") == {"search": 2, "lookup": 1}
+    assert mix.parse_mix("search=2, lookup=1,identify=0") == {"search": 2, "lookup": 1}
     with pytest.raises(UsageError):
-        loadtest_mix.parse_mix("search=1,teleport=2")
+        mix.parse_mix("search=1,teleport=2")
     with pytest.raises(UsageError):
         AppOptions(url="http://10.0.0.1:8000").check()  # loopback only
 

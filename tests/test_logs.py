@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster import logs
+from cardmint.cluster.pg import logs
 from cardmint.errors import UsageError
-from cardmint.ops.stats import server_errors
+from cardmint.ops.health.stats import server_errors
 from support import TestCluster, poll, start_cluster
 
 pytestmark = pytest.mark.slow

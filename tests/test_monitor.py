@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from cardmint.clock import utc
 from cardmint.config import Settings, secret
 from cardmint.db import Database
-from cardmint.ops import monitor
-from cardmint.ops.clock import utc
 from cardmint.ops.facts import HostSampler
-from cardmint.ops.monitor_loop import run_loop
+from cardmint.ops.monitor import sample
+from cardmint.ops.monitor.loop import run_loop
 from support import TestCluster, poll
 from test_cli import ROOT, cardmint, no_traceback
 
@@ -98,7 +98,7 @@ def only_replica(pg: TestCluster, **overrides: Any) -> Settings:
 
 
 async def alert_rows(db: Database, name: str, after_id: int = 0) -> list[dict[str, Any]]:
-    return [a for a in await monitor.list_alerts(db, include_resolved=True)
+    return [a for a in await sample.list_alerts(db, include_resolved=True)
             if a["name"] == name and a["id"] > after_id]
 
 
@@ -109,13 +109,13 @@ async def test_replica_lag_fires_once_and_clears_when_replay_resumes(
     node = replica_name(pg)
     host = HostSampler()
 
-    async def round_() -> monitor.MonitorReport:
-        return await monitor.run_once(s, webhook=receiver.url, host=host)
+    async def round_() -> sample.MonitorReport:
+        return await sample.run_once(s, webhook=receiver.url, host=host)
 
     async def quiet() -> bool:
         # Lag is "now minus the last replayed commit" while received WAL awaits replay,
         # so at a 0.2 s threshold a round can catch a record in flight: wait for a calm one.
-        report = await monitor.run_once(s, host=host)
+        report = await sample.run_once(s, host=host)
         return report.stored and "replica_lag" not in {a["name"] for a in report.firing}
 
     await poll(quiet, timeout=20, interval=0.1)
@@ -129,7 +129,7 @@ async def test_replica_lag_fires_once_and_clears_when_replay_resumes(
         await poll(lambda: replica.fetchval(
             "SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()"))
 
-        async def fired() -> monitor.MonitorReport | None:
+        async def fired() -> sample.MonitorReport | None:
             report = await round_()
             return report if any(a["name"] == "replica_lag" for a in report.fired) else None
 
@@ -152,7 +152,7 @@ async def test_replica_lag_fires_once_and_clears_when_replay_resumes(
         await replica.close()
         await primary.close()
 
-    async def resolved() -> monitor.MonitorReport | None:
+    async def resolved() -> sample.MonitorReport | None:
         report = await round_()
         return report if any(a["name"] == "replica_lag" for a in report.resolved) else None
 
@@ -171,7 +171,7 @@ async def test_no_primary_is_p0_opens_an_incident_and_a_dead_webhook_is_only_log
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="cardmint.alerts")
     dead = "http://127.0.0.1:9/hook?token=abc123"  # nothing listens on the discard port
-    report = await monitor.run_once(only_replica(pg), webhook=dead)
+    report = await sample.run_once(only_replica(pg), webhook=dead)
     alert = next(a for a in report.fired if a["name"] == "no_primary")
     assert alert["severity"] == "P0" and alert["node"] is None and report.exit_code == 2
     assert "Database Connection Failures" in alert["runbook_section"]
@@ -183,7 +183,7 @@ async def test_no_primary_is_p0_opens_an_incident_and_a_dead_webhook_is_only_log
     assert row["incident_id"] == report.incidents[0]
     assert "alert webhook to 127.0.0.1 failed" in caplog.text and "abc123" not in caplog.text
 
-    back = await monitor.run_once(pg.settings())
+    back = await sample.run_once(pg.settings())
     assert [a["name"] for a in back.resolved] == ["no_primary"] and back.incidents == []
 
 
@@ -191,18 +191,18 @@ async def test_alerts_announced_while_the_database_is_unreachable_are_recorded_l
         pg: TestCluster, db: Database, receiver: Receiver, fresh_rows: None) -> None:
     password = "s3cret-pw-7"
     cut = pg.settings(database_url=f"postgresql://cardmint_app:{password}@127.0.0.1:9/cardmint")
-    memory = monitor.AlertMemory()
+    memory = sample.AlertMemory()
     t0 = utc()
-    down = await monitor.run_once(cut, webhook=receiver.url, memory=memory, now=t0)
+    down = await sample.run_once(cut, webhook=receiver.url, memory=memory, now=t0)
     assert down.stored is False and down.exit_code == 2
     assert [a["name"] for a in down.fired] == ["database_unreachable"]
     assert password not in json.dumps(down.to_dict())
-    again = await monitor.run_once(cut, webhook=receiver.url, memory=memory,
+    again = await sample.run_once(cut, webhook=receiver.url, memory=memory,
                                    now=t0 + timedelta(seconds=1))
     assert again.fired == [] and receiver.events("database_unreachable") == ["firing"]
     assert receiver.received[0]["stored"] is False
 
-    back = await monitor.run_once(pg.settings(), webhook=receiver.url, memory=memory,
+    back = await sample.run_once(pg.settings(), webhook=receiver.url, memory=memory,
                                   now=t0 + timedelta(seconds=2))
     assert back.stored and [a["name"] for a in back.resolved] == ["database_unreachable"]
     rows = await alert_rows(db, "database_unreachable")
@@ -219,16 +219,16 @@ async def test_a_sustained_rule_fires_only_once_the_stored_window_covers_it(
     t0 = utc() + timedelta(hours=1)  # after every sample already stored
     names = []
     for minute in range(3):
-        report = await monitor.run_once(s, now=t0 + timedelta(minutes=minute), host=host)
+        report = await sample.run_once(s, now=t0 + timedelta(minutes=minute), host=host)
         names.append({a["name"] for a in report.firing})
     assert "latency_p95_sustained" not in names[0] | names[1]
     assert "latency_p95_sustained" in names[2]
-    window = await monitor.load_window(db, since=t0 - timedelta(seconds=1),
+    window = await sample.load_window(db, since=t0 - timedelta(seconds=1),
                                        until=t0 + timedelta(minutes=2))
     assert [w["taken_at"] for w in window] == [t0 + timedelta(minutes=m) for m in range(3)]
     assert all(w["latency_p95_ms"] > 0 and w["primary"] for w in window)
     # a gap of more than 2.5 intervals starts the count again
-    late = await monitor.run_once(s, now=t0 + timedelta(minutes=6), host=host)
+    late = await sample.run_once(s, now=t0 + timedelta(minutes=6), host=host)
     assert "latency_p95_sustained" not in {a["name"] for a in late.firing}
     assert [a["name"] for a in late.resolved] == ["latency_p95_sustained"]
 
@@ -236,18 +236,18 @@ async def test_a_sustained_rule_fires_only_once_the_stored_window_covers_it(
 async def test_samples_carry_the_figures_and_old_ones_are_pruned(
         pg: TestCluster, db: Database, fresh_rows: None) -> None:
     now = utc()
-    old = await monitor.store_sample(db, {"taken_at": now - timedelta(hours=25), "nodes": {}})
-    report = await monitor.run_once(pg.settings(), now=now)
+    old = await sample.store_sample(db, {"taken_at": now - timedelta(hours=25), "nodes": {}})
+    report = await sample.run_once(pg.settings(), now=now)
     assert report.pruned >= 1
     assert await db.fetchval("SELECT count(*) FROM monitor_samples WHERE id = $1", old) == 0
-    sample = report.sample
-    nodes = sample["nodes"]
+    taken = report.sample
+    nodes = taken["nodes"]
     assert sorted(f["role"] for f in nodes.values()) == ["primary", "replica"]
     assert sample["primary"] in nodes and all(f["reachable"] for f in nodes.values())
     assert all(f["connections"] >= 1 and f["storage_pct"] is not None for f in nodes.values())
     assert sample["latency_p95_ms"] > 0 and sample["app"]["latency"]["count"] == 20
     assert sample["host"]["memory_pct"] is not None and sample["activity"]["xact_commit"] > 0
-    following = await monitor.run_once(pg.settings(), now=now + timedelta(seconds=1))
+    following = await sample.run_once(pg.settings(), now=now + timedelta(seconds=1))
     assert following.sample["rates"]["tps"] > 0
     mix = following.sample["read_write"]  # the monitor's own tables are left out
     assert mix is not None and mix["reads"] >= 0 and mix["writes"] == 0

@@ -21,15 +21,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster import patroni_rest, process
-from cardmint.cluster.failover import FENCED
-from cardmint.cluster.patroni import PatroniCluster
-from cardmint.cluster.rejoin import datadir_pids
+from cardmint.cluster.local.failover import FENCED
+from cardmint.cluster.local.rejoin import datadir_pids
+from cardmint.cluster.patroni import rest
+from cardmint.cluster.patroni.engine import PatroniCluster
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import REPLICATION, SUPERUSER
 from cardmint.db import Database
 from cardmint.errors import ClusterError
-from cardmint.ops.drill import CONTRACT, WriteProbe, lost, prepare_probe_table
-from cardmint.ops.rotate import rotate
+from cardmint.ops.drills.drill import CONTRACT, WriteProbe, lost, prepare_probe_table
+from cardmint.ops.security.rotate import rotate
 from support import make_settings, migrate_with_sample, poll
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ async def patroni_cluster(work_root: Path) -> AsyncIterator[PatroniCluster]:
 
 async def leader_of(cluster: PatroniCluster) -> str | None:
     try:
-        return patroni_rest.leader(await cluster.members())
+        return rest.leader(await cluster.members())
     except Exception:
         return None
 
@@ -345,20 +346,21 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
 
 
 def test_patroni_gets_the_local_engines_settings_and_timing_rules(tmp_path: Path) -> None:
-    from cardmint.cluster import nodes, patroni_conf
+    from cardmint.cluster.patroni import conf
+    from cardmint.cluster.pg import nodes
 
     archive = tmp_path / "wal-archive"
-    shared = patroni_conf.shared_parameters(archive)
+    shared = conf.shared_parameters(archive)
     assert shared["archive_command"] == nodes.archive_command(archive)  # unquoted
     assert shared["log_destination"] == "jsonlog" and shared["wal_log_hints"] == "on"
-    assert not set(patroni_conf.PATRONI_OWNED) & set(shared)
-    dcs = patroni_conf.dcs_config(archive, sync=True, strict=False)
+    assert not set(conf.PATRONI_OWNED) & set(shared)
+    dcs = conf.dcs_config(archive, sync=True, strict=False)
     assert dcs["ttl"] >= 20 and dcs["loop_wait"] >= 1 and dcs["retry_timeout"] >= 3
     assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
     assert (dcs["synchronous_mode"], dcs["synchronous_mode_strict"]) == (True, False)
-    assert patroni_conf.dcs_config(archive, sync=False, strict=True)[
+    assert conf.dcs_config(archive, sync=False, strict=True)[
         "synchronous_mode_strict"] is False  # strict means nothing without sync
-    member = patroni_conf.member_config(
+    member = conf.member_config(
         name="node1", datadir=tmp_path / "n1", bindir=tmp_path, pg_port=5, rest_port=6,
         etcd_hosts=["127.0.0.1:7"], passwords={"postgres": "a", "cardmint_replicator": "b"},
         rest_password="c", pgpass=tmp_path / "pgpass", log_dir=tmp_path, archive=archive,
@@ -368,13 +370,14 @@ def test_patroni_gets_the_local_engines_settings_and_timing_rules(tmp_path: Path
                  *member["etcd3"]["hosts"]]
     assert all(a.startswith("127.0.0.1:") for a in addresses)
     assert member["postgresql"]["pg_hba"][0].split()[-1] == "scram-sha-256"
-    assert json.loads(patroni_conf.render(member)) == member
+    assert json.loads(conf.render(member)) == member
 
 
 def test_the_replication_role_patroni_made_is_altered_not_created() -> None:
-    from cardmint.cluster import patroni_conf, roles
+    from cardmint.cluster.patroni import conf
+    from cardmint.cluster.pg import roles
 
-    sql = patroni_conf.bootstrap_sql(roles.cluster_sql(roles.new_passwords(), "cardmint"))
+    sql = conf.bootstrap_sql(roles.cluster_sql(roles.new_passwords(), "cardmint"))
     assert not any(s.startswith("CREATE ROLE cardmint_replicator") for s in sql)
     altered = [s for s in sql if s.startswith("ALTER ROLE cardmint_replicator ")]
     assert len(altered) == 1 and "PASSWORD 'SCRAM-SHA-256$" in altered[0]

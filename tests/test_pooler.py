@@ -10,13 +10,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster import pooler, process
+from cardmint.cluster.local import pooler
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import APP
 from cardmint.config import secret
 from cardmint.db import Database
 from cardmint.db.pooled import behind_pooler
-from cardmint.ops.health import check_health
-from cardmint.ops.rotate import rotate
+from cardmint.ops.health.report import check_health
+from cardmint.ops.security.rotate import rotate
 from support import poll, postgres_pids, start_cluster
 
 pytestmark = [

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster.replicas import next_name
+from cardmint.cluster.local.replicas import next_name
 from cardmint.cluster.state import ClusterState, Node
 from cardmint.db import Database
 from cardmint.errors import CardmintError, UsageError
-from cardmint.ops.health import check_health
+from cardmint.ops.health.report import check_health
 from support import poll, postgres_pids, start_cluster
 
 pytestmark = pytest.mark.slow

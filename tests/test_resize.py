@@ -14,11 +14,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster.resize import derive, format_kb, parse_memory, resize
+from cardmint.cluster.local.resize import derive, format_kb, parse_memory, resize
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.errors import UsageError
-from cardmint.ops.drill import PROBE_DDL, WriteProbe, lost
+from cardmint.ops.drills.drill import PROBE_DDL, WriteProbe, lost
 from cardmint.ops.maintenance import require_window
 from support import poll, postgres_pids, start_cluster
 

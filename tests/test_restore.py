@@ -21,13 +21,12 @@ import pytest
 
 from cardmint import secretfile
 from cardmint.catalog.load import load_catalog
-from cardmint.cluster import process, roles
+from cardmint.cluster.pg import process, roles
 from cardmint.cluster.state import APP, SUPERUSER, load
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.errors import BackupError, UsageError
-from cardmint.ops import backup, restore
-from cardmint.ops import backup_store as store
+from cardmint.ops.backups import backup, restore, store
 from support import TestCluster, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent

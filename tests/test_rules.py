@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from cardmint.config import Settings
-from cardmint.ops import rules
-from cardmint.ops.rules import Finding, evaluate, transitions
+from cardmint.ops.monitor import rules
+from cardmint.ops.monitor.rules import Finding, evaluate, transitions
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -19,8 +19,8 @@ from cardmint.cluster.state import APP, ROLES
 from cardmint.config import secret
 from cardmint.db import Database, migrate
 from cardmint.errors import CardmintError, UsageError, ValidationError
-from cardmint.ops.rotate import rotate
-from cardmint.ops.security import audit, session_findings
+from cardmint.ops.security.audit import audit, session_findings
+from cardmint.ops.security.rotate import rotate
 from support import TestCluster, poll, start_cluster
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from browser import chromium, screenshot, signed_in, web_server  # noqa: F401
-from cardmint.cluster import process
+from cardmint.cluster.pg import process
 from cardmint.config import secret
 from cardmint.db import Database, migrate
-from cardmint.ops.monitor import run_once
+from cardmint.ops.monitor.sample import run_once
 from support import TestCluster, start_cluster
 
 pytestmark = pytest.mark.slow

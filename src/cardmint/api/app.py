@@ -15,7 +15,7 @@ from cardmint.api import catalog, health, intake, inventory, limits, metrics, pr
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
 from cardmint.errors import DatabaseUnavailable
-from cardmint.ops.tokens import FailureLimiter
+from cardmint.tokens import FailureLimiter
 
 log = logging.getLogger("cardmint.api")
 REOPEN_EVERY_S = 2.0

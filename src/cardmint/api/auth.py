@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import HTTPException, Request
 
-from cardmint.ops.tokens import SCOPES, FailureLimiter, Principal, authenticate
+from cardmint.tokens import SCOPES, FailureLimiter, Principal, authenticate
 
 __all__ = ["FailureLimiter", "Principal", "require_scope"]
 

@@ -37,7 +37,7 @@ def run_monitor_in(app: FastAPI, interval_s: float | None = None, *,
     """The monitor loop beside the app, so alerts fire, the dashboard's charts fill and
     the daily backup is taken without another command. It works only while it leads
     (one loop cluster-wide; see ops.monitor_loop)."""
-    from cardmint.ops.monitor_loop import run_loop
+    from cardmint.ops.monitor.loop import run_loop
 
     async def job(a: FastAPI, stop: asyncio.Event) -> None:
         s = a.state.settings
@@ -52,7 +52,7 @@ def run_sync_guard_in(app: FastAPI) -> None:
     synchronous standby stalls commits for `sync_degrade_after_s`, not for ever, without
     a separate `cardmint cluster sync-guard`. Only one guard acts at a time."""
     from cardmint.cluster.state import load
-    from cardmint.ops.monitor_loop import Leadership
+    from cardmint.ops.monitor.loop import Leadership
     from cardmint.ops.syncguard import LOCK_KEY, SyncGuard
 
     async def job(a: FastAPI, stop: asyncio.Event) -> None:

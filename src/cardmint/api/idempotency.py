@@ -17,7 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from cardmint.db import Database, Transaction
-from cardmint.ops.tokens import Principal
+from cardmint.tokens import Principal
 
 HEADER = "Idempotency-Key"
 Run = Callable[[Transaction], Awaitable[tuple[int, dict[str, Any]]]]

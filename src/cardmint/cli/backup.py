@@ -11,12 +11,11 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.fly.engine import FlyCluster
 from cardmint.cluster.provider import engine_of
 from cardmint.errors import UsageError
-from cardmint.ops import backup as ops
-from cardmint.ops import fly_volumes
-from cardmint.ops import restore as restoring
+from cardmint.ops.backups import backup, fly
+from cardmint.ops.backups import restore as restoring
 
 app = typer.Typer(help="Base backups, WAL archiving, retention and point-in-time restore.",
                   no_args_is_help=True)
@@ -43,12 +42,12 @@ def create(
     """Take a base backup of the primary now (on Fly: a snapshot of its volume)."""
     cfg = settings(home)
     if engine_of(cfg) == "fly":
-        snap = run(fly_volumes.snapshot(FlyCluster.from_settings(cfg)))
+        snap = run(fly.snapshot(FlyCluster.from_settings(cfg)))
         emit(snap, as_json, lambda d: console.print(
             f"snapshot {d['snapshot'].get('id')} of volume {d['volume']} (primary "
             f"{d['machine']})"))
         return
-    data = run(ops.create(cfg, max_rate=max_rate))
+    data = run(backup.create(cfg, max_rate=max_rate))
 
     def render(d: dict[str, Any]) -> None:
         console.print(f"backup {d['id']}: {sz(d['size_bytes'])} on disk ({sz(d['data_bytes'])} "
@@ -65,10 +64,10 @@ def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Backups, newest first (the catalog, reconciled with the disk; on Fly, snapshots)."""
     cfg = settings(home)
     if engine_of(cfg) == "fly":
-        emit(run(fly_volumes.snapshots(FlyCluster.from_settings(cfg))), as_json,
+        emit(run(fly.snapshots(FlyCluster.from_settings(cfg))), as_json,
              _render_snapshots)
         return
-    data = run(ops.list_backups(cfg))
+    data = run(backup.list_backups(cfg))
 
     def render(d: dict[str, Any]) -> None:
         table = Table(title=f"backups ({d['source']})")
@@ -96,7 +95,7 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """pg_verifybackup, and the WAL archive's continuity from the backup on."""
-    data = run(ops.verify(settings(home), backup_id))
+    data = run(backup.verify(settings(home), backup_id))
 
     def render(d: dict[str, Any]) -> None:
         mark = "[green]ok[/]" if d["ok"] else "[red]FAILED[/]"
@@ -116,7 +115,7 @@ def prune(
     as_json: JsonOpt = False,
 ) -> None:
     """Apply the retention to backups and the WAL archive."""
-    data = run(ops.prune(settings(home), dry_run=dry_run))
+    data = run(backup.prune(settings(home), dry_run=dry_run))
 
     def render(d: dict[str, Any]) -> None:
         verb = "would remove" if d["dry_run"] else "removed"
@@ -130,7 +129,7 @@ def prune(
 @app.command()
 def schedule(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """One turn of the daily schedule: a backup if one is due, then the retention."""
-    data = run(ops.schedule_once(settings(home)))
+    data = run(backup.schedule_once(settings(home)))
     emit(data, as_json, lambda d: console.print(
         (f"backup {d['backup']['id']} taken" if d["backup"] else "no backup due")
         + f"; pruned {len(d['prune']['removed'])} backup(s)"))
@@ -139,7 +138,7 @@ def schedule(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """WAL archiving health and the newest backup."""
-    data = run(ops.status(settings(home)))
+    data = run(backup.status(settings(home)))
 
     def render(d: dict[str, Any]) -> None:
         a, latest = d["archiver"], d["latest_backup"]
@@ -198,7 +197,7 @@ def restore(
         if not to_app or not backup_id or to or target_time or target_lsn or latest or repoint:
             raise UsageError("on Fly, restore takes a snapshot ID and --to-app NEW_APP only "
                              "(Fly restores whole volumes, not to a moment)")
-        made = run(fly_volumes.restore(FlyCluster.from_settings(cfg), backup_id, to_app))
+        made = run(fly.restore(FlyCluster.from_settings(cfg), backup_id, to_app))
         emit(made, as_json, lambda d: console.print(
             f"created {d['app']} from snapshot {d['snapshot']}; its connection string holds a "
             "password, so it is not shown: give the app's role a new one with `cardmint "

@@ -193,7 +193,7 @@ def sync_guard(
     as_json: JsonOpt = False,
 ) -> None:
     """Watchdog: commits stuck on a lost sync standby -> async + P1 alert; then restore."""
-    from cardmint.ops.monitor_loop import Leadership
+    from cardmint.ops.monitor.loop import Leadership
     from cardmint.ops.syncguard import LOCK_KEY, Round, SyncGuard
 
     guard = SyncGuard(settings(home), strict=strict)

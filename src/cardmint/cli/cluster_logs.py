@@ -9,8 +9,8 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit, to_json
-from cardmint.cluster import logs
-from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.fly.engine import FlyCluster
+from cardmint.cluster.pg import logs
 from cardmint.cluster.provider import engine_of
 from cardmint.cluster.state import load
 from cardmint.errors import ClusterError, UsageError

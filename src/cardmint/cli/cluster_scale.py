@@ -8,7 +8,7 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.provider import require_local
 from cardmint.errors import UsageError
 
@@ -74,13 +74,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError("resize takes --memory (and --cpu); --vm-size is for Fly")
         require_window("resize", force=force)
         if fly:
-            from cardmint.cluster.fly import FlyCluster
+            from cardmint.cluster.fly.engine import FlyCluster
 
             out = run(FlyCluster.from_settings(cfg).resize_all(vm_size))
             emit({"ok": True, **out}, as_json, _render_fly_resize)
             return
         from cardmint.cli.cluster_resize import render
-        from cardmint.cluster.resize import resize
+        from cardmint.cluster.local.resize import resize
 
         require_local(cfg, "resize --memory")
         report = run(resize(LocalCluster(cfg), memory, cpu))

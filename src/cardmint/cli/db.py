@@ -11,8 +11,8 @@ from cardmint.cli.output import console, emit, errors
 from cardmint.config import secret
 from cardmint.db import migrate
 from cardmint.errors import ConfigError
-from cardmint.ops import backup as backups
 from cardmint.ops import freeze as freezing
+from cardmint.ops.backups import backup
 
 app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 
@@ -37,7 +37,7 @@ def upgrade(
     dsn = _owner_dsn(home)
     before = migrate.current(dsn)
     pending = before != (migrate.head() if revision == "head" else revision)
-    guard = run(backups.before_deploy(settings(home), pending=pending, skip=no_backup))
+    guard = run(backup.before_deploy(settings(home), pending=pending, skip=no_backup))
     if guard["backup"]:
         errors.print(f"backup {guard['backup']['id']} taken before the migration")
     elif pending:

@@ -38,9 +38,9 @@ def failover(home: HomeOpt = None, force: ForceOpt = False, as_json: JsonOpt = F
 
     cfg = settings(home)
     if engine_of(cfg) == "fly":
-        from cardmint.ops.drill_fly import fly_drill as failover_drill
+        from cardmint.ops.drills.fly import fly_drill as failover_drill
     else:
-        from cardmint.ops.drill import failover_drill
+        from cardmint.ops.drills.drill import failover_drill
     report = run(failover_drill(cfg, force=force))
     emit(report, as_json, render)
     if not report["ok"]:

@@ -14,10 +14,10 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import OK, WARN, console, emit
+from cardmint.clock import format_duration, utc
 from cardmint.db import Database
-from cardmint.ops import incidents
-from cardmint.ops.clock import format_duration, utc
-from cardmint.ops.incidents import Incident
+from cardmint.ops.incidents import lifecycle
+from cardmint.ops.incidents.lifecycle import Incident
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ def open_(
 ) -> None:
     """Open an incident; its response deadline follows from the severity."""
     who = _actor(actor)
-    _show(_with_db(home, lambda db: incidents.open_incident(db, severity, title, actor=who)),
+    _show(_with_db(home, lambda db: lifecycle.open_incident(db, severity, title, actor=who)),
           as_json)
 
 
@@ -93,7 +93,7 @@ def note(
 ) -> None:
     """Add a note to an incident's timeline."""
     who = _actor(actor)
-    _show(_with_db(home, lambda db: incidents.add_note(db, incident_id, text, actor=who)),
+    _show(_with_db(home, lambda db: lifecycle.add_note(db, incident_id, text, actor=who)),
           as_json)
 
 
@@ -102,7 +102,7 @@ def ack(incident_id: IdArg, actor: ActorOpt = None, home: HomeOpt = None,
         as_json: JsonOpt = False) -> None:
     """Acknowledge an incident (the response the deadline asks for)."""
     who = _actor(actor)
-    _show(_with_db(home, lambda db: incidents.acknowledge(db, incident_id, actor=who)),
+    _show(_with_db(home, lambda db: lifecycle.acknowledge(db, incident_id, actor=who)),
           as_json)
 
 
@@ -116,7 +116,7 @@ def mitigate(
 ) -> None:
     """Mark an incident mitigated (user impact stopped, fix still to come)."""
     who = _actor(actor)
-    _show(_with_db(home, lambda db: incidents.mitigate(db, incident_id, note=note, actor=who)),
+    _show(_with_db(home, lambda db: lifecycle.mitigate(db, incident_id, note=note, actor=who)),
           as_json)
 
 
@@ -130,19 +130,19 @@ def close(
 ) -> None:
     """Resolve an incident."""
     who = _actor(actor)
-    _show(_with_db(home, lambda db: incidents.close(db, incident_id, note=note, actor=who)),
+    _show(_with_db(home, lambda db: lifecycle.close(db, incident_id, note=note, actor=who)),
           as_json)
 
 
 @app.command("list")
 def list_(
-    all_: Annotated[bool, typer.Option("--all", help="Include resolved incidents.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved lifecycle.")] = False,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Open incidents (all with --all); exit 1 when one is overdue."""
     now = utc()
-    found = _with_db(home, lambda db: incidents.list_incidents(db, include_closed=all_, now=now))
+    found = _with_db(home, lambda db: lifecycle.list_incidents(db, include_closed=all_, now=now))
     data = {"now": now, "overdue": sum(i.overdue for i in found),
             "incidents": [i.to_dict() for i in found]}
 
@@ -180,7 +180,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the post-incident review (Markdown) and print its path."""
-    markdown = _with_db(home, lambda db: incidents.report_markdown(db, incident_id))
+    markdown = _with_db(home, lambda db: lifecycle.report_markdown(db, incident_id))
     path = out or settings(home).home / "incidents" / f"incident-{incident_id}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(markdown)

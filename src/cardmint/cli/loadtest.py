@@ -75,7 +75,7 @@ def pgbench(
 ) -> None:
     """pgbench against the primary on its own database: TPS, latency, p95 against the SLA.
     Exit 0 ok, 1 warn, 2 critical."""
-    from cardmint.ops.loadtest_pgbench import PgbenchOptions, run_pgbench
+    from cardmint.ops.loadtest.pgbench import PgbenchOptions, run_pgbench
 
     opts = PgbenchOptions(clients=clients, jobs=jobs, duration_s=duration,
                           select_only=select_only, scale=scale, protocol=protocol)
@@ -102,7 +102,7 @@ def app_(
 ) -> None:
     """The application-level test: search, lookup, identify (and captures, inventory where
     served) from a separate process. Pass: p95 < 100 ms, errors < 0.1 %. Exit 0 or 2."""
-    from cardmint.ops.loadtest_app import AppOptions, run_app_loadtest
+    from cardmint.ops.loadtest.app import AppOptions, run_app_loadtest
 
     opts = AppOptions(duration_s=duration, concurrency=concurrency, mix=mix, url=url,
                       warmup_s=warmup, max_requests=max_requests, compare_wrk=wrk)

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from cardmint.cli.common import JsonOpt
 from cardmint.cli.output import console, emit
+from cardmint.clock import format_duration
 from cardmint.errors import ValidationError
 from cardmint.ops import maintenance
-from cardmint.ops.clock import format_duration
 
 ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Run now even outside a maintenance window.")]

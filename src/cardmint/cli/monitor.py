@@ -22,9 +22,9 @@ from cardmint.cli.output import console, emit
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.errors import UsageError
-from cardmint.ops import monitor as ops
-from cardmint.ops.monitor_loop import run_loop
-from cardmint.ops.rules import worst_severity
+from cardmint.ops.monitor import sample
+from cardmint.ops.monitor.loop import run_loop
+from cardmint.ops.monitor.rules import worst_severity
 
 _COLOURS = {"P0": "bold red", "P1": "red", "P2": "yellow"}
 
@@ -80,7 +80,7 @@ def _render_once(d: dict[str, Any]) -> None:
 
 async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool,
                 backups: bool = True) -> None:
-    """Until Ctrl-C: one bounded round per interval (see ops.monitor_loop)."""
+    """Until Ctrl-C: one bounded round per interval (see ops/monitor/loop.py)."""
     shown_follower = False
 
     def show(data: dict[str, Any]) -> None:
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         s = settings(home)
         _log_alerts()
         if once:
-            report = run(ops.run_once(s, webhook=webhook, interval_s=interval))
+            report = run(sample.run_once(s, webhook=webhook, interval_s=interval))
             emit(report.to_dict(), as_json, _render_once)
             raise typer.Exit(report.exit_code)
         run(_loop(s, interval or s.monitor_interval_s, webhook, as_json, backups))
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
             db = Database(settings(home), replica_dsns=[])
             await db.open(monitor=False)
             try:
-                return await ops.list_alerts(db, include_resolved=all_)
+                return await sample.list_alerts(db, include_resolved=all_)
             finally:
                 await db.close()
 
@@ -156,4 +156,4 @@ def register(app: typer.Typer) -> None:
                 console.print(_alert_table(d["alerts"], "alerts" if all_ else "firing alerts"))
 
         emit({"severity": worst, "alerts": found}, as_json, render)
-        raise typer.Exit(ops.EXIT_CODES[worst])
+        raise typer.Exit(sample.EXIT_CODES[worst])

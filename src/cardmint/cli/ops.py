@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def health(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         """The runbook's health check: exit 0 ok, 1 warn, 2 critical."""
-        from cardmint.ops.health import check_health
+        from cardmint.ops.health.report import check_health
 
         report = run(check_health(settings(home)))
         emit(report.to_dict(), as_json, render_health)
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
               window: float = typer.Option(2.0, help="Seconds to measure TPS over.")) -> None:
         """Latency, throughput, read/write ratio, connections, slow queries, sizes."""
         from cardmint.cli.stats_view import render_stats
-        from cardmint.ops.stats import collect_stats
+        from cardmint.ops.health.stats import collect_stats
 
         report = run(collect_stats(settings(home), window_s=window))
         emit(report, as_json, render_stats)
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def test_card(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         """Verify the schema after a deploy: revision at head, a write read back everywhere."""
         from cardmint.cli.stats_view import render_test_card
-        from cardmint.ops.testcard import run_test_card
+        from cardmint.ops.health.testcard import run_test_card
 
         report = run(run_test_card(settings(home)))
         emit(report.to_dict(), as_json, render_test_card)

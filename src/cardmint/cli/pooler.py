@@ -8,8 +8,8 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import WARN, console, emit
-from cardmint.cluster import pooler
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local import pooler
+from cardmint.cluster.local.engine import LocalCluster
 
 app = typer.Typer(help="PgBouncer (transaction pooling) in front of the primary.",
                   no_args_is_help=True)

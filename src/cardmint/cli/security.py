@@ -18,7 +18,7 @@ STYLE = {"P0": "bold red", "P1": "red", "P2": "yellow"}
 def audit(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Roles, privileges, pg_hba rules, password storage, TLS and sessions.
     Exit 0 clean, 1 only P2 findings, 2 a P1 or P0 finding."""
-    from cardmint.ops.security import audit as run_audit
+    from cardmint.ops.security.audit import audit as run_audit
 
     report = run(run_audit(settings(home)))
 
@@ -60,11 +60,11 @@ def rotate(
 ) -> None:
     """The quarterly rotation: new passwords, verified, with zero downtime."""
     from cardmint.cluster.provider import engine_of
-    from cardmint.ops.rotate import rotate as run_rotate
+    from cardmint.ops.security.rotate import rotate as run_rotate
 
     cfg = settings(home)
     if engine_of(cfg) == "fly":  # flyctl secrets for the application, not secrets.env
-        from cardmint.ops.rotate_fly import rotate_fly as run_rotate
+        from cardmint.ops.security.fly import rotate_fly as run_rotate
     report = run(run_rotate(cfg, role or None, force=force, show=show))
 
     def render(d: dict[str, Any]) -> None:

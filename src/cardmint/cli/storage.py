@@ -10,11 +10,11 @@ from rich.table import Table
 from cardmint.cli.backup import sz
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.fly.engine import FlyCluster
 from cardmint.cluster.provider import engine_of
 from cardmint.errors import UsageError
-from cardmint.ops import fly_volumes
 from cardmint.ops import storage as ops
+from cardmint.ops.backups import fly
 
 app = typer.Typer(help="Disk usage, largest relations, bloat; VACUUM.",
                   invoke_without_command=True)
@@ -29,7 +29,7 @@ def storage(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) 
         return
     cfg = settings(home)
     if engine_of(cfg) == "fly":
-        emit(run(fly_volumes.volumes(FlyCluster.from_settings(cfg))), as_json, _render_volumes)
+        emit(run(fly.volumes(FlyCluster.from_settings(cfg))), as_json, _render_volumes)
         return
     data = run(ops.report(cfg))
 
@@ -104,6 +104,6 @@ def extend(
     if engine_of(cfg) != "fly":
         raise UsageError("storage extend grows a Fly volume; the local engine's disk is this "
                          "machine's: free space or move CARDMINT_HOME")
-    data = run(fly_volumes.extend(FlyCluster.from_settings(cfg), volume, size_gb))
+    data = run(fly.extend(FlyCluster.from_settings(cfg), volume, size_gb))
     emit(data, as_json, lambda d: console.print(
         f"volume {d['volume']}: {d['size_gb_before']} GB -> {d['size_gb']} GB"))

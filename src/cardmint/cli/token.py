@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cardmint import tokens
 from cardmint.cli.common import HomeOpt, JsonOpt, run, with_database
 from cardmint.cli.output import console, emit
-from cardmint.ops import tokens
 
 app = typer.Typer(help="API tokens.", no_args_is_help=True)
 

@@ -20,8 +20,8 @@ from cardmint.config import Settings
 from cardmint.errors import UsageError
 
 if TYPE_CHECKING:
-    from cardmint.cluster.failover import FailoverReport
-    from cardmint.cluster.rejoin import RejoinReport
+    from cardmint.cluster.local.failover import FailoverReport
+    from cardmint.cluster.local.rejoin import RejoinReport
 
 ENGINES = ("local", "patroni", "fly")
 CREATED_HERE = ("local", "patroni")  # what `cluster up --engine` can make
@@ -67,14 +67,14 @@ def open_cluster(settings: Settings, engine: str | None = None) -> Cluster:
     """The cluster these settings name, behind its engine."""
     name = engine_of(settings, engine)
     if name == "fly":
-        from cardmint.cluster.fly import FlyCluster
+        from cardmint.cluster.fly.engine import FlyCluster
 
         return FlyCluster.from_settings(settings)
     if name == "patroni":
-        from cardmint.cluster.patroni import PatroniCluster
+        from cardmint.cluster.patroni.engine import PatroniCluster
 
         return PatroniCluster(settings)
-    from cardmint.cluster.local import LocalCluster
+    from cardmint.cluster.local.engine import LocalCluster
 
     return LocalCluster(settings)
 

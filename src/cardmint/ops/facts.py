@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster.probe import NODE_SQL
+from cardmint.cluster.pg.probe import NODE_SQL
 
 
 @dataclass

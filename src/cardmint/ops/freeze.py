@@ -25,13 +25,13 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster.roles import ident, literal
+from cardmint.clock import utc
+from cardmint.cluster.pg.roles import ident, literal
 from cardmint.cluster.state import APP
 from cardmint.config import Settings, admin_or_owner_dsn, secret
 from cardmint.db.connect import connection
 from cardmint.dsn import username
 from cardmint.errors import UsageError
-from cardmint.ops.clock import utc
 
 MARKER = "cardmint:frozen "
 LOCK_KEY = 0x636D667A  # serialises freeze and thaw

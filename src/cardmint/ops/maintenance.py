@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from cardmint.clock import format_duration, utc
 from cardmint.errors import UsageError
-from cardmint.ops.clock import format_duration, utc
 
 log = logging.getLogger(__name__)
 

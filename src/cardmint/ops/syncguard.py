@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster import syncrep
-from cardmint.cluster.local import LocalCluster
+from cardmint.cluster.local import syncrep
+from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.state import READY
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection

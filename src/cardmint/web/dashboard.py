@@ -17,9 +17,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
+from cardmint.clock import format_duration
 from cardmint.errors import DatabaseUnavailable
-from cardmint.ops.clock import format_duration
-from cardmint.ops.dashboard import snapshot
+from cardmint.ops.monitor.dashboard import snapshot
 from cardmint.web.charts import line_chart
 from cardmint.web.render import render
 from cardmint.web.session import Session, current_session, require_page

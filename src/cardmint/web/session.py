@@ -2,7 +2,7 @@
 
 The cookie holds the token itself (HttpOnly, SameSite=Strict, Secure except on loopback
 http), so there is no second credential store: revoking a token with `cardmint token`
-signs its pages out too. Every check goes through `cardmint.ops.tokens.authenticate` and
+signs its pages out too. Every check goes through `cardmint.tokens.authenticate` and
 the app's `FailureLimiter`, the same two the API's `require_scope` uses.
 
 Forms that write carry a CSRF token derived from the session's token (an HMAC), so it
@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from fastapi import Request, Response
 
-from cardmint.ops.tokens import SCOPES, FailureLimiter, Principal, authenticate
+from cardmint.tokens import SCOPES, FailureLimiter, Principal, authenticate
 
 __all__ = ["COOKIE", "CsrfRefused", "Session", "SignInRequired", "TooManyFailures",
            "check_csrf", "current_session", "forget_stale", "require_page", "sign_in",

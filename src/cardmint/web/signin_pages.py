@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from cardmint.ops.tokens import SCOPES
+from cardmint.tokens import SCOPES
 from cardmint.web.forms import read_form
 from cardmint.web.render import render
 from cardmint.web.session import (

@@ -1,0 +1,428 @@
+"""Failover and switchover for the local engine.
+
+Failover promotes the replica holding the most WAL, after fencing the old primary so that
+it can never accept a write again:
+
+- it is stopped by PID if it still runs (never two writable primaries, not even briefly);
+- `standby.signal` is written into its data directory, so whoever starts it (`pg_ctl`,
+  a reboot script) gets a read-only server in recovery with nothing to follow;
+- the state marks it `fenced`: it leaves every DSN (the application's multi-host primary
+  DSN lists the new primary first), `cluster up` does not start it, and only `cluster
+  rejoin` (pg_rewind onto the new primary's history) makes it a node again.
+
+Switchover is the planned version: the old primary stops cleanly (a fast shutdown streams
+everything up to its shutdown checkpoint to the standbys), the target must have replayed
+past that checkpoint before it is promoted, and the old primary rejoins at once. Nothing
+acknowledged is lost.
+
+Choosing the target and the state after a promotion are pure functions, tested without a
+cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from cardmint.cluster.local import rejoin
+from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg.pgbin import PgBin
+from cardmint.cluster.pg.probe import parse_lsn
+from cardmint.cluster.pg.process import OsUser
+from cardmint.cluster.state import REPLICATION, ClusterState, Node, save
+from cardmint.errors import ClusterError, UsageError
+
+if TYPE_CHECKING:
+    from cardmint.cluster.local.engine import LocalCluster
+
+FENCED = "fenced"  # a former primary: kept out of every DSN until `cluster rejoin`
+PROMOTE_TIMEOUT_S = 60.0
+REPLAY_TIMEOUT_S = 30.0
+POLL_S = 0.002  # promotion takes tens of ms: poll finely (pg_promote(wait) polls at 100 ms)
+RENUDGE_S = 0.025
+
+CANDIDATE_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
+                coalesce(pg_last_wal_replay_lsn(), '0/0'))::text AS lsn,
+       EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS streaming
+"""
+SETTLE_TIMEOUT_S = 2.0
+POSITION_SQL = """
+SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
+       pg_current_wal_lsn()::text AS lsn
+"""
+
+Conns = dict[str, asyncpg.Connection]
+
+
+# -- rules ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    in_recovery: bool | None  # None: it did not answer
+    lsn: int | None  # the WAL it holds: the greater of received and replayed
+    streaming: bool = False  # its WAL receiver still streams (from the old primary)
+
+
+def choose_target(candidates: Sequence[Candidate], requested: str | None = None) -> Candidate:
+    """The replica to promote: the one holding the most WAL (with synchronous replication
+    it holds every acknowledged commit), or `requested` if it is not behind another."""
+    usable = [c for c in candidates if c.in_recovery and c.lsn is not None]
+    if requested is not None:
+        match = next((c for c in candidates if c.name == requested), None)
+        if match is None:
+            raise UsageError(f"{requested} is not a replica of this cluster; replicas: "
+                             f"{', '.join(c.name for c in candidates) or 'none'}")
+        if match not in usable:
+            why = "not reachable" if match.in_recovery is None else "not in recovery"
+            raise ClusterError(f"{requested} cannot be promoted: it is {why}")
+    if not usable:
+        raise ClusterError("no reachable replica in recovery to promote")
+    best = max(usable, key=lambda c: c.lsn or 0)
+    if requested is None:
+        return best
+    chosen = next(c for c in usable if c.name == requested)
+    if (chosen.lsn or 0) < (best.lsn or 0):
+        raise ClusterError(
+            f"{requested} is {(best.lsn or 0) - (chosen.lsn or 0)} bytes of WAL behind "
+            f"{best.name}: promoting it would lose what only {best.name} has; promote "
+            f"{best.name} (or leave out --to)")
+    return chosen
+
+
+def promoted(state: ClusterState, new_primary: str, old_primary: str) -> None:
+    """The roles after promoting `new_primary`: it is the primary and `old_primary` is
+    fenced. DSNs derive from the roles, primary first."""
+    for node in state.nodes:
+        if node.name == new_primary:
+            node.role = "primary"
+        elif node.name == old_primary:
+            node.role = FENCED
+            node.pid = None
+
+
+def controldata_fields(text: str) -> dict[str, str]:
+    """pg_controldata's output as a dict ("Latest checkpoint location" -> "0/3000028")."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+# -- reports -------------------------------------------------------------------------
+
+
+@dataclass
+class FailoverReport:
+    kind: str  # failover | switchover
+    old_primary: str
+    new_primary: str
+    old_primary_was_running: bool
+    stop_mode: str | None  # how the old primary was stopped, if it ran
+    fenced: bool
+    timeline: int | None
+    lsn: str | None  # the new primary's WAL position right after promotion
+    candidates: dict[str, str | None] = field(default_factory=dict)
+    leftovers_killed: int = 0  # processes of a killed postmaster, SIGKILLed as fencing
+    repointed: list[str] = field(default_factory=list)
+    not_streaming: list[str] = field(default_factory=list)
+    sync_names: str | None = None
+    final_lsn: str | None = None  # switchover: the old primary's shutdown checkpoint
+    rejoin: dict[str, Any] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)  # where the time went
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.began = self.last = time.monotonic()
+        self.steps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.steps[step] = round(now - self.last, 4)
+        self.last = now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self.began, 3)
+
+
+# -- steps ---------------------------------------------------------------------------
+
+
+async def settled_candidates(cluster: LocalCluster, state: ClusterState,
+                             conns: Conns | None = None) -> list[Candidate]:
+    """The replicas once none still streams from the old primary (all it sent is in, so
+    the one chosen holds the most WAL for good), or at SETTLE_TIMEOUT_S."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        found = await probe_candidates(cluster, state, conns)
+        if not any(c.streaming for c in found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(POLL_S)
+
+
+async def probe_candidates(cluster: LocalCluster, state: ClusterState,
+                           conns: Conns | None = None) -> list[Candidate]:
+    """Ask every replica what WAL it holds (on `conns` where given: no connect time)."""
+
+    async def ask(node: Node) -> Candidate:
+        conn = (conns or {}).get(node.name)
+        owned = conn is None
+        try:
+            if conn is None:
+                conn = await cluster._admin_connect(node, "postgres", timeout=3)
+            row = await conn.fetchrow(CANDIDATE_SQL)
+            return Candidate(node.name, row["in_recovery"], parse_lsn(row["lsn"]),
+                             row["streaming"])
+        except (ClusterError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return Candidate(node.name, None, None)
+        finally:
+            if owned and conn is not None:
+                await conn.close()
+
+    return list(await asyncio.gather(*(ask(n) for n in state.replicas)))
+
+
+async def promote(conn: asyncpg.Connection, timeout: float = PROMOTE_TIMEOUT_S) -> None:
+    """Promote the node `conn` is on and return once it accepts writes.
+
+    pg_promote(wait => true) polls every 100 ms, so we poll ourselves. And we signal again
+    every RENUDGE_S: a promote signal that lands while the startup process is between its
+    trigger check and its sleep waits out wal_retrieve_retry_interval (seen here: 0.6 s
+    instead of 0.05 s). A stale promote file is harmless: startup removes it."""
+    deadline = time.monotonic() + timeout
+    nudged = 0.0
+    while True:
+        if time.monotonic() - nudged > RENUDGE_S:
+            nudged = time.monotonic()
+            try:
+                await conn.fetchval("SELECT pg_promote(wait => false)")
+            except asyncpg.ObjectNotInPrerequisiteStateError:
+                return  # "recovery is not in progress": done meanwhile
+        if not await conn.fetchval("SELECT pg_is_in_recovery()"):
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"the promoted node still in recovery after {timeout:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+def fence(user: OsUser, node: Node) -> bool:
+    """standby.signal in the old primary's directory: started again, it stays read-only."""
+    datadir = Path(node.datadir)
+    if not datadir.is_dir():
+        return False  # the directory is gone: nothing there can start
+    nodes.write(user, datadir / "standby.signal", "")
+    return True
+
+
+async def _promote_and_repoint(cluster: LocalCluster, state: ClusterState, old: Node,
+                               target: Node, report: FailoverReport, timer: _Timer,
+                               conn: asyncpg.Connection) -> None:
+    await promote(conn)
+    timer.lap("promote")
+    row = await conn.fetchrow(POSITION_SQL)
+    report.timeline, report.lsn = row["timeline"], row["lsn"]
+    promoted(state, target.name, old.name)
+    # from here on every command finds the new primary (the application's multi-host
+    # DSN already did); in a thread, so that its fsync does not stall the event loop
+    await asyncio.to_thread(save, state)
+    timer.lap("save_state")
+    user = OsUser.resolve(cluster.settings.pg_os_user)
+    password = cluster.passwords()[REPLICATION]
+    others = state.replicas
+    for node in others:
+        await rejoin.ensure_slot(conn, node.slot)
+        rejoin.standby_config(user, node, target, password, cluster.archive, stopped=False)
+        if process.postmaster_pid(Path(node.datadir)) is None:
+            continue  # it follows the new primary when it starts
+        try:
+            other = await cluster._admin_connect(node, "postgres", timeout=3)
+        except ClusterError:
+            continue
+        try:
+            # primary_conninfo is reloadable: its WAL receiver reconnects to the new
+            # primary and follows the new timeline (it holds no more WAL than the target)
+            await other.execute("SELECT pg_reload_conf()")
+        finally:
+            await other.close()
+        report.repointed.append(node.name)
+    streaming: set[str] = set()
+    if report.repointed:
+        streaming = await rejoin.wait_streaming(conn, report.repointed, timeout=15)
+        report.not_streaming = [n for n in report.repointed if n not in streaming]
+        timer.lap("repoint")
+    report.sync_names = await rejoin.apply_sync(conn, state, streaming)
+
+
+async def failover(cluster: LocalCluster, to: str | None = None, *,
+                   conns: Conns | None = None) -> FailoverReport:
+    """Promote a replica (`to`, or the one with the most WAL), fencing the old primary
+    first. `conns`: open superuser connections to replicas, to save connect time."""
+    timer = _Timer()
+    with cluster._lock():
+        state = _ready_state(cluster)
+        old = state.primary
+        if not state.replicas:
+            raise ClusterError("the cluster has no replica to promote")
+        if to is not None:  # a wrong name or a dead node is refused before anything stops
+            pre = await probe_candidates(cluster, state, conns)
+            choose_target([c for c in pre if c.name == to], to)
+        user = OsUser.resolve(cluster.settings.pg_os_user)
+        pid = process.postmaster_pid(Path(old.datadir))
+        stop_mode = await process.stop(pid) if pid is not None else None
+        leftovers = await rejoin.kill_leftovers(Path(old.datadir))
+        fenced = fence(user, old)
+        timer.lap("fence")
+        candidates = await settled_candidates(cluster, state, conns)
+        try:
+            target = state.node(choose_target(candidates, to).name)
+        except ClusterError:
+            if pid is not None:  # we stopped a working primary: it serves again
+                (Path(old.datadir) / "standby.signal").unlink(missing_ok=True)
+                pg = PgBin(Path(state.bindir), state.pg_version)
+                old.pid = await cluster._start(pg, user, old)
+            raise
+        timer.lap("choose")
+        report = FailoverReport(
+            kind="failover", old_primary=old.name, new_primary=target.name,
+            old_primary_was_running=pid is not None, stop_mode=stop_mode, fenced=fenced,
+            leftovers_killed=leftovers, timeline=None, lsn=None,
+            candidates={c.name: _lsn_text(c.lsn) for c in candidates})
+        conn = (conns or {}).get(target.name)
+        owned = conn is None
+        if conn is None:
+            conn = await cluster._admin_connect(target, "postgres")
+        try:
+            await _promote_and_repoint(cluster, state, old, target, report, timer, conn)
+        finally:
+            if owned:
+                await conn.close()
+    report.timings_s, report.duration_s = timer.steps, timer.total()
+    return report
+
+
+async def switchover(cluster: LocalCluster, to: str | None = None) -> FailoverReport:
+    """Planned: stop the primary cleanly, check the target replayed its last WAL, promote
+    it, and rejoin the old primary as a replica. Abandoned (old primary restarted as it
+    was) if the target cannot be shown to hold everything."""
+    timer = _Timer()
+    with cluster._lock():
+        state = _ready_state(cluster)
+        old = state.primary
+        pid = process.postmaster_pid(Path(old.datadir))
+        if pid is None:
+            raise ClusterError(f"the primary {old.name} is not running: use "
+                               "`cardmint cluster failover`")
+        candidates = await probe_candidates(cluster, state)
+        target = state.node(choose_target(candidates, to).name)
+        await _require_streaming(cluster, old, target)
+        pg = PgBin(Path(state.bindir), state.pg_version)
+        user = OsUser.resolve(cluster.settings.pg_os_user)
+        conn = await cluster._admin_connect(target, "postgres")
+        try:
+            timer.lap("check")
+            stop_mode = await process.stop(pid)
+            await rejoin.wait_gone(Path(old.datadir))
+            timer.lap("stop_old_primary")
+            final = await _final_lsn(pg, user, old, stop_mode)
+            if final is None or not await _replayed(conn, final):
+                old.pid = await cluster._start(pg, user, old)
+                save(state)
+                raise ClusterError(
+                    f"switchover abandoned: {target.name} could not be shown to hold "
+                    f"{old.name}'s last WAL ({stop_mode} shutdown); {old.name} is the "
+                    "primary again")
+            timer.lap("wait_replay")
+            fenced = fence(user, old)  # until it rejoins, below
+            report = FailoverReport(
+                kind="switchover", old_primary=old.name, new_primary=target.name,
+                old_primary_was_running=True, stop_mode=stop_mode, fenced=fenced,
+                timeline=None, lsn=None, final_lsn=_lsn_text(final),
+                candidates={c.name: _lsn_text(c.lsn) for c in candidates})
+            await _promote_and_repoint(cluster, state, old, target, report, timer, conn)
+        finally:
+            await conn.close()
+        back = await rejoin.rejoin_node(cluster, state, old)
+        save(state)
+        report.rejoin = back.to_dict()
+        report.sync_names = back.sync_names
+        timer.lap("rejoin_old_primary")
+    report.timings_s, report.duration_s = timer.steps, timer.total()
+    return report
+
+
+async def rejoin_named(cluster: LocalCluster, name: str) -> rejoin.RejoinReport:
+    """`cluster rejoin NODE`: the node back as a streaming replica of the primary."""
+    with cluster._lock():
+        state = _ready_state(cluster)
+        try:
+            node = state.node(name)
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+        report = await rejoin.rejoin_node(cluster, state, node)
+        save(state)
+    return report
+
+
+def _ready_state(cluster: LocalCluster) -> ClusterState:
+    state = cluster.state()
+    if state is None:
+        raise ClusterError(f"no cluster in {cluster.home}: run `cardmint cluster up`")
+    return state
+
+
+async def _require_streaming(cluster: LocalCluster, primary: Node, target: Node) -> None:
+    conn = await cluster._admin_connect(primary, "postgres", timeout=3)
+    try:
+        streams = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 "
+            "AND state = 'streaming'", target.name)
+    finally:
+        await conn.close()
+    if not streams:
+        raise ClusterError(f"{target.name} is not streaming from {primary.name}: a switchover "
+                           "could lose writes; bring it back first (`cardmint cluster status`)")
+
+
+async def _final_lsn(pg: PgBin, user: OsUser, node: Node, stop_mode: str) -> int | None:
+    """The old primary's shutdown checkpoint, when it shut down cleanly (else None)."""
+    if stop_mode != "fast":
+        return None
+    done = await asyncio.to_thread(user.run, [pg("pg_controldata"), "-D", node.datadir],
+                                   env={"LC_ALL": "C"})
+    fields = controldata_fields(done.stdout)
+    if fields.get("Database cluster state") != "shut down":
+        return None
+    return parse_lsn(fields.get("Latest checkpoint location"))
+
+
+async def _replayed(conn: asyncpg.Connection, final: int,
+                    timeout: float = REPLAY_TIMEOUT_S) -> bool:
+    """Until the target has replayed past the old primary's shutdown checkpoint record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lsn = parse_lsn(await conn.fetchval("SELECT pg_last_wal_replay_lsn()::text"))
+        if lsn is not None and lsn > final:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+
+
+def _lsn_text(lsn: int | None) -> str | None:
+    return None if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"

@@ -1,0 +1,79 @@
+"""TLS for the cluster: a CA made here (or the operator's files), and a server
+certificate for 127.0.0.1 and localhost, so clients can use sslmode=verify-full.
+
+Keys are EC P-256: quick to make and to handshake. The CA key stays with the invoking
+user (mode 0600); the server key belongs to the PostgreSQL OS user, as the server insists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from cardmint.cluster.pg.process import OsUser
+from cardmint.errors import ClusterError
+
+CA_DAYS = 3650
+SERVER_DAYS = 825  # what browsers accept; the server certificate is renewed before then
+NAMES = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+
+
+def _openssl(*args: str) -> None:
+    try:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, text=True,
+                       timeout=60)
+    except FileNotFoundError:
+        raise ClusterError("openssl is needed to make the cluster's certificates "
+                           "(Debian: apt-get install openssl)") from None
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError(f"openssl {args[0]} failed: {exc.stderr.strip()[-300:]}") from None
+
+
+def ensure(tls_dir: Path, user: OsUser, *, cert: Path | None = None, key: Path | None = None,
+           ca: Path | None = None) -> Path:
+    """The certificate files under `tls_dir` (made once; the operator's if given)."""
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    tls_dir.chmod(0o755)
+    server_crt, server_key, ca_crt = (tls_dir / n for n in ("server.crt", "server.key",
+                                                            "ca.crt"))
+    if cert and key:
+        shutil.copyfile(cert, server_crt)
+        shutil.copyfile(key, server_key)
+        if ca:
+            shutil.copyfile(ca, ca_crt)
+    elif not (server_crt.exists() and server_key.exists() and ca_crt.exists()):
+        _make(tls_dir)
+    server_crt.chmod(0o644)
+    if ca_crt.exists():
+        ca_crt.chmod(0o644)
+    server_key.chmod(0o600)
+    if user.switching:
+        os.chown(server_key, user.uid, user.gid)
+    return tls_dir
+
+
+def _make(tls_dir: Path) -> None:
+    ca_key = tls_dir / "ca.key"
+    with tempfile.TemporaryDirectory() as tmp:
+        csr = Path(tmp) / "server.csr"
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-nodes", "-keyout", str(ca_key), "-out", str(tls_dir / "ca.crt"),
+                 "-days", str(CA_DAYS), "-subj", "/CN=CardMint local CA")
+        ca_key.chmod(0o600)
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(tls_dir / "server.key"), "-out", str(csr),
+                 "-subj", "/CN=localhost", "-addext", NAMES)
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(tls_dir / "ca.crt"),
+                 "-CAkey", str(ca_key), "-CAcreateserial", "-out",
+                 str(tls_dir / "server.crt"), "-days", str(SERVER_DAYS), "-copy_extensions",
+                 "copy")
+    (tls_dir / "ca.srl").unlink(missing_ok=True)
+
+
+def server_conf(tls_dir: Path) -> str:
+    return (f"ssl = on\nssl_cert_file = '{tls_dir / 'server.crt'}'\n"
+            f"ssl_key_file = '{tls_dir / 'server.key'}'\n"
+            "ssl_min_protocol_version = 'TLSv1.2'\n")
