@@ -52,6 +52,29 @@ async def start_cluster(work_root: Path, template: Path, name: str,
     return TestCluster(cluster, home)
 
 
+@asynccontextmanager
+async def migrated_cluster(work_root: Path, template: Path, name: str, *, replicas: int = 1,
+                           sync: bool = False, sample: bool = False,
+                           probe: bool = False) -> AsyncIterator[TestCluster]:
+    """A local cluster of its own for a test module: up, the schema at head, optionally the
+    sample catalog (test-card writes against one of its cards) and the drills' probe table;
+    purged on the way out, and then no PostgreSQL process of it may be left."""
+    from cardmint.ops.drills.probe import prepare_probe_table
+
+    home = work_root / name
+    cluster = LocalCluster(make_settings(home), template=template)
+    try:
+        await cluster.up(replicas=replicas, sync=sync)
+        tc = TestCluster(cluster, home)
+        await migrate_with_sample(tc.settings(), sample=sample)
+        if probe:
+            await prepare_probe_table(tc.settings())
+        yield tc
+    finally:
+        await cluster.down(purge=True)
+    assert postgres_pids(home) == set()
+
+
 async def poll(predicate: Callable[[], Awaitable[Any] | Any], timeout: float = 10.0,
                interval: float = 0.02) -> Any:
     """Until `predicate()` returns something truthy (awaited if need be), or fail at the
@@ -129,14 +152,17 @@ async def serving(app: Any, *, wait_open: bool = True) -> AsyncIterator[Any]:
             yield client
 
 
-async def migrate_with_sample(settings: Settings) -> None:
-    """Schema at head and the sample catalog (test-card writes against a catalog card)."""
+async def migrate_with_sample(settings: Settings, *, sample: bool = True) -> None:
+    """Schema at head and (with `sample`) the sample catalog (test-card writes against a
+    catalog card)."""
     from cardmint.catalog.load import load_catalog
     from cardmint.config import secret
     from cardmint.db import migrate
 
     owner = secret(settings.migration_url)
     await asyncio.to_thread(migrate.upgrade, owner)
+    if not sample:
+        return
     conn = await asyncpg.connect(owner)
     try:
         await load_catalog(conn, sample=True)

@@ -18,7 +18,7 @@ from support import TestCluster, poll, postgres_pids, start_cluster
 
 
 async def test_status_shows_one_primary_and_one_streaming_replica(pg: TestCluster) -> None:
-    report = await pg.cluster.status()
+    report = (await pg.cluster.status()).to_dict()
     assert report["provider"] == "local"
     roles = sorted(n["role"] for n in report["nodes"])
     assert roles == ["primary", "replica"]
@@ -141,12 +141,12 @@ async def test_lifecycle_adopt_restart_clean_and_down(work_root: Path, template_
         assert (Path(replica.datadir) / "postmaster.pid").exists()
         restarted = await cluster.up()
         assert restarted.started == [replica.name]
-        status = await cluster.status()
+        status = (await cluster.status()).to_dict()
         assert all(n["running"] for n in status["nodes"])
 
         # down stops everything by PID
         down = await cluster.down()
-        assert sorted(s["node"] for s in down.stopped) == ["node1", "node2"]
+        assert sorted(s.node for s in down.stopped) == ["node1", "node2"]
         assert postgres_pids(tc.home) == set()
         assert (await cluster.down()).stopped == []  # idempotent
 
@@ -161,7 +161,7 @@ async def test_lifecycle_adopt_restart_clean_and_down(work_root: Path, template_
         remade = await cluster.up()
         assert remade.created and remade.cleaned
         assert load(tc.home).status == "ready"
-        status = await cluster.status()
+        status = (await cluster.status()).to_dict()
         assert sorted(n["role"] for n in status["nodes"]) == ["primary", "replica"]
     finally:
         report = await cluster.down(purge=True)
@@ -195,7 +195,7 @@ async def test_sync_cluster_with_two_replicas(work_root: Path, template_dir: Pat
             await conn.execute("INSERT INTO sync_probe VALUES (1)")  # a commit that returns
         finally:
             await conn.close()
-        status = await cluster.status()
+        status = (await cluster.status()).to_dict()
         assert status["sync"] is True
         assert sorted(n["role"] for n in status["nodes"]) == ["primary", "replica", "replica"]
         with pytest.raises(UsageError):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster.local.engine import LocalCluster
-from cardmint.ops.drills.drill import CONTRACT
-from support import TestCluster, make_settings, migrate_with_sample, postgres_pids
+from cardmint.ops.drills.frame import CONTRACT
+from support import TestCluster, migrated_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -25,16 +24,9 @@ pytestmark = pytest.mark.slow
 async def sync_cluster(work_root: Path, template_dir: Path) -> AsyncIterator[TestCluster]:
     """Primary and one synchronous replica, migrated, with the sample catalog (test-card
     writes against a catalog card)."""
-    home = work_root / "drill"
-    cluster = LocalCluster(make_settings(home), template=template_dir)
-    try:
-        await cluster.up(replicas=1, sync=True)
-        tc = TestCluster(cluster, home)
-        await migrate_with_sample(tc.settings())
+    async with migrated_cluster(work_root, template_dir, "drill", sync=True,
+                                sample=True) as tc:
         yield tc
-    finally:
-        await cluster.down(purge=True)
-    assert postgres_pids(home) == set()
 
 
 def drill(tc: TestCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,7 +71,7 @@ async def test_the_drill_meets_its_contract_and_loses_no_write_with_sync(
     assert "PASS" in text and report["new_primary"] in text
 
     # the cluster is whole again: the old primary streams from the new one, synchronously
-    status = await sync_cluster.cluster.status()
+    status = (await sync_cluster.cluster.status()).to_dict()
     roles = {n["name"]: (n["role"], n["state"]) for n in status["nodes"]}
     assert roles[before] == ("replica", "streaming")
     primary = next(n for n in status["nodes"] if n["role"] == "primary")

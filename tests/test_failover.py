@@ -21,16 +21,15 @@ import pytest
 from fastapi import Request
 
 from cardmint.api.app import create_app
-from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.local.failover import FENCED
 from cardmint.cluster.local.syncrep import sync_names
 from cardmint.cluster.pg import process
+from cardmint.cluster.state import FENCED
 from cardmint.config import secret
-from cardmint.db import Database, migrate
+from cardmint.db import Database
 from cardmint.errors import UsageError
-from cardmint.ops.drills.drill import PROBE_DDL, WriteProbe, lost
+from cardmint.ops.drills.probe import WriteProbe, lost
 from cardmint.ops.syncguard import ALERT, Round, SyncGuard
-from support import TestCluster, make_settings, poll, postgres_pids, serving
+from support import TestCluster, migrated_cluster, poll, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -38,22 +37,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 async def ha_cluster(work_root: Path, template_dir: Path) -> AsyncIterator[TestCluster]:
-    home = work_root / "ha"
-    cluster = LocalCluster(make_settings(home), template=template_dir)
-    try:
-        await cluster.up(replicas=2, sync=True)
-        tc = TestCluster(cluster, home)
-        await asyncio.to_thread(migrate.upgrade, secret(tc.settings().migration_url))
-        owner = await asyncpg.connect(secret(tc.settings().migration_url))
-        try:
-            for statement in PROBE_DDL:
-                await owner.execute(statement)
-        finally:
-            await owner.close()
+    async with migrated_cluster(work_root, template_dir, "ha", replicas=2, sync=True,
+                                probe=True) as tc:
         yield tc
-    finally:
-        await cluster.down(purge=True)
-    assert postgres_pids(home) == set()
 
 
 @pytest.fixture
@@ -133,7 +119,7 @@ async def test_failover_under_sync_write_load_loses_no_acknowledged_write(
     assert f"@127.0.0.1:{state.primary.port}," in state.dsns()["app"]
     assert old not in (await cluster.up()).started
     assert process.postmaster_pid(Path(fenced.datadir)) is None
-    status = {n["name"]: n for n in (await cluster.status())["nodes"]}
+    status = {n["name"]: n for n in (await cluster.status()).to_dict()["nodes"]}
     assert status[old]["role"] == "replica" and "fenced" in status[old]["state"]
 
     # the other replica follows the new primary, synchronously

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cardmint.cluster.local.failover import (
-    FENCED,
-    Candidate,
-    choose_target,
-    controldata_fields,
-    promoted,
-)
+from cardmint.cluster.handover import Candidate, choose_target, promoted
+from cardmint.cluster.local.failover import controldata_fields
 from cardmint.cluster.local.syncrep import (
     ALERT,
     DEGRADE,
@@ -24,16 +19,11 @@ from cardmint.cluster.local.syncrep import (
     named,
     sync_names,
 )
-from cardmint.cluster.state import ClusterState, Node
+from cardmint.cluster.state import FENCED, ClusterState, Node
 from cardmint.errors import ClusterError, UsageError
-from cardmint.ops.drills.drill import (
-    CONTRACT,
-    budget,
-    failover_drill,
-    lost,
-    outage,
-    render_markdown,
-)
+from cardmint.ops.drills import failover_drill
+from cardmint.ops.drills.frame import CONTRACT, budget, render_markdown
+from cardmint.ops.drills.probe import lost, outage
 from support import make_settings
 
 GiB = 1 << 30

@@ -17,12 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cardmint.cluster.engine import LogQuery
 from cardmint.cluster.fly.engine import FlyCluster, RunResult
 from cardmint.cluster.pg import roles
 from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError
-from cardmint.ops.drills.drill import CONTRACT
-from cardmint.ops.drills.fly import fly_drill
+from cardmint.ops.drills import fly as fly_drills
+from cardmint.ops.drills.frame import CONTRACT
 from cardmint.ops.security.fly import rotate_fly
 from support import TestCluster
 
@@ -81,7 +82,7 @@ def fly(tmp_path: Path) -> Fly:
 
 
 async def test_status_maps_machines_to_the_contract(fly: Fly) -> None:
-    status = await fly.cluster.status()
+    status = (await fly.cluster.status()).to_dict()
     assert fly.sent() == [["status", "-a", APP, "--json"],
                           ["machine", "list", "-a", APP, "--json"]]
     assert status["provider"] == "fly" and status["status"] == "deployed"
@@ -115,12 +116,12 @@ async def test_failover_without_a_replica_is_a_cluster_error(fly: Fly) -> None:
 async def test_kill_machine_stops_it(fly: Fly) -> None:
     assert await fly.cluster.kill_machine("m1") == {"machine": "m1", "killed": True}
     assert fly.sent() == [["machine", "kill", "m1", "-a", APP]]
-    status = await fly.cluster.status()
+    status = (await fly.cluster.status()).to_dict()
     assert [n["running"] for n in status["nodes"]] == [False, True]
 
 
 async def test_resize(fly: Fly) -> None:
-    out = await fly.cluster.resize("m1", "performance-2x")
+    out = await fly.cluster.resize_machine("m1", "performance-2x")
     assert out == {"machine": "m1", "vm_size": "performance-2x"}
     assert fly.sent() == [["machine", "update", "m1", "--vm-size", "performance-2x",
                            "-a", APP, "--yes"]]
@@ -198,10 +199,10 @@ async def test_a_failing_flyctl_is_a_clean_cluster_error(fly: Fly) -> None:
 
 
 async def test_logs_errors_only_and_redacted(fly: Fly) -> None:
-    lines = await fly.cluster.logs(errors_only=True)
-    assert len(lines) == 1 and "ERROR: disk full" in lines[0]
+    lines = (await fly.cluster.logs(LogQuery(errors=True))).lines
+    assert lines is not None and len(lines) == 1 and "ERROR: disk full" in lines[0]
     assert "leaked" not in lines[0] and "postgres:***@x" in lines[0]
-    assert len(await fly.cluster.logs()) == 2
+    assert len((await fly.cluster.logs(LogQuery())).lines or []) == 2
     assert fly.sent() == [["logs", "-a", APP, "--no-tail"]] * 2
 
 
@@ -232,7 +233,7 @@ async def test_identifiers_are_checked(fly: Fly) -> None:
     with pytest.raises(UsageError):
         await fly.cluster.kill_machine("m1 --all")
     with pytest.raises(UsageError):
-        await fly.cluster.resize("m1", "--help")
+        await fly.cluster.resize_machine("m1", "--help")
     assert fly.sent() == []
 
 
@@ -254,7 +255,7 @@ async def test_switchover_then_rejoin_a_killed_machine(fly: Fly) -> None:
 
 
 async def test_resize_all_does_replicas_first_then_a_switchover(fly: Fly) -> None:
-    out = await fly.cluster.resize_all("performance-2x")
+    out = (await fly.cluster.resize(vm_size="performance-2x")).to_dict()
     updates = [a[2] for a in fly.sent() if a[:2] == ["machine", "update"]]
     assert updates == ["m2", "m1"]  # the replica, then the old primary after the switchover
     sent = [" ".join(a[:2]) for a in fly.sent()]
@@ -435,7 +436,7 @@ async def test_drill_on_fly_kills_the_primary_machine_and_restarts_it(
     w["auto_failover"] = True
     fly.state.write_text(json.dumps(w))
     settings = pg.settings(provider="fly", fly_app=APP)
-    report = await fly_drill(settings, force=True, fly=fly.cluster)
+    report = await fly_drills.drill(settings, fly=fly.cluster)
     assert report["error"] is None, report["error"]
     assert set(CONTRACT) <= report.keys() and report["provider"] == "fly"
     assert (report["old_primary"], report["new_primary"]) == ("m1", "m2")
@@ -453,5 +454,5 @@ async def test_drill_on_fly_kills_the_primary_machine_and_restarts_it(
 async def test_drill_on_fly_refuses_without_a_running_replica(fly: Fly, pg: TestCluster) -> None:
     await fly.cluster.kill_machine("m2")
     with pytest.raises(ClusterError, match="no running replica"):
-        await fly_drill(pg.settings(provider="fly", fly_app=APP), force=True, fly=fly.cluster)
+        await fly_drills.drill(pg.settings(provider="fly", fly_app=APP), fly=fly.cluster)
     assert ["machine", "kill", "m1", "-a", APP] not in fly.sent()

@@ -21,15 +21,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cardmint.cluster.local.failover import FENCED
-from cardmint.cluster.local.rejoin import datadir_pids
 from cardmint.cluster.patroni import rest
 from cardmint.cluster.patroni.engine import PatroniCluster
 from cardmint.cluster.pg import process
-from cardmint.cluster.state import REPLICATION, SUPERUSER
+from cardmint.cluster.state import FENCED, REPLICATION, SUPERUSER
 from cardmint.db import Database
 from cardmint.errors import ClusterError
-from cardmint.ops.drills.drill import CONTRACT, WriteProbe, lost, prepare_probe_table
+from cardmint.ops.drills.frame import CONTRACT
+from cardmint.ops.drills.probe import WriteProbe, lost, prepare_probe_table
 from cardmint.ops.security.rotate import rotate
 from support import make_settings, migrate_with_sample, poll
 
@@ -68,7 +67,7 @@ def our_pids(cluster: PatroniCluster) -> set[int]:
             found.add(int(entry))
     state = cluster.state()
     for node in state.nodes if state else []:
-        found |= datadir_pids(Path(node.datadir))
+        found |= process.datadir_pids(Path(node.datadir))
     return found
 
 
@@ -128,7 +127,7 @@ async def probing(cluster: PatroniCluster, run: str) -> tuple[Database, WritePro
 
 async def test_up_gives_a_leader_and_a_streaming_sync_replica(
         patroni_cluster: PatroniCluster) -> None:
-    status = await patroni_cluster.status()
+    status = (await patroni_cluster.status()).to_dict()
     assert status["provider"] == "patroni" and status["sync"] is True
     assert status["leader"] == "node1" and status["dcs"]["running"] is True
     nodes = {n["name"]: n for n in status["nodes"]}
@@ -269,7 +268,7 @@ async def test_killed_leader_fails_over_by_itself_and_rejoins(
         await db.close()
     assert new != old.name
     assert lost(probe.acks, await rows(patroni_cluster, new, "killed")) == []  # sync
-    status = await patroni_cluster.status()
+    status = (await patroni_cluster.status()).to_dict()
     roles = {n["name"]: (n["role"], n["state"]) for n in status["nodes"]}
     assert roles[new] == ("primary", "accepting writes")
     assert roles[old.name] == ("replica", "fenced")  # out of every DSN until rejoin
@@ -277,7 +276,7 @@ async def test_killed_leader_fails_over_by_itself_and_rejoins(
 
     report = await patroni_cluster.rejoin(old.name)
     assert report.streaming and report.primary == new and report.method in ("rewind", "restart")
-    status = await patroni_cluster.status()
+    status = (await patroni_cluster.status()).to_dict()
     nodes = {n["name"]: n for n in status["nodes"]}
     assert (nodes[old.name]["role"], nodes[old.name]["state"]) == ("replica", "streaming")
     assert nodes[old.name]["patroni"]["role"] == "sync_standby"
@@ -328,7 +327,7 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
     running = our_pids(patroni_cluster)
     assert len(running) >= 5  # etcd, two Patroni, two postmasters (and their children)
     report = await patroni_cluster.down()
-    stopped = {s["node"] for s in report.stopped}
+    stopped = {s.node for s in report.stopped}
     assert stopped == {"node1 patroni", "node2 patroni", "etcd"}  # Patroni stops postgres
     await poll(lambda: not our_pids(patroni_cluster), timeout=10)
     assert not report.purged and (patroni_cluster.home / "nodes" / "node1").is_dir()
@@ -336,7 +335,7 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
     # `up` again adopts the stopped cluster: etcd and both members start, sync again
     again = await patroni_cluster.up()
     assert again.adopted and sorted(again.started) == ["etcd", "node1", "node2"]
-    status = await patroni_cluster.status()
+    status = (await patroni_cluster.status()).to_dict()
     assert sorted((n["role"], n["state"]) for n in status["nodes"]) == [
         ("primary", "accepting writes"), ("replica", "streaming")]
     assert any(n["patroni"]["role"] == "sync_standby" for n in status["nodes"])

@@ -11,16 +11,14 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from cardmint.cluster.local.resize import derive, format_kb, parse_memory, resize
-from cardmint.config import secret
-from cardmint.db import Database, migrate
+from cardmint.db import Database
 from cardmint.errors import UsageError
-from cardmint.ops.drills.drill import PROBE_DDL, WriteProbe, lost
+from cardmint.ops.drills.probe import WriteProbe, lost
 from cardmint.ops.maintenance import require_window
-from support import poll, postgres_pids, start_cluster
+from support import TestCluster, migrated_cluster, poll
 
 
 def test_parse_memory_and_format() -> None:
@@ -63,67 +61,62 @@ def test_resize_is_refused_outside_a_window() -> None:
 
 @pytest.mark.slow
 async def test_rolling_resize_keeps_writing(work_root: Path, template_dir: Path) -> None:
-    tc = await start_cluster(work_root, template_dir, "resize", replicas=1)
-    db = None
-    try:
-        await asyncio.to_thread(migrate.upgrade, secret(tc.settings().migration_url))
-        owner = await asyncpg.connect(secret(tc.settings().migration_url))
-        try:
-            for statement in PROBE_DDL:
-                await owner.execute(statement)
-        finally:
-            await owner.close()
+    async with migrated_cluster(work_root, template_dir, "resize", probe=True) as tc:
         db = Database(tc.settings(pool_min=0, pool_max=4))
         await db.open(monitor=False)
-        probe = WriteProbe(db, uuid.uuid4().hex[:12])
-        task = asyncio.create_task(probe.loop())
         try:
-            await probe.until(lambda: len(probe.acks) >= 20)
-            report = await resize(tc.cluster, "1GB", cpu=2)
-            count = len(probe.acks)
-            await probe.until(lambda: len(probe.acks) >= count + 20)
+            await _resize_under_writes(tc, db)
         finally:
-            probe.stop()
-            await task
-        state = tc.cluster.state()
-        assert report.primary_before != report.primary_after == state.primary.name
-        by_node = {n.node: n for n in report.nodes}
-        assert by_node[report.primary_before].restarted_by == "switchover + rejoin"
-        assert by_node[report.primary_after].changed["shared_buffers"] == ["128MB", "256MB"]
-        for node in state.nodes:  # in effect everywhere, each node asked itself
-            conn = await tc.admin(node.name)
-            try:
-                assert await conn.fetchval("SHOW shared_buffers") == "256MB"
-                assert await conn.fetchval("SHOW effective_cache_size") == "768MB"
-            finally:
-                await conn.close()
-        # the application saw a switchover-level gap at most, and lost nothing it was told
-        gaps = [b - a for (_, a), (_, b) in zip(probe.acks, probe.acks[1:], strict=False)]
-        # the replica restart costs writes nothing; the switchover is the whole outage
-        bound = report.switchover["duration_s"] + 2.0  # + a probe interval and pool expiry
-        assert max(gaps) <= bound, (max(gaps), report.switchover)
-        assert report.write_outage_s is not None and report.write_outage_s <= bound
-        primary = await tc.admin("primary")
-        try:
-            present = {r["id"] for r in await primary.fetch(
-                "SELECT id FROM drill.probe WHERE run = $1", probe.run)}
-        finally:
-            await primary.close()
-        assert lost(probe.acks, present) == []
-        # the command, forced, on the resized cluster: JSON out, no secret in it
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "resize", "--memory",
-                             "1GB", "--force", "--home", str(tc.home), "--json"],
-            capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stderr
-        again = json.loads(done.stdout)
-        assert again["ok"] and again["settings"]["max_worker_processes"] == "8"  # kept
-        assert all(n["changed"] == {} for n in again["nodes"])
-        assert not any(p and p in done.stdout + done.stderr
-                       for p in tc.cluster.passwords().values())
-        await poll(lambda: tc.cluster.state().primary.name == report.primary_before)
-    finally:
-        if db is not None:
             await db.close()
-        await tc.cluster.down(purge=True)
-    assert postgres_pids(tc.home) == set()
+
+
+async def _resize_under_writes(tc: TestCluster, db: Database) -> None:
+    """A rolling resize under the write probe: switchover-level gap at most, nothing lost,
+    the settings in effect everywhere, and the command agrees."""
+    probe = WriteProbe(db, uuid.uuid4().hex[:12])
+    task = asyncio.create_task(probe.loop())
+    try:
+        await probe.until(lambda: len(probe.acks) >= 20)
+        report = await resize(tc.cluster, "1GB", cpu=2)
+        count = len(probe.acks)
+        await probe.until(lambda: len(probe.acks) >= count + 20)
+    finally:
+        probe.stop()
+        await task
+    state = tc.cluster.state()
+    assert report.primary_before != report.primary_after == state.primary.name
+    by_node = {n.node: n for n in report.nodes}
+    assert by_node[report.primary_before].restarted_by == "switchover + rejoin"
+    assert by_node[report.primary_after].changed["shared_buffers"] == ["128MB", "256MB"]
+    for node in state.nodes:  # in effect everywhere, each node asked itself
+        conn = await tc.admin(node.name)
+        try:
+            assert await conn.fetchval("SHOW shared_buffers") == "256MB"
+            assert await conn.fetchval("SHOW effective_cache_size") == "768MB"
+        finally:
+            await conn.close()
+    # the application saw a switchover-level gap at most, and lost nothing it was told
+    gaps = [b - a for (_, a), (_, b) in zip(probe.acks, probe.acks[1:], strict=False)]
+    # the replica restart costs writes nothing; the switchover is the whole outage
+    bound = report.switchover["duration_s"] + 2.0  # + a probe interval and pool expiry
+    assert max(gaps) <= bound, (max(gaps), report.switchover)
+    assert report.write_outage_s is not None and report.write_outage_s <= bound
+    primary = await tc.admin("primary")
+    try:
+        present = {r["id"] for r in await primary.fetch(
+            "SELECT id FROM drill.probe WHERE run = $1", probe.run)}
+    finally:
+        await primary.close()
+    assert lost(probe.acks, present) == []
+    # the command, forced, on the resized cluster: JSON out, no secret in it
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "resize", "--memory",
+                         "1GB", "--force", "--home", str(tc.home), "--json"],
+        capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    again = json.loads(done.stdout)
+    assert again["ok"] and again["settings"]["max_worker_processes"] == "8"  # kept
+    assert all(n["changed"] == {} for n in again["nodes"])
+    assert not any(p and p in done.stdout + done.stderr
+                   for p in tc.cluster.passwords().values())
+    await poll(lambda: tc.cluster.state().primary.name == report.primary_before)

@@ -26,7 +26,7 @@ from cardmint.cluster.state import APP, SUPERUSER, load
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.errors import BackupError, UsageError
-from cardmint.ops.backups import backup, restore, store
+from cardmint.ops.backups import backup, pitr, store
 from support import TestCluster, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ async def test_pitr_story(rs: TestCluster, work_root: Path) -> None:
     target = work_root / "pitr"
     report = None
     try:
-        report = await restore.restore(rs.settings(), to=target, target_time=moment)
+        report = await pitr.restore(rs.settings(), to=target, target_time=moment)
         assert report["ok"], report["verification"]
         assert report["backup_id"] == made["id"] and report["target"]["kind"] == "time"
         assert report["passwords_adopted"] is False
@@ -159,7 +159,7 @@ async def test_restore_refuses_what_it_cannot_do_safely(rs: TestCluster,
     busy.mkdir(exist_ok=True)
     (busy / "precious").write_text("keep me")
     with pytest.raises(UsageError, match="not an empty directory"):
-        await restore.restore(rs.settings(), to=busy, latest=True)
+        await pitr.restore(rs.settings(), to=busy, latest=True)
     assert (busy / "precious").read_text() == "keep me"
     conn = await rs.admin()
     try:
@@ -168,13 +168,13 @@ async def test_restore_refuses_what_it_cannot_do_safely(rs: TestCluster,
         await conn.close()
     empty = work_root / "never"
     with pytest.raises(UsageError, match="in the future"):
-        await restore.restore(rs.settings(), to=empty, target_time=now + timedelta(hours=1))
+        await pitr.restore(rs.settings(), to=empty, target_time=now + timedelta(hours=1))
     with pytest.raises(BackupError, match="no backup ends before"):
-        await restore.restore(rs.settings(), to=empty, target_time=now - timedelta(days=1))
+        await pitr.restore(rs.settings(), to=empty, target_time=now - timedelta(days=1))
     with pytest.raises(UsageError, match="one recovery target"):
-        await restore.restore(rs.settings(), to=empty, latest=True, target_lsn="0/1")
+        await pitr.restore(rs.settings(), to=empty, latest=True, target_lsn="0/1")
     with pytest.raises(UsageError, match="time zone"):
-        await restore.restore(rs.settings(), to=empty, target_time="2026-01-01T00:00:00")
+        await pitr.restore(rs.settings(), to=empty, target_time="2026-01-01T00:00:00")
     assert not empty.exists() or not any(empty.iterdir())
     assert not (rs.home / "restores").exists() or not any((rs.home / "restores").iterdir())
 
@@ -197,7 +197,7 @@ async def test_a_backup_older_than_a_password_rotation_restores_with_todays(
     target = work_root / "rotated"
     report = None
     try:
-        report = await restore.restore(rs.settings(), to=target, backup_id=made["id"])
+        report = await pitr.restore(rs.settings(), to=target, backup_id=made["id"])
         assert report["ok"], report["verification"]
         assert report["target"] == {"kind": "immediate", "value": None}
         assert report["passwords_adopted"] is True
@@ -218,7 +218,7 @@ async def test_repoint_makes_the_restored_copy_the_primary(rs: TestCluster,
         await conn.close()
     target = work_root / "repointed"
     try:
-        report = await restore.restore(rs.settings(), to=target, latest=True, repoint=True)
+        report = await pitr.restore(rs.settings(), to=target, latest=True, repoint=True)
         assert report["ok"] and report["repointed"], report
         switch = report["repoint"]
         assert switch["primary"] == report["node"] and switch["warnings"] == []
@@ -260,7 +260,7 @@ async def test_repoint_makes_the_restored_copy_the_primary(rs: TestCluster,
         listed = await backup.list_backups(fresh)
         assert {b["id"] for b in listed["backups"] if b["restorable"]} >= old_backups
         with pytest.raises(UsageError, match="part of the cluster"):
-            await restore.discard(rs.settings(), report["node"])
+            await pitr.discard(rs.settings(), report["node"])
     finally:
         # rs's `down(purge=True)` stops the restored node (cluster.json names it now)
         await rs.cluster.down()

@@ -165,7 +165,7 @@ async def test_rotation_under_load_fails_no_request(work_root: Path, template_di
         assert all(after[r] != before[r] for r in ROLES)
         assert all("password" not in r.to_dict() for r in report.rotations)
         # the replica streams with the new replication password
-        status = await tc.cluster.status()
+        status = (await tc.cluster.status()).to_dict()
         assert [n["state"] for n in status["nodes"] if n["role"] == "replica"] == ["streaming"]
         # the audit sees fresh expiries, and the old application password is refused
         assert (await audit(tc.settings())).findings == []

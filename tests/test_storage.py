@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cardmint.errors import UsageError
-from cardmint.ops import maintenance, storage
+from cardmint.ops import maintenance
+from cardmint.ops.storage import usage
 from support import TestCluster, make_settings, poll
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,10 +24,10 @@ SUNDAY_0230 = datetime(2026, 11, 29, 2, 30, tzinfo=UTC)  # the weekly window
 
 def test_bloat_and_level_rules() -> None:
     table = {"live_tuples": 300, "dead_tuples": 100, "heap_bytes": 8192 * 4}
-    assert storage.bloat(table) == {"dead_pct": 25.0, "bloat_bytes_estimate": 8192}
-    assert storage.bloat({"live_tuples": 0, "dead_tuples": 0, "heap_bytes": 0})["dead_pct"] == 0
+    assert usage.bloat(table) == {"dead_pct": 25.0, "bloat_bytes_estimate": 8192}
+    assert usage.bloat({"live_tuples": 0, "dead_tuples": 0, "heap_bytes": 0})["dead_pct"] == 0
     s = make_settings(Path("/nonexistent"))
-    assert [storage.level(p, s) for p in (None, 10.0, 70.0, 85.0)] == [
+    assert [usage.level(p, s) for p in (None, 10.0, 70.0, 85.0)] == [
         "ok", "ok", "warn", "critical"]
 
 
@@ -52,10 +53,10 @@ def probe(report: dict) -> dict | None:
 
 async def test_report_shows_usage_relations_dead_tuples_and_archive(pg: TestCluster,
                                                                    bloated) -> None:
-    report = await storage.report(pg.settings())
-    usage = report["usage"]
-    assert 0 < usage["used_pct"] < 100 and usage["database_bytes"] > 0
-    assert report["status"] == storage.level(usage["used_pct"], pg.settings())
+    report = await usage.report(pg.settings())
+    disk = report["usage"]
+    assert 0 < disk["used_pct"] < 100 and disk["database_bytes"] > 0
+    assert report["status"] == usage.level(disk["used_pct"], pg.settings())
     assert report["wal_bytes"] > 0 and report["archive"]["bytes"] > 0
     assert report["largest_tables"] and report["largest_indexes"]
     assert report["largest_tables"][0]["total_bytes"] >= report["largest_tables"][-1][
@@ -67,7 +68,7 @@ async def test_report_shows_usage_relations_dead_tuples_and_archive(pg: TestClus
 
 
 async def test_vacuum_and_the_full_vacuum_window(pg: TestCluster, bloated) -> None:
-    done = await storage.vacuum(pg.settings(), tables=["storage_probe"])
+    done = await usage.vacuum(pg.settings(), tables=["storage_probe"])
     assert done["statement"] == "VACUUM (ANALYZE)" and done["tables"] == ["storage_probe"]
 
     # (whether the dead rows can go yet is the replica's feedback's call, not vacuum's)
@@ -76,16 +77,16 @@ async def test_vacuum_and_the_full_vacuum_window(pg: TestCluster, bloated) -> No
         "storage_probe"))
 
     with pytest.raises(UsageError, match="maintenance window"):
-        await storage.vacuum(pg.settings(), full=True, tables=["storage_probe"],
+        await usage.vacuum(pg.settings(), full=True, tables=["storage_probe"],
                              now=MONDAY_NOON)
-    forced = await storage.vacuum(pg.settings(), full=True, force=True,
+    forced = await usage.vacuum(pg.settings(), full=True, force=True,
                                   tables=["storage_probe"], now=MONDAY_NOON)
     assert forced["statement"] == "VACUUM (FULL, ANALYZE)"
-    inside = await storage.vacuum(pg.settings(), full=True, tables=["storage_probe"],
+    inside = await usage.vacuum(pg.settings(), full=True, tables=["storage_probe"],
                                   now=SUNDAY_0230)
     assert inside["ok"]
     with pytest.raises(UsageError, match="no table"):
-        await storage.vacuum(pg.settings(), tables=["no_such_table"])
+        await usage.vacuum(pg.settings(), tables=["no_such_table"])
 
 
 def test_storage_command_line(pg: TestCluster) -> None:

@@ -11,11 +11,8 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.fly.engine import FlyCluster
-from cardmint.cluster.provider import engine_of
-from cardmint.errors import UsageError
-from cardmint.ops.backups import backup, fly
-from cardmint.ops.backups import restore as restoring
+from cardmint.ops import backups
+from cardmint.ops.backups import backup, pitr
 
 app = typer.Typer(help="Base backups, WAL archiving, retention and point-in-time restore.",
                   no_args_is_help=True)
@@ -40,16 +37,13 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Take a base backup of the primary now (on Fly: a snapshot of its volume)."""
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":
-        snap = run(fly.snapshot(FlyCluster.from_settings(cfg)))
-        emit(snap, as_json, lambda d: console.print(
-            f"snapshot {d['snapshot'].get('id')} of volume {d['volume']} (primary "
-            f"{d['machine']})"))
-        return
-    data = run(backup.create(cfg, max_rate=max_rate))
+    data = run(backups.create(settings(home), max_rate=max_rate))
 
     def render(d: dict[str, Any]) -> None:
+        if "snapshot" in d:  # Fly
+            console.print(f"snapshot {d['snapshot'].get('id')} of volume {d['volume']} "
+                          f"(primary {d['machine']})")
+            return
         console.print(f"backup {d['id']}: {sz(d['size_bytes'])} on disk ({sz(d['data_bytes'])} "
                       f"of data) in {d['duration_s']:.2f} s, {d['throughput_mb_s']} MB/s; "
                       f"WAL {d['start_lsn']} .. {d['end_lsn']} on timeline {d['timeline']}")
@@ -62,14 +56,12 @@ def create(
 @app.command("list")
 def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Backups, newest first (the catalog, reconciled with the disk; on Fly, snapshots)."""
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":
-        emit(run(fly.snapshots(FlyCluster.from_settings(cfg))), as_json,
-             _render_snapshots)
-        return
-    data = run(backup.list_backups(cfg))
+    data = run(backups.list_backups(settings(home)))
 
     def render(d: dict[str, Any]) -> None:
+        if "snapshots" in d:  # Fly
+            _render_snapshots(d)
+            return
         table = Table(title=f"backups ({d['source']})")
         for col in ("id", "status", "size", "duration", "MB/s", "start LSN", "end LSN", "TL",
                     "verified", "restorable"):
@@ -192,24 +184,18 @@ def restore(
     """Point-in-time restore into a new cluster, verified with health and test-card.
     Without a target, the backup is restored as it was. On Fly: ID is a volume snapshot
     and --to-app the new Postgres app made from it."""
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":
-        if not to_app or not backup_id or to or target_time or target_lsn or latest or repoint:
-            raise UsageError("on Fly, restore takes a snapshot ID and --to-app NEW_APP only "
-                             "(Fly restores whole volumes, not to a moment)")
-        made = run(fly.restore(FlyCluster.from_settings(cfg), backup_id, to_app))
-        emit(made, as_json, lambda d: console.print(
-            f"created {d['app']} from snapshot {d['snapshot']}; its connection string holds a "
-            "password, so it is not shown: give the app's role a new one with `cardmint "
-            "security rotate` (CARDMINT_FLY_APP set to the new app), which sets DATABASE_URL"))
-        return
-    if to is None or to_app is not None:
-        raise UsageError("restore needs --to DIRECTORY (--to-app is for Fly)")
-    data = run(restoring.restore(cfg, to=to, backup_id=backup_id,
-                                 target_time=target_time, target_lsn=target_lsn,
-                                 latest=latest, port=port, repoint=repoint))
+    data = run(backups.restore(settings(home), backup_id=backup_id, to=to, to_app=to_app,
+                               target_time=target_time, target_lsn=target_lsn,
+                               latest=latest, port=port, repoint=repoint))
 
     def render(d: dict[str, Any]) -> None:
+        if "app" in d:  # Fly
+            console.print(
+                f"created {d['app']} from snapshot {d['snapshot']}; its connection string "
+                "holds a password, so it is not shown: give the app's role a new one with "
+                "`cardmint security rotate` (CARDMINT_FLY_APP set to the new app), which "
+                "sets DATABASE_URL")
+            return
         mark = "[green]verified[/]" if d["verification"]["ok"] else "[red]NOT verified[/]"
         target = " ".join(str(v) for v in d["target"].values() if v)
         console.print(f"restored backup {d['backup_id']} to {target} "
@@ -229,7 +215,7 @@ def restore(
             console.print(f"[yellow]warning:[/] {w}")
 
     emit(data, as_json, render)
-    if not data["ok"]:
+    if not data.get("ok", True):
         raise typer.Exit(CRITICAL)
 
 
@@ -240,6 +226,6 @@ def discard(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop a restored copy (by PID) and delete it."""
-    data = run(restoring.discard(settings(home), name))
+    data = run(pitr.discard(settings(home), name))
     emit(data, as_json, lambda d: console.print(
         f"stopped {d['node']} (pid {d['stopped_pid']}) and deleted {', '.join(d['deleted'])}"))

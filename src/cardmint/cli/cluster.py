@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +11,8 @@ from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.provider import Cluster, open_cluster
+from cardmint.cluster.engine import Cluster
+from cardmint.cluster.provider import open_cluster
 
 app = typer.Typer(help="Create, inspect, connect to and stop the PostgreSQL cluster.",
                   no_args_is_help=True)
@@ -38,7 +38,7 @@ def up(
     cluster = open_cluster(cfg, engine)
     report = run(cluster.up(replicas=replicas, sync=sync))
     data = {"ok": True, "provider": cluster.provider, "home": str(cfg.home.resolve()),
-            **asdict(report)}
+            **report.to_dict()}
 
     def render(d: dict[str, Any]) -> None:
         verb = "created" if d["created"] else "adopted"
@@ -66,7 +66,7 @@ def down(
         if d["purged"]:
             console.print("cluster data deleted")
 
-    emit({"ok": True, **asdict(report)}, as_json, render)
+    emit({"ok": True, **report.to_dict()}, as_json, render)
 
 
 def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float) -> int:
@@ -92,7 +92,7 @@ def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Each node as it reports itself: role, port, timeline, LSN, lag."""
     cfg = settings(home)
-    report = run(open_cluster(cfg).status())
+    report = run(open_cluster(cfg).status()).to_dict()
 
     def render(d: dict[str, Any]) -> None:
         mode = {True: "sync", False: "async", None: "replication mode not reported"}[d["sync"]]
@@ -128,7 +128,7 @@ def connect(
         raise typer.Exit(code)
 
 
-# -- failover, switchover, rejoin, sync guard (issue 5) ---------------------------------
+# -- failover, switchover, rejoin, sync guard ------------------------------------------
 
 ToOpt = Annotated[str | None, typer.Option(
     "--to", help="The replica to promote (default: the one holding the most WAL).")]

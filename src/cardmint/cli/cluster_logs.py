@@ -9,11 +9,8 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit, to_json
-from cardmint.cluster.fly.engine import FlyCluster
-from cardmint.cluster.pg import logs
-from cardmint.cluster.provider import engine_of
-from cardmint.cluster.state import load
-from cardmint.errors import ClusterError, UsageError
+from cardmint.cluster.engine import LogQuery
+from cardmint.cluster.provider import open_cluster
 
 
 def line(e: dict[str, Any]) -> str:
@@ -41,41 +38,31 @@ def register(app: typer.Typer) -> None:
         home: HomeOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Each node's server log (jsonlog), merged in time order."""
-        s = settings(home)
-        if engine_of(s) == "fly":  # the runbook's `flyctl logs -a APP | grep ERROR`
-            if node or since or follow:
-                raise UsageError("on Fly, cluster logs takes --errors and --lines only "
-                                 "(`flyctl logs -a APP` follows)")
-            text = run(FlyCluster.from_settings(s).logs(errors_only=errors))
-            text = text[-lines:] if lines > 0 else text
-            emit({"lines": text, "count": len(text)}, as_json,
-                 lambda d: [console.print(t, markup=False, highlight=False) for t in d["lines"]])
-            return
-        state = load(s.home)
-        if state is None:
-            raise ClusterError(f"no cluster in {s.home}: run `cardmint cluster up`")
-        keep = logs.Filter(since=logs.parse_since(since) if since else None, errors=errors)
-        names = [node] if node else None
-        found = logs.entries(state, names, keep=keep)
-        if lines > 0:
-            found = found[-lines:]
+        """Each node's server log (jsonlog), merged in time order (on Fly: `flyctl logs`,
+        the runbook's `flyctl logs -a APP | grep ERROR`)."""
+        cluster = open_cluster(settings(home))
+        query = LogQuery(node=node, errors=errors, since=since, lines=lines)
         if not follow:
-            emit({"entries": found, "count": len(found)}, as_json,
-                 lambda d: [console.print(line(e), markup=False, highlight=False)
-                            for e in d["entries"]])
+            report = run(cluster.logs(query))
+            emit(report.to_dict(), as_json, _render)
             return
-        for e in found:
+        stream = cluster.follow_logs(LogQuery(node=node, errors=errors, since=since, lines=0))
+        for e in run(cluster.logs(query)).entries:
             _print(e, as_json)
 
         async def tail() -> None:
-            async for e in logs.follow(state, names, keep=keep):
+            async for e in stream:
                 _print(e, as_json)
 
         try:
             run(tail())
         except KeyboardInterrupt:
             pass
+
+
+def _render(d: dict[str, Any]) -> None:
+    for text in d.get("lines") or [line(e) for e in d.get("entries", [])]:
+        console.print(text, markup=False, highlight=False)
 
 
 def _print(e: dict[str, Any], as_json: bool) -> None:

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
+from cardmint.cli.cluster_resize import render as _render_resize
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit
-from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.provider import require_local
-from cardmint.errors import UsageError
+from cardmint.ops import scaling
 
 
 def _render(d: dict[str, Any]) -> None:
@@ -45,9 +44,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """A new streaming replica from the current primary, without stopping anything."""
-        cfg = settings(home)
-        require_local(cfg, "add-replica")
-        report = run(LocalCluster(cfg).add_replica(sync=sync))
+        report = run(scaling.add_replica(settings(home), sync=sync))
         emit({"ok": True, **report.to_dict()}, as_json, _render)
 
     @app.command(name="resize")
@@ -63,28 +60,10 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Resize every node: replicas first, then a switchover, then the old primary."""
-        from cardmint.cluster.provider import engine_of
-        from cardmint.ops.maintenance import require_window
-
-        cfg = settings(home)
-        fly = engine_of(cfg) == "fly"
-        if fly and (vm_size is None or memory is not None or cpu is not None):
-            raise UsageError("on Fly, resize takes --vm-size (e.g. performance-2x) only")
-        if not fly and (memory is None or vm_size is not None):
-            raise UsageError("resize takes --memory (and --cpu); --vm-size is for Fly")
-        require_window("resize", force=force)
-        if fly:
-            from cardmint.cluster.fly.engine import FlyCluster
-
-            out = run(FlyCluster.from_settings(cfg).resize_all(vm_size))
-            emit({"ok": True, **out}, as_json, _render_fly_resize)
-            return
-        from cardmint.cli.cluster_resize import render
-        from cardmint.cluster.local.resize import resize
-
-        require_local(cfg, "resize --memory")
-        report = run(resize(LocalCluster(cfg), memory, cpu))
-        emit({"ok": True, **report.to_dict()}, as_json, render)
+        report = run(scaling.resize(settings(home), memory=memory, cpu=cpu,
+                                    vm_size=vm_size, force=force)).to_dict()
+        emit({"ok": True, **report}, as_json,
+             _render_fly_resize if "vm_size" in report else _render_resize)
 
     @app.command(name="remove-replica")
     def remove_replica(
@@ -93,7 +72,5 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Drain a replica of reads, stop it by PID, drop its slot and delete its data."""
-        cfg = settings(home)
-        require_local(cfg, "remove-replica")
-        report = run(LocalCluster(cfg).remove_replica(node))
+        report = run(scaling.remove_replica(settings(home), node))
         emit({"ok": True, **report.to_dict()}, as_json, _render)

@@ -34,14 +34,9 @@ def render(d: dict[str, Any]) -> None:
 def failover(home: HomeOpt = None, force: ForceOpt = False, as_json: JsonOpt = False) -> None:
     """SIGKILL the primary under a write probe, promote, check, rejoin; report recovery
     times and lost writes (stored in `drills` and under $CARDMINT_HOME/drills/)."""
-    from cardmint.cluster.provider import engine_of
+    from cardmint.ops.drills import failover_drill
 
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":
-        from cardmint.ops.drills.fly import fly_drill as failover_drill
-    else:
-        from cardmint.ops.drills.drill import failover_drill
-    report = run(failover_drill(cfg, force=force))
+    report = run(failover_drill(settings(home), force=force))
     emit(report, as_json, render)
     if not report["ok"]:
         raise typer.Exit(CRITICAL)

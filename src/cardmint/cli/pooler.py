@@ -8,8 +8,7 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import WARN, console, emit
-from cardmint.cluster.local import pooler
-from cardmint.cluster.local.engine import LocalCluster
+from cardmint.ops import scaling
 
 app = typer.Typer(help="PgBouncer (transaction pooling) in front of the primary.",
                   no_args_is_help=True)
@@ -18,7 +17,7 @@ app = typer.Typer(help="PgBouncer (transaction pooling) in front of the primary.
 @app.command()
 def up(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Start PgBouncer (or re-target and reload it) and route the application through it."""
-    report = run(pooler.up(LocalCluster(settings(home))))
+    report = run(scaling.pooler(settings(home), "up"))
 
     def render(d: dict[str, Any]) -> None:
         verb = "started" if d["started"] else "reloaded"
@@ -33,7 +32,7 @@ def up(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def down(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Route the application straight to the primary again and stop PgBouncer by PID."""
-    report = run(pooler.down(LocalCluster(settings(home))))
+    report = run(scaling.pooler(settings(home), "down"))
 
     def render(d: dict[str, Any]) -> None:
         console.print(f"PgBouncer stopped (pid {d['pid']}, {d['mode']})" if d["stopped"]
@@ -45,7 +44,7 @@ def down(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Whether PgBouncer runs, and its SHOW POOLS / SHOW STATS figures."""
-    report = run(pooler.status(LocalCluster(settings(home))))
+    report = run(scaling.pooler(settings(home), "status"))
 
     def render(d: dict[str, Any]) -> None:
         if not d.get("configured"):

@@ -59,13 +59,9 @@ def rotate(
     as_json: JsonOpt = False,
 ) -> None:
     """The quarterly rotation: new passwords, verified, with zero downtime."""
-    from cardmint.cluster.provider import engine_of
-    from cardmint.ops.security.rotate import rotate as run_rotate
+    from cardmint.ops import security
 
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":  # flyctl secrets for the application, not secrets.env
-        from cardmint.ops.security.fly import rotate_fly as run_rotate
-    report = run(run_rotate(cfg, role or None, force=force, show=show))
+    report = run(security.rotate(settings(home), role or None, force=force, show=show))
 
     def render(d: dict[str, Any]) -> None:
         for r in d["rotations"]:

@@ -10,11 +10,8 @@ from rich.table import Table
 from cardmint.cli.backup import sz
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
-from cardmint.cluster.fly.engine import FlyCluster
-from cardmint.cluster.provider import engine_of
-from cardmint.errors import UsageError
-from cardmint.ops import storage as ops
-from cardmint.ops.backups import fly
+from cardmint.ops import storage
+from cardmint.ops.storage import usage
 
 app = typer.Typer(help="Disk usage, largest relations, bloat; VACUUM.",
                   invoke_without_command=True)
@@ -22,18 +19,17 @@ LEVELS = {"ok": OK, "warn": WARN, "critical": CRITICAL}
 
 
 @app.callback()
-def storage(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+def report(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Data directory usage against its filesystem, largest tables and indexes, dead
     tuples and bloat, WAL and archive size."""
     if ctx.invoked_subcommand is not None:
         return
-    cfg = settings(home)
-    if engine_of(cfg) == "fly":
-        emit(run(fly.volumes(FlyCluster.from_settings(cfg))), as_json, _render_volumes)
-        return
-    data = run(ops.report(cfg))
+    data = run(storage.report(settings(home)))
 
     def render(d: dict[str, Any]) -> None:
+        if "volumes" in d:  # Fly
+            _render_volumes(d)
+            return
         u = d["usage"]
         used = "unknown" if u["used_pct"] is None else f"{u['used_pct']:.1f} %"
         console.print(f"storage {d['status']}: {used} of {sz(u['capacity_bytes'])} used "
@@ -60,7 +56,7 @@ def storage(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) 
         console.print(indexes)
 
     emit(data, as_json, render)
-    if LEVELS[data["status"]]:
+    if LEVELS[data.get("status", "ok")]:
         raise typer.Exit(LEVELS[data["status"]])
 
 
@@ -76,7 +72,7 @@ def vacuum(
     as_json: JsonOpt = False,
 ) -> None:
     """VACUUM (ANALYZE) the database; --full only inside a maintenance window."""
-    data = run(ops.vacuum(settings(home), full=full, force=force, tables=table))
+    data = run(usage.vacuum(settings(home), full=full, force=force, tables=table))
     emit(data, as_json, lambda d: console.print(
         f"{d['statement']} in {d['duration_s']:.2f} s; database {sz(d['database_bytes_before'])}"
         f" -> {sz(d['database_bytes_after'])}"))
@@ -100,10 +96,6 @@ def extend(
     as_json: JsonOpt = False,
 ) -> None:
     """Fly: grow a volume (the runbook's answer to storage over 90 %)."""
-    cfg = settings(home)
-    if engine_of(cfg) != "fly":
-        raise UsageError("storage extend grows a Fly volume; the local engine's disk is this "
-                         "machine's: free space or move CARDMINT_HOME")
-    data = run(fly.extend(FlyCluster.from_settings(cfg), volume, size_gb))
+    data = run(storage.extend(settings(home), volume, size_gb))
     emit(data, as_json, lambda d: console.print(
         f"volume {d['volume']}: {d['size_gb_before']} GB -> {d['size_gb']} GB"))

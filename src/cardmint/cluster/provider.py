@@ -6,39 +6,21 @@
 - ``fly``: a Fly Postgres app driven through flyctl; chosen with ``CARDMINT_PROVIDER=fly``
   and ``CARDMINT_FLY_APP``.
 
-Every engine answers the same calls with the same report types: ``up``, ``down``,
-``status``, ``failover``, ``switchover``, ``rejoin`` and ``psql_command``. What an engine
-cannot do is a `UsageError` that says what to do instead.
+Every engine answers the calls of `cluster.engine.Cluster` with the same report types;
+what an engine cannot do is a `UsageError` that says what to do instead. This module is
+the one place that maps the settings to an engine; the ops chapters whose steps differ by
+engine (backups, drills, security, storage) choose their variant with `engine_of`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
-
+from cardmint.cluster.engine import Cluster, Managed
 from cardmint.cluster.state import load
 from cardmint.config import Settings
 from cardmint.errors import UsageError
 
-if TYPE_CHECKING:
-    from cardmint.cluster.local.failover import FailoverReport
-    from cardmint.cluster.local.rejoin import RejoinReport
-
 ENGINES = ("local", "patroni", "fly")
 CREATED_HERE = ("local", "patroni")  # what `cluster up --engine` can make
-
-
-class Cluster(Protocol):
-    provider: str
-    settings: Settings
-
-    async def up(self, replicas: int | None = None, sync: bool | None = None) -> Any: ...
-    async def down(self, purge: bool = False) -> Any: ...
-    async def status(self) -> dict[str, Any]: ...
-    async def failover(self, to: str | None = None) -> FailoverReport: ...
-    async def switchover(self, to: str | None = None) -> FailoverReport: ...
-    async def rejoin(self, name: str) -> RejoinReport: ...
-    async def psql_command(self, name: str | None,
-                           args: list[str]) -> tuple[list[str], dict[str, str]]: ...
 
 
 def engine_of(settings: Settings, requested: str | None = None) -> str:
@@ -67,22 +49,28 @@ def open_cluster(settings: Settings, engine: str | None = None) -> Cluster:
     """The cluster these settings name, behind its engine."""
     name = engine_of(settings, engine)
     if name == "fly":
-        from cardmint.cluster.fly.engine import FlyCluster
+        from cardmint.cluster.fly import FlyCluster
 
         return FlyCluster.from_settings(settings)
     if name == "patroni":
-        from cardmint.cluster.patroni.engine import PatroniCluster
+        from cardmint.cluster.patroni import PatroniCluster
 
         return PatroniCluster(settings)
-    from cardmint.cluster.local.engine import LocalCluster
+    from cardmint.cluster.local import LocalCluster
 
     return LocalCluster(settings)
 
 
-def require_local(settings: Settings, what: str) -> None:
-    """Operations only the local engine has (add-replica, resize's settings, pooler...)."""
+def open_managed(settings: Settings, what: str) -> Managed:
+    """The cluster when CardMint runs its nodes (local, patroni); `what` needs them."""
     name = engine_of(settings)
-    if name != "local":
-        hint = {"fly": "use flyctl for it on Fly",
-                "patroni": "Patroni manages its nodes: change its configuration"}[name]
-        raise UsageError(f"{what} is for the local engine; this cluster runs {name}: {hint}")
+    if name == "fly":
+        raise UsageError(f"{what} works on the nodes CardMint runs (local, patroni); on Fly "
+                         "use flyctl for it")
+    if name == "patroni":
+        from cardmint.cluster.patroni import PatroniCluster
+
+        return PatroniCluster(settings)
+    from cardmint.cluster.local import LocalCluster
+
+    return LocalCluster(settings)

@@ -26,6 +26,7 @@ REPLICATION = "cardmint_replicator"
 MONITOR = "cardmint_monitor"  # pg_monitor: health, stats and monitoring read with it
 ROLES = (SUPERUSER, OWNER, APP, READONLY, REPLICATION, MONITOR)
 
+FENCED = "fenced"  # a former primary: kept out of every DSN until `cluster rejoin`
 CREATING = "creating"  # `up` began but has not finished: never reused as it is
 READY = "ready"
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from cardmint.cluster.local import syncrep
-from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.local import LocalCluster, syncrep
 from cardmint.cluster.state import READY
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection
@@ -76,7 +75,7 @@ class SyncGuard:
         if state is None or state.status != READY:
             raise ClusterError(f"no ready cluster in {self.cluster.home}")
         primary = state.primary
-        conn = await self.cluster._admin_connect(primary, "postgres", timeout=3)
+        conn = await self.cluster.admin.connect(primary, "postgres", timeout=3)
         try:
             obs, decision = await syncrep.enforce(
                 conn, state, self._missing_since, self._clock(),

@@ -51,18 +51,29 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cardmint.cluster.local.failover import FailoverReport
-from cardmint.cluster.local.rejoin import RejoinReport
+from cardmint.cluster.engine import (
+    ClusterStatus,
+    DownReport,
+    FailoverReport,
+    LogQuery,
+    LogReport,
+    NodeStatus,
+    RejoinReport,
+    ReplicaReport,
+    UpReport,
+)
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
 
 if TYPE_CHECKING:
     from cardmint.config import Settings
 
+_FLY_MACHINES = ("{what} is for the local engine; this cluster runs fly: use flyctl for it "
+                 "on Fly (`flyctl machine clone` / `flyctl machine destroy`)")
 DEFAULT_TIMEOUT_S = 60.0
 REJOIN_TIMEOUT_S = 300.0  # a machine start, then Fly's HA re-syncing it as a replica
 REJOIN_POLL_S = 2.0
@@ -71,6 +82,28 @@ _MASK = "***"
 # flyctl identifiers: app names, machine/volume/snapshot ids, VM sizes, regions.
 _IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _SECRET_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class MachineResize:
+    machine: str
+    was: str  # primary | replica
+    duration_s: float
+
+
+@dataclass
+class FlyResizeReport:
+    provider: str
+    app: str
+    vm_size: str
+    primary_before: str
+    primary_after: str
+    switchover: FailoverReport | None
+    duration_s: float
+    machines: list[MachineResize] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -120,13 +153,23 @@ class FlyCluster:
 
     # -- what Fly does itself ----------------------------------------------------------
 
-    async def up(self, replicas: int | None = None, sync: bool | None = None) -> Any:
+    async def up(self, replicas: int | None = None, sync: bool | None = None) -> UpReport:
         raise UsageError(f"Fly creates its Postgres clusters itself: `flyctl postgres create "
                          f"--name {self.app}`; `cardmint cluster status` then shows it")
 
-    async def down(self, purge: bool = False) -> Any:
+    async def down(self, purge: bool = False) -> DownReport:
         raise UsageError(f"a Fly cluster is stopped or destroyed with flyctl (`flyctl apps "
                          f"destroy {self.app}`), never by `cardmint cluster down`")
+
+    async def add_replica(self, sync: bool = False) -> ReplicaReport:
+        raise UsageError(_FLY_MACHINES.format(what="add-replica"))
+
+    async def remove_replica(self, name: str) -> ReplicaReport:
+        raise UsageError(_FLY_MACHINES.format(what="remove-replica"))
+
+    async def pooler(self, action: str) -> dict[str, Any]:
+        raise UsageError("pooler is for the local engine; this cluster runs fly: Fly Postgres "
+                         "has its own PgBouncer (`flyctl postgres config`)")
 
     # -- the one way flyctl is run ---------------------------------------------------
 
@@ -172,17 +215,18 @@ class FlyCluster:
             raise ClusterError("flyctl machine list did not answer a JSON list")
         return out
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ClusterStatus:
         """The contract of `cluster status --json`, one node per machine. flyctl reports no
         timeline, LSN or lag, so those are None (ask the nodes over SQL for them)."""
         app = await self._run("status", "-a", self.app, "--json", want_json=True)
         machines = await self.machines()
         app = app if isinstance(app, dict) else {}
-        return {"provider": self.provider, "app": self.app, "home": self.home,
-                "sync": None,  # flyctl does not say; ask the primary over SQL
-                "status": app.get("Status") or app.get("status"),
-                "hostname": app.get("Hostname") or app.get("hostname"),
-                "nodes": [_node(m) for m in machines]}
+        return ClusterStatus(
+            provider=self.provider, home=self.home,
+            status=app.get("Status") or app.get("status"),
+            sync=None,  # flyctl does not say; ask the primary over SQL
+            nodes=[_node(m) for m in machines],
+            extra={"app": self.app, "hostname": app.get("Hostname") or app.get("hostname")})
 
     # -- failover and machines -----------------------------------------------------------
 
@@ -250,16 +294,19 @@ class FlyCluster:
         await self._run("machine", "kill", _ident(machine_id, "machine id"), "-a", self.app)
         return {"machine": machine_id, "killed": True}
 
-    async def resize(self, machine_id: str, vm_size: str) -> dict[str, Any]:
+    async def resize_machine(self, machine_id: str, vm_size: str) -> dict[str, Any]:
         await self._run("machine", "update", _ident(machine_id, "machine id"),
                         "--vm-size", _ident(vm_size, "vm size"), "-a", self.app, "--yes",
                         timeout_s=max(self.timeout_s, 300.0))
         return {"machine": machine_id, "vm_size": vm_size}
 
-    async def resize_all(self, vm_size: str) -> dict[str, Any]:
+    async def resize(self, *, memory: str | None = None, cpu: int | None = None,
+                     vm_size: str | None = None) -> FlyResizeReport:
         """The runbook's vertical scaling without a write outage beyond one failover:
         replicas first, then `postgres failover` so the old primary is a replica when its
         machine restarts with the new size."""
+        if vm_size is None or memory is not None or cpu is not None:
+            raise UsageError("on Fly, resize takes --vm-size (e.g. performance-2x) only")
         _ident(vm_size, "vm size")
         began = time.monotonic()
         machines = await self.machines()
@@ -267,19 +314,20 @@ class FlyCluster:
         if primary is None:
             raise ClusterError(f"{self.app} has no running primary: nothing resized")
         order = [m["id"] for m in machines if m.get("id") != primary] + [primary]
-        steps: list[dict[str, Any]] = []
-        failover = None
+        report = FlyResizeReport(provider=self.provider, app=self.app, vm_size=vm_size,
+                                 primary_before=primary, primary_after=primary,
+                                 switchover=None, duration_s=0.0)
         for machine_id in order:
             if machine_id == primary and len(order) > 1:
-                failover = (await self.failover(kind="switchover")).to_dict()
+                report.switchover = await self.failover(kind="switchover")
+                report.primary_after = report.switchover.new_primary
             step_began = time.monotonic()
-            await self.resize(machine_id, vm_size)
-            steps.append({"machine": machine_id, "was": "primary" if machine_id == primary
-                          else "replica", "duration_s": round(time.monotonic() - step_began, 3)})
-        return {"provider": self.provider, "app": self.app, "vm_size": vm_size,
-                "machines": steps, "primary_before": primary,
-                "primary_after": failover["new_primary"] if failover else primary,
-                "switchover": failover, "duration_s": round(time.monotonic() - began, 3)}
+            await self.resize_machine(machine_id, vm_size)
+            report.machines.append(MachineResize(
+                machine_id, "primary" if machine_id == primary else "replica",
+                round(time.monotonic() - step_began, 3)))
+        report.duration_s = round(time.monotonic() - began, 3)
+        return report
 
     # -- volumes and snapshots -------------------------------------------------------------
 
@@ -342,11 +390,19 @@ class FlyCluster:
         await self._run("secrets", "import", "-a", _ident(app, "app"), stdin=f"{key}={value}\n")
         return {"app": app, "key": key, "set": True}
 
-    async def logs(self, errors_only: bool = False) -> list[str]:
-        """The app's recent log lines (redacted); with `errors_only`, those naming ERROR."""
+    async def logs(self, query: LogQuery) -> LogReport:
+        """The app's recent log lines (redacted); with `errors`, those naming ERROR."""
+        if query.node or query.since:
+            raise UsageError("on Fly, cluster logs takes --errors and --lines only "
+                             "(`flyctl logs -a APP` follows)")
         out = await self._run("logs", "-a", self.app, "--no-tail")
         lines = [self._clean(line) for line in out.splitlines()]
-        return [line for line in lines if "ERROR" in line] if errors_only else lines
+        lines = [line for line in lines if "ERROR" in line] if query.errors else lines
+        return LogReport(lines=lines[-query.lines:] if query.lines > 0 else lines)
+
+    def follow_logs(self, query: LogQuery) -> AsyncIterator[dict[str, Any]]:
+        raise UsageError("on Fly, cluster logs takes --errors and --lines only "
+                         f"(`flyctl logs -a {self.app}` follows)")
 
     def connect_argv(self) -> list[str]:
         """What to exec for an interactive psql on the primary (`cardmint cluster psql`)."""
@@ -375,14 +431,12 @@ def role_of(machine: Mapping[str, Any]) -> str:
     return str(meta.get("role") or "unknown")
 
 
-def _node(machine: Mapping[str, Any]) -> dict[str, Any]:
+def _node(machine: Mapping[str, Any]) -> NodeStatus:
     state = machine.get("state")
-    return {
-        "name": machine.get("id"), "machine_name": machine.get("name"),
-        "role": role_of(machine), "host": machine.get("private_ip"), "port": PG_PORT,
-        "region": machine.get("region"), "running": state == "started", "state": state,
-        "timeline": None, "lsn": None, "lag_bytes": None, "lag_s": None, "error": None,
-    }
+    return NodeStatus(
+        name=str(machine.get("id")), role=role_of(machine), host=machine.get("private_ip"),
+        port=PG_PORT, running=state == "started", state=state,
+        extra={"machine_name": machine.get("name"), "region": machine.get("region")})
 
 
 def primary_id(machines: list[dict[str, Any]]) -> str | None:

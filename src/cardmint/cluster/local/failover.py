@@ -15,23 +15,31 @@ everything up to its shutdown checkpoint to the standbys), the target must have 
 past that checkpoint before it is promoted, and the old primary rejoins at once. Nothing
 acknowledged is lost.
 
-Choosing the target and the state after a promotion are pure functions, tested without a
-cluster.
+Choosing the target is shared with the Patroni engine (`cluster/handover.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
+from cardmint.cluster.engine import FailoverReport, RejoinReport
+from cardmint.cluster.handover import (
+    POSITION_SQL,
+    Candidate,
+    Conns,
+    Timer,
+    choose_target,
+    lsn_text,
+    probe_candidates,
+    promoted,
+)
 from cardmint.cluster.local import rejoin
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import nodes, process, replication
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.pg.process import OsUser
@@ -41,73 +49,11 @@ from cardmint.errors import ClusterError, UsageError
 if TYPE_CHECKING:
     from cardmint.cluster.local.engine import LocalCluster
 
-FENCED = "fenced"  # a former primary: kept out of every DSN until `cluster rejoin`
 PROMOTE_TIMEOUT_S = 60.0
 REPLAY_TIMEOUT_S = 30.0
 POLL_S = 0.002  # promotion takes tens of ms: poll finely (pg_promote(wait) polls at 100 ms)
 RENUDGE_S = 0.025
-
-CANDIDATE_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-       greatest(coalesce(pg_last_wal_receive_lsn(), '0/0'),
-                coalesce(pg_last_wal_replay_lsn(), '0/0'))::text AS lsn,
-       EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS streaming
-"""
 SETTLE_TIMEOUT_S = 2.0
-POSITION_SQL = """
-SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS timeline,
-       pg_current_wal_lsn()::text AS lsn
-"""
-
-Conns = dict[str, asyncpg.Connection]
-
-
-# -- rules ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    in_recovery: bool | None  # None: it did not answer
-    lsn: int | None  # the WAL it holds: the greater of received and replayed
-    streaming: bool = False  # its WAL receiver still streams (from the old primary)
-
-
-def choose_target(candidates: Sequence[Candidate], requested: str | None = None) -> Candidate:
-    """The replica to promote: the one holding the most WAL (with synchronous replication
-    it holds every acknowledged commit), or `requested` if it is not behind another."""
-    usable = [c for c in candidates if c.in_recovery and c.lsn is not None]
-    if requested is not None:
-        match = next((c for c in candidates if c.name == requested), None)
-        if match is None:
-            raise UsageError(f"{requested} is not a replica of this cluster; replicas: "
-                             f"{', '.join(c.name for c in candidates) or 'none'}")
-        if match not in usable:
-            why = "not reachable" if match.in_recovery is None else "not in recovery"
-            raise ClusterError(f"{requested} cannot be promoted: it is {why}")
-    if not usable:
-        raise ClusterError("no reachable replica in recovery to promote")
-    best = max(usable, key=lambda c: c.lsn or 0)
-    if requested is None:
-        return best
-    chosen = next(c for c in usable if c.name == requested)
-    if (chosen.lsn or 0) < (best.lsn or 0):
-        raise ClusterError(
-            f"{requested} is {(best.lsn or 0) - (chosen.lsn or 0)} bytes of WAL behind "
-            f"{best.name}: promoting it would lose what only {best.name} has; promote "
-            f"{best.name} (or leave out --to)")
-    return chosen
-
-
-def promoted(state: ClusterState, new_primary: str, old_primary: str) -> None:
-    """The roles after promoting `new_primary`: it is the primary and `old_primary` is
-    fenced. DSNs derive from the roles, primary first."""
-    for node in state.nodes:
-        if node.name == new_primary:
-            node.role = "primary"
-        elif node.name == old_primary:
-            node.role = FENCED
-            node.pid = None
 
 
 def controldata_fields(text: str) -> dict[str, str]:
@@ -120,47 +66,6 @@ def controldata_fields(text: str) -> dict[str, str]:
     return out
 
 
-# -- reports -------------------------------------------------------------------------
-
-
-@dataclass
-class FailoverReport:
-    kind: str  # failover | switchover
-    old_primary: str
-    new_primary: str
-    old_primary_was_running: bool
-    stop_mode: str | None  # how the old primary was stopped, if it ran
-    fenced: bool
-    timeline: int | None
-    lsn: str | None  # the new primary's WAL position right after promotion
-    candidates: dict[str, str | None] = field(default_factory=dict)
-    leftovers_killed: int = 0  # processes of a killed postmaster, SIGKILLed as fencing
-    repointed: list[str] = field(default_factory=list)
-    not_streaming: list[str] = field(default_factory=list)
-    sync_names: str | None = None
-    final_lsn: str | None = None  # switchover: the old primary's shutdown checkpoint
-    rejoin: dict[str, Any] | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)  # where the time went
-    duration_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.began = self.last = time.monotonic()
-        self.steps: dict[str, float] = {}
-
-    def lap(self, step: str) -> None:
-        now = time.monotonic()
-        self.steps[step] = round(now - self.last, 4)
-        self.last = now
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.began, 3)
-
-
 # -- steps ---------------------------------------------------------------------------
 
 
@@ -170,32 +75,10 @@ async def settled_candidates(cluster: LocalCluster, state: ClusterState,
     the one chosen holds the most WAL for good), or at SETTLE_TIMEOUT_S."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
-        found = await probe_candidates(cluster, state, conns)
+        found = await probe_candidates(cluster.admin, state.replicas, conns)
         if not any(c.streaming for c in found) or time.monotonic() > deadline:
             return found
         await asyncio.sleep(POLL_S)
-
-
-async def probe_candidates(cluster: LocalCluster, state: ClusterState,
-                           conns: Conns | None = None) -> list[Candidate]:
-    """Ask every replica what WAL it holds (on `conns` where given: no connect time)."""
-
-    async def ask(node: Node) -> Candidate:
-        conn = (conns or {}).get(node.name)
-        owned = conn is None
-        try:
-            if conn is None:
-                conn = await cluster._admin_connect(node, "postgres", timeout=3)
-            row = await conn.fetchrow(CANDIDATE_SQL)
-            return Candidate(node.name, row["in_recovery"], parse_lsn(row["lsn"]),
-                             row["streaming"])
-        except (ClusterError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            return Candidate(node.name, None, None)
-        finally:
-            if owned and conn is not None:
-                await conn.close()
-
-    return list(await asyncio.gather(*(ask(n) for n in state.replicas)))
 
 
 async def promote(conn: asyncpg.Connection, timeout: float = PROMOTE_TIMEOUT_S) -> None:
@@ -231,7 +114,7 @@ def fence(user: OsUser, node: Node) -> bool:
 
 
 async def _promote_and_repoint(cluster: LocalCluster, state: ClusterState, old: Node,
-                               target: Node, report: FailoverReport, timer: _Timer,
+                               target: Node, report: FailoverReport, timer: Timer,
                                conn: asyncpg.Connection) -> None:
     await promote(conn)
     timer.lap("promote")
@@ -246,12 +129,12 @@ async def _promote_and_repoint(cluster: LocalCluster, state: ClusterState, old: 
     password = cluster.passwords()[REPLICATION]
     others = state.replicas
     for node in others:
-        await rejoin.ensure_slot(conn, node.slot)
+        await replication.ensure_slot(conn, node.slot)
         rejoin.standby_config(user, node, target, password, cluster.archive, stopped=False)
         if process.postmaster_pid(Path(node.datadir)) is None:
             continue  # it follows the new primary when it starts
         try:
-            other = await cluster._admin_connect(node, "postgres", timeout=3)
+            other = await cluster.admin.connect(node, "postgres", timeout=3)
         except ClusterError:
             continue
         try:
@@ -263,7 +146,7 @@ async def _promote_and_repoint(cluster: LocalCluster, state: ClusterState, old: 
         report.repointed.append(node.name)
     streaming: set[str] = set()
     if report.repointed:
-        streaming = await rejoin.wait_streaming(conn, report.repointed, timeout=15)
+        streaming = await replication.wait_streaming(conn, report.repointed, timeout=15)
         report.not_streaming = [n for n in report.repointed if n not in streaming]
         timer.lap("repoint")
     report.sync_names = await rejoin.apply_sync(conn, state, streaming)
@@ -273,19 +156,19 @@ async def failover(cluster: LocalCluster, to: str | None = None, *,
                    conns: Conns | None = None) -> FailoverReport:
     """Promote a replica (`to`, or the one with the most WAL), fencing the old primary
     first. `conns`: open superuser connections to replicas, to save connect time."""
-    timer = _Timer()
-    with cluster._lock():
-        state = _ready_state(cluster)
+    timer = Timer()
+    with cluster.lock():
+        state = cluster.ready_state(ready=False)
         old = state.primary
         if not state.replicas:
             raise ClusterError("the cluster has no replica to promote")
         if to is not None:  # a wrong name or a dead node is refused before anything stops
-            pre = await probe_candidates(cluster, state, conns)
+            pre = await probe_candidates(cluster.admin, state.replicas, conns)
             choose_target([c for c in pre if c.name == to], to)
         user = OsUser.resolve(cluster.settings.pg_os_user)
         pid = process.postmaster_pid(Path(old.datadir))
         stop_mode = await process.stop(pid) if pid is not None else None
-        leftovers = await rejoin.kill_leftovers(Path(old.datadir))
+        leftovers = await process.kill_leftovers(Path(old.datadir))
         fenced = fence(user, old)
         timer.lap("fence")
         candidates = await settled_candidates(cluster, state, conns)
@@ -295,18 +178,18 @@ async def failover(cluster: LocalCluster, to: str | None = None, *,
             if pid is not None:  # we stopped a working primary: it serves again
                 (Path(old.datadir) / "standby.signal").unlink(missing_ok=True)
                 pg = PgBin(Path(state.bindir), state.pg_version)
-                old.pid = await cluster._start(pg, user, old)
+                old.pid = await cluster.start_node(pg, user, old)
             raise
         timer.lap("choose")
         report = FailoverReport(
             kind="failover", old_primary=old.name, new_primary=target.name,
             old_primary_was_running=pid is not None, stop_mode=stop_mode, fenced=fenced,
             leftovers_killed=leftovers, timeline=None, lsn=None,
-            candidates={c.name: _lsn_text(c.lsn) for c in candidates})
+            candidates={c.name: lsn_text(c.lsn) for c in candidates})
         conn = (conns or {}).get(target.name)
         owned = conn is None
         if conn is None:
-            conn = await cluster._admin_connect(target, "postgres")
+            conn = await cluster.admin.connect(target, "postgres")
         try:
             await _promote_and_repoint(cluster, state, old, target, report, timer, conn)
         finally:
@@ -320,28 +203,28 @@ async def switchover(cluster: LocalCluster, to: str | None = None) -> FailoverRe
     """Planned: stop the primary cleanly, check the target replayed its last WAL, promote
     it, and rejoin the old primary as a replica. Abandoned (old primary restarted as it
     was) if the target cannot be shown to hold everything."""
-    timer = _Timer()
-    with cluster._lock():
-        state = _ready_state(cluster)
+    timer = Timer()
+    with cluster.lock():
+        state = cluster.ready_state(ready=False)
         old = state.primary
         pid = process.postmaster_pid(Path(old.datadir))
         if pid is None:
             raise ClusterError(f"the primary {old.name} is not running: use "
                                "`cardmint cluster failover`")
-        candidates = await probe_candidates(cluster, state)
+        candidates = await probe_candidates(cluster.admin, state.replicas)
         target = state.node(choose_target(candidates, to).name)
         await _require_streaming(cluster, old, target)
         pg = PgBin(Path(state.bindir), state.pg_version)
         user = OsUser.resolve(cluster.settings.pg_os_user)
-        conn = await cluster._admin_connect(target, "postgres")
+        conn = await cluster.admin.connect(target, "postgres")
         try:
             timer.lap("check")
             stop_mode = await process.stop(pid)
-            await rejoin.wait_gone(Path(old.datadir))
+            await process.wait_gone(Path(old.datadir))
             timer.lap("stop_old_primary")
             final = await _final_lsn(pg, user, old, stop_mode)
             if final is None or not await _replayed(conn, final):
-                old.pid = await cluster._start(pg, user, old)
+                old.pid = await cluster.start_node(pg, user, old)
                 save(state)
                 raise ClusterError(
                     f"switchover abandoned: {target.name} could not be shown to hold "
@@ -352,24 +235,24 @@ async def switchover(cluster: LocalCluster, to: str | None = None) -> FailoverRe
             report = FailoverReport(
                 kind="switchover", old_primary=old.name, new_primary=target.name,
                 old_primary_was_running=True, stop_mode=stop_mode, fenced=fenced,
-                timeline=None, lsn=None, final_lsn=_lsn_text(final),
-                candidates={c.name: _lsn_text(c.lsn) for c in candidates})
+                timeline=None, lsn=None, final_lsn=lsn_text(final),
+                candidates={c.name: lsn_text(c.lsn) for c in candidates})
             await _promote_and_repoint(cluster, state, old, target, report, timer, conn)
         finally:
             await conn.close()
         back = await rejoin.rejoin_node(cluster, state, old)
         save(state)
-        report.rejoin = back.to_dict()
+        report.rejoin = back
         report.sync_names = back.sync_names
         timer.lap("rejoin_old_primary")
     report.timings_s, report.duration_s = timer.steps, timer.total()
     return report
 
 
-async def rejoin_named(cluster: LocalCluster, name: str) -> rejoin.RejoinReport:
+async def rejoin_named(cluster: LocalCluster, name: str) -> RejoinReport:
     """`cluster rejoin NODE`: the node back as a streaming replica of the primary."""
-    with cluster._lock():
-        state = _ready_state(cluster)
+    with cluster.lock():
+        state = cluster.ready_state(ready=False)
         try:
             node = state.node(name)
         except LookupError as exc:
@@ -379,15 +262,8 @@ async def rejoin_named(cluster: LocalCluster, name: str) -> rejoin.RejoinReport:
     return report
 
 
-def _ready_state(cluster: LocalCluster) -> ClusterState:
-    state = cluster.state()
-    if state is None:
-        raise ClusterError(f"no cluster in {cluster.home}: run `cardmint cluster up`")
-    return state
-
-
 async def _require_streaming(cluster: LocalCluster, primary: Node, target: Node) -> None:
-    conn = await cluster._admin_connect(primary, "postgres", timeout=3)
+    conn = await cluster.admin.connect(primary, "postgres", timeout=3)
     try:
         streams = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 "
@@ -422,7 +298,3 @@ async def _replayed(conn: asyncpg.Connection, final: int,
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.01)
-
-
-def _lsn_text(lsn: int | None) -> str | None:
-    return None if lsn is None else f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from cardmint.cluster.home import free_ports
 from cardmint.cluster.pg import nodes, process
 from cardmint.cluster.pg.process import OsUser
-from cardmint.cluster.state import APP, MONITOR, OWNER, READONLY, READY, ClusterState, save
+from cardmint.cluster.state import APP, MONITOR, OWNER, READONLY, ClusterState, save
 from cardmint.errors import ClusterError
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ async def _write_files(cluster: LocalCluster, state: ClusterState, user: OsUser,
                        port: int) -> None:
     where = folder(cluster)
     user.own(where)
-    conn = await cluster._admin_connect(state.primary, "postgres")
+    conn = await cluster.admin.connect(state.primary, "postgres")
     try:
         found = await verifiers(conn)
     finally:
@@ -127,12 +128,10 @@ async def _write_files(cluster: LocalCluster, state: ClusterState, user: OsUser,
 async def up(cluster: LocalCluster) -> dict[str, Any]:
     """Start PgBouncer before the primary (or, running, re-target and reload it) and point
     the application role's DSN at it."""
-    with cluster._lock():
-        state = _ready(cluster)
+    with cluster.lock():
+        state = cluster.ready_state()
         exe = binary()
         user = OsUser.resolve(cluster.settings.pg_os_user)
-        from cardmint.cluster.local.engine import free_ports
-
         port = (state.pooler or {}).get("port") or free_ports(1)[0]
         await _write_files(cluster, state, user, port)
         pid = running_pid(state)
@@ -153,8 +152,8 @@ async def up(cluster: LocalCluster) -> dict[str, Any]:
 
 async def down(cluster: LocalCluster) -> dict[str, Any]:
     """Point the application back at the primary, then stop PgBouncer by PID."""
-    with cluster._lock():
-        state = _ready(cluster)
+    with cluster.lock():
+        state = cluster.ready_state()
         pid = running_pid(state)
         state.pooler = None
         save(state)
@@ -211,7 +210,7 @@ def show(state: ClusterState, password: str, what: str) -> list[dict[str, str]]:
 
 async def status(cluster: LocalCluster) -> dict[str, Any]:
     """Whether it runs, where, and its own figures (SHOW POOLS and SHOW STATS)."""
-    state = _ready(cluster, ready=False)
+    state = cluster.ready_state(ready=False)
     if state.pooler is None:
         return {"running": False, "configured": False}
     pid = running_pid(state)
@@ -220,7 +219,7 @@ async def status(cluster: LocalCluster) -> dict[str, Any]:
                            "stale_target": state.pooler.get("target") != state.primary.name}
     if pid is None:
         return out
-    password = cluster.passwords()[MONITOR]
+    password = cluster.admin.passwords()[MONITOR]
     try:
         pools, stats = await asyncio.gather(
             asyncio.to_thread(show, state, password, "POOLS"),
@@ -236,10 +235,3 @@ async def status(cluster: LocalCluster) -> dict[str, Any]:
     out["client_connections"] = sum(int(p.get(k) or 0) for p in out["pools"]
                                     for k in ("cl_active", "cl_waiting"))
     return out
-
-
-def _ready(cluster: LocalCluster, ready: bool = True) -> ClusterState:
-    state = cluster.state()
-    if state is None or (ready and state.status != READY):
-        raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
-    return state

@@ -13,18 +13,16 @@ written again afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
+from cardmint.cluster.engine import RejoinReport
 from cardmint.cluster.local import syncrep
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import nodes, process, replication
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import REPLICATION, SUPERUSER, ClusterState, Node
@@ -33,76 +31,9 @@ from cardmint.errors import ClusterError
 if TYPE_CHECKING:
     from cardmint.cluster.local.engine import LocalCluster
 
-GONE_TIMEOUT_S = 30.0
-STREAM_TIMEOUT_S = 30.0
 # Rewritten for a standby: its upstream, and none of a primary's synchronous standbys.
 REPLICA_ONLY = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
 PASSFILE = "cardmint-replication.pgpass"
-
-
-@dataclass
-class RejoinReport:
-    node: str
-    primary: str
-    method: str  # rewind | basebackup
-    fallback_reason: str | None
-    set_aside: str | None  # the old directory, kept for writes only it may have had
-    streaming: bool
-    sync_names: str | None  # synchronous_standby_names set on the primary afterwards
-    duration_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def datadir_pids(datadir: Path) -> set[int]:
-    """Live PostgreSQL processes working in `datadir`. Every one of them changes into its
-    data directory, backends that outlive their postmaster included (their command line
-    no longer names the directory)."""
-    target = os.path.realpath(datadir)
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{name}/cwd") != target:
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if not f.read(8).startswith(b"postgres"):
-                    continue  # a person's shell in that directory, say
-        except OSError:
-            continue
-        if process.alive(int(name)):
-            found.add(int(name))
-    return found
-
-
-async def kill_leftovers(datadir: Path) -> int:
-    """SIGKILL what outlived a dead postmaster (backends, WAL senders) and wait until it
-    is gone: a leftover backend could still acknowledge a commit the new primary never
-    gets, and a leftover WAL sender could push a replica past the promotion point."""
-    pids = datadir_pids(datadir)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    await wait_gone(datadir, timeout=10, interval=0.002)  # on a failover's critical path
-    return len(pids)
-
-
-async def wait_gone(datadir: Path, timeout: float = GONE_TIMEOUT_S,
-                    interval: float = 0.02) -> None:
-    """Until no process works in `datadir` (a restart or pg_rewind would find its shared
-    memory still attached)."""
-    deadline = time.monotonic() + timeout
-    while pids := datadir_pids(datadir):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"processes {sorted(pids)} still run in {datadir}")
-        await asyncio.sleep(interval)
-    stale = datadir / "postmaster.pid"
-    if stale.exists() and process.postmaster_pid(datadir) is None:
-        stale.unlink()
 
 
 def standby_config(user: OsUser, node: Node, primary: Node, password: str, archive: Path,
@@ -154,37 +85,6 @@ def rewind(pg: PgBin, user: OsUser, node: Node, primary: Node, password: str) ->
     return lines[-1] if lines else ""
 
 
-async def ensure_slot(conn: asyncpg.Connection, slot: str) -> None:
-    """A physical slot on the primary reserving WAL now, so the standby finds its WAL."""
-    await conn.execute(
-        "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS "
-        "(SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", slot)
-
-
-async def drop_slot(conn: asyncpg.Connection, slot: str) -> None:
-    await conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                       "WHERE slot_name = $1 AND NOT active", slot)
-
-
-async def wait_streaming(conn: asyncpg.Connection, names: list[str], *, sync: bool = False,
-                         timeout: float = STREAM_TIMEOUT_S) -> set[str]:
-    """Which of `names` stream from this primary (with `sync`: and have taken up their
-    synchronous role), waiting until all do or the deadline. Streaming counts only past
-    the primary's position now: right after a promotion a standby first streams the old
-    timeline to its end, briefly, then reconnects for the new one."""
-    deadline = time.monotonic() + timeout
-    since = await conn.fetchval("SELECT pg_current_wal_lsn()")
-    while True:
-        rows = await conn.fetch("SELECT application_name, sync_state FROM pg_stat_replication "
-                                "WHERE state = 'streaming' AND flush_lsn >= $1", since)
-        states = {r["application_name"]: r["sync_state"] for r in rows}
-        found = {n for n in names if n in states and (
-            not sync or states[n] in ("sync", "potential", "quorum"))}
-        if found == set(names) or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.02)
-
-
 async def apply_sync(conn: asyncpg.Connection, state: ClusterState,
                      streaming: set[str] | None = None) -> str | None:
     """Name the replicas as synchronous standbys (a cluster made with --sync) if one of
@@ -193,14 +93,12 @@ async def apply_sync(conn: asyncpg.Connection, state: ClusterState,
     if not state.sync:
         return None
     if streaming is None:
-        rows = await conn.fetch("SELECT application_name FROM pg_stat_replication "
-                                "WHERE state = 'streaming'")
-        streaming = {r["application_name"] for r in rows}
+        streaming = await replication.streaming_names(conn)
     names = syncrep.sync_names(state) if any(n.name in streaming for n in state.replicas) else ""
     await syncrep.set_names(conn, names)
     if names:
-        await wait_streaming(conn, [n.name for n in state.replicas if n.name in streaming],
-                             sync=True)
+        await replication.wait_streaming(
+            conn, [n.name for n in state.replicas if n.name in streaming], sync=True)
     return names
 
 
@@ -213,9 +111,9 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
         raise ClusterError(f"{node.name} is the primary; rejoin another node")
     pg = PgBin(Path(state.bindir), state.pg_version)
     user = OsUser.resolve(cluster.settings.pg_os_user)
-    passwords = cluster.passwords()
+    passwords = cluster.admin.passwords()
     await _stop(node)
-    conn = await cluster._admin_connect(primary, "postgres")
+    conn = await cluster.admin.connect(primary, "postgres")
     try:
         # pg_rewind compares against the primary's last checkpoint: one made before the
         # promotion makes it answer "no rewind required" and leave a broken standby.
@@ -224,21 +122,21 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
         try:
             await asyncio.to_thread(rewind, pg, user, node, primary, passwords[SUPERUSER])
             standby_config(user, node, primary, passwords[REPLICATION], cluster.archive)
-            await ensure_slot(conn, node.slot)
-            node.pid = await cluster._start(pg, user, node)
-            if not await wait_streaming(conn, [node.name]):
+            await replication.ensure_slot(conn, node.slot)
+            node.pid = await cluster.start_node(pg, user, node)
+            if not await replication.wait_streaming(conn, [node.name]):
                 raise ClusterError(f"{node.name} does not stream after pg_rewind: "
                                    f"{process.tail(cluster.log(node), 5)}")
         except ClusterError as exc:
             reason = str(exc)
             await _stop(node)
-            await drop_slot(conn, node.slot)
+            await replication.drop_slot(conn, node.slot, timeout=0)
             kept = set_aside(Path(node.datadir))
             await asyncio.to_thread(nodes.base_backup, pg, user, primary, node,
                                     passwords[REPLICATION])  # creates the slot again
             standby_config(user, node, primary, passwords[REPLICATION], cluster.archive)
-            node.pid = await cluster._start(pg, user, node)
-            if not await wait_streaming(conn, [node.name]):
+            node.pid = await cluster.start_node(pg, user, node)
+            if not await replication.wait_streaming(conn, [node.name]):
                 raise ClusterError(f"{node.name} does not stream after a fresh base backup: "
                                    f"{process.tail(cluster.log(node), 5)}") from exc
         node.role = "replica"
@@ -270,4 +168,4 @@ async def _stop(node: Node) -> None:
     if pid is not None:
         await process.stop(pid)
     node.pid = None
-    await wait_gone(datadir)
+    await process.wait_gone(datadir)

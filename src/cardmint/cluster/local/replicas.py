@@ -14,41 +14,24 @@ import asyncio
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
+from cardmint.cluster.engine import ReplicaReport
+from cardmint.cluster.home import free_ports
 from cardmint.cluster.local import rejoin
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import nodes, process, replication
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
-from cardmint.cluster.state import READY, REPLICATION, ClusterState, Node, save
+from cardmint.cluster.state import REPLICATION, ClusterState, Node, save
 from cardmint.errors import ClusterError, UsageError
 
 if TYPE_CHECKING:
     from cardmint.cluster.local.engine import LocalCluster
 
 DRAIN_TIMEOUT_S = 10.0
-SLOT_TIMEOUT_S = 10.0
-
-
-@dataclass
-class ReplicaReport:
-    action: str  # added | removed
-    node: str
-    primary: str
-    port: int
-    streaming: bool
-    slot: str
-    sync_names: str | None  # synchronous_standby_names on the primary afterwards
-    duration_s: float
-    drained: bool | None = None  # removal: no application read was left on it
-    slot_dropped: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def next_name(state: ClusterState, home: Path) -> str:
@@ -59,21 +42,12 @@ def next_name(state: ClusterState, home: Path) -> str:
     return f"node{max(numbers, default=0) + 1}"
 
 
-def _ready(cluster: LocalCluster) -> ClusterState:
-    state = cluster.state()
-    if state is None or state.status != READY:
-        raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
-    return state
-
-
 async def add_replica(cluster: LocalCluster, *, sync: bool = False) -> ReplicaReport:
     """Clone the primary into a new node, start it, wait until it streams, then record it.
     With `sync` the cluster becomes synchronous (FIRST 1 of its replicas)."""
-    from cardmint.cluster.local.engine import free_ports
-
     began = time.monotonic()
-    with cluster._lock():
-        state = _ready(cluster)
+    with cluster.lock():
+        state = cluster.ready_state()
         primary = state.primary
         if process.postmaster_pid(Path(primary.datadir)) is None:
             raise ClusterError(f"the primary {primary.name} is not running")
@@ -82,15 +56,15 @@ async def add_replica(cluster: LocalCluster, *, sync: bool = False) -> ReplicaRe
                     datadir=str(cluster.home / "nodes" / name))
         pg = PgBin(Path(state.bindir), state.pg_version)
         user = OsUser.resolve(cluster.settings.pg_os_user)
-        password = cluster.passwords()[REPLICATION]
-        conn = await cluster._admin_connect(primary, "postgres")
+        password = cluster.admin.passwords()[REPLICATION]
+        conn = await cluster.admin.connect(primary, "postgres")
         try:
             try:
                 await asyncio.to_thread(nodes.base_backup, pg, user, primary, node, password)
                 nodes.configure(user, node, cluster.archive)
                 rejoin.point_at(user, node, primary, password)  # password in a 0600 passfile
-                node.pid = await cluster._start(pg, user, node)
-                if not await rejoin.wait_streaming(conn, [name]):
+                node.pid = await cluster.start_node(pg, user, node)
+                if not await replication.wait_streaming(conn, [name]):
                     raise ClusterError(f"{name} does not stream: "
                                        f"{process.tail(cluster.log(node), 5)}")
             except BaseException:
@@ -110,8 +84,8 @@ async def remove_replica(cluster: LocalCluster, name: str) -> ReplicaReport:
     """Take a replica out: out of the state and the synchronous names, drained of reads,
     stopped by PID, its slot dropped on the primary, its data deleted."""
     began = time.monotonic()
-    with cluster._lock():
-        state = _ready(cluster)
+    with cluster.lock():
+        state = cluster.ready_state()
         try:
             node = state.node(name)
         except LookupError as exc:
@@ -120,7 +94,7 @@ async def remove_replica(cluster: LocalCluster, name: str) -> ReplicaReport:
             raise UsageError(f"{name} is the primary: switch over to another node first "
                              "(`cardmint cluster switchover`), then remove it")
         primary = state.primary
-        conn = await cluster._admin_connect(primary, "postgres")
+        conn = await cluster.admin.connect(primary, "postgres")
         try:
             state.nodes.remove(node)
             save(state)  # applications drop its pool at their next replica check
@@ -129,8 +103,8 @@ async def remove_replica(cluster: LocalCluster, name: str) -> ReplicaReport:
             pid = process.postmaster_pid(Path(node.datadir))
             if pid is not None:
                 await process.stop(pid)
-            await rejoin.wait_gone(Path(node.datadir))
-            dropped = await drop_slot(conn, node.slot)
+            await process.wait_gone(Path(node.datadir))
+            dropped = await replication.drop_slot(conn, node.slot)
         finally:
             await conn.close()
         shutil.rmtree(node.datadir, ignore_errors=True)
@@ -145,7 +119,7 @@ async def _drain(cluster: LocalCluster, node: Node) -> bool:
     bound = max(DRAIN_TIMEOUT_S, 3 * cluster.settings.replica_check_interval_s)
     deadline = time.monotonic() + bound
     try:
-        conn = await cluster._admin_connect(node, "postgres", timeout=3)
+        conn = await cluster.admin.connect(node, "postgres", timeout=3)
     except ClusterError:
         return True  # not running: nothing to drain
     try:
@@ -162,27 +136,13 @@ async def _drain(cluster: LocalCluster, node: Node) -> bool:
         await conn.close()
 
 
-async def drop_slot(conn: asyncpg.Connection, slot: str,
-                    timeout: float = SLOT_TIMEOUT_S) -> bool:
-    """Drop `slot` once its WAL sender has gone (it outlives the standby for a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await rejoin.drop_slot(conn, slot)  # only drops an inactive slot
-        if not await conn.fetchval(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-
-
 async def _discard(conn: asyncpg.Connection, node: Node) -> None:
     """Undo a failed add: stop the server, drop the slot pg_basebackup made, delete files."""
     pid = process.postmaster_pid(Path(node.datadir))
     if pid is not None:
         await process.stop(pid)
     try:
-        await drop_slot(conn, node.slot, timeout=5)
+        await replication.drop_slot(conn, node.slot, timeout=5)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         pass
     shutil.rmtree(node.datadir, ignore_errors=True)

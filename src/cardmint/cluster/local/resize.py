@@ -25,7 +25,7 @@ import asyncpg
 from cardmint.cluster.pg import nodes, process
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
-from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, save
+from cardmint.cluster.state import SUPERUSER, Node, save
 from cardmint.errors import ClusterError, UsageError
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class WriteProbe:
 
 
 async def _show(cluster: LocalCluster, node: Node, names: tuple[str, ...]) -> dict[str, str]:
-    conn = await cluster._admin_connect(node, "postgres", timeout=5)
+    conn = await cluster.admin.connect(node, "postgres", timeout=5)
     try:
         rows = await conn.fetch("SELECT name, current_setting(name) AS v FROM pg_settings "
                                 "WHERE name = ANY($1::text[])", list(names))
@@ -218,14 +218,7 @@ async def _restart(cluster: LocalCluster, pg: PgBin, user: OsUser, node: Node) -
         raise ClusterError(f"{node.name} is not running: start it (`cardmint cluster up`) "
                            "before a resize")
     await process.stop(pid)
-    node.pid = await cluster._start(pg, user, node)
-
-
-def _ready(cluster: LocalCluster) -> ClusterState:
-    state = cluster.state()
-    if state is None or state.status != READY:
-        raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
-    return state
+    node.pid = await cluster.start_node(pg, user, node)
 
 
 async def resize(cluster: LocalCluster, memory: str, cpu: int | None = None) -> ResizeReport:
@@ -236,7 +229,7 @@ async def resize(cluster: LocalCluster, memory: str, cpu: int | None = None) -> 
     if machine is not None and memory_kb > machine:
         raise UsageError(f"--memory {memory} is more than this machine has "
                          f"({format_kb(machine)}); the local nodes share it")
-    state = _ready(cluster)
+    state = cluster.ready_state()
     if any(n.role not in ("primary", "replica") for n in state.nodes):
         raise ClusterError("a node is fenced: `cardmint cluster rejoin` it before a resize")
     primary = state.primary
@@ -257,19 +250,19 @@ async def resize(cluster: LocalCluster, memory: str, cpu: int | None = None) -> 
     text = render_conf(values, memory, cpu)
     user = OsUser.resolve(cluster.settings.pg_os_user)
     pg = PgBin(Path(state.bindir), state.pg_version)
-    passwords = cluster.passwords()
+    passwords = cluster.admin.passwords()
     probe = WriteProbe(state.dsn(SUPERUSER, attrs="read-write"), passwords[SUPERUSER])
     probe.start()
     changes = {n.name: NodeChange(n.name, n.role, n.role, "rolling restart")
                for n in state.nodes}
     switch: dict[str, Any] | None = None
     try:
-        with cluster._lock():
+        with cluster.lock():
             for node in state.nodes:
                 _write(user, node, text)
             for node in state.replicas:
                 await _restart(cluster, pg, user, node)
-                await cluster._wait_streaming(state)
+                await cluster.wait_streaming(state)
             if not state.replicas:  # nothing to switch to: the outage is a restart
                 await _restart(cluster, pg, user, primary)
                 changes[primary.name].restarted_by = "restart in place"
@@ -281,7 +274,7 @@ async def resize(cluster: LocalCluster, memory: str, cpu: int | None = None) -> 
         await probe_until_ack(probe)
     finally:
         await probe.stop()
-    state = _ready(cluster)
+    state = cluster.ready_state()
     for node in state.nodes:
         after = await _show(cluster, node, names)
         change = changes[node.name]

@@ -15,32 +15,48 @@ whatever the order).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import shutil
 import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from cardmint import secretfile
-from cardmint.cluster.local import failover, rejoin
-from cardmint.cluster.local.engine import (
+from cardmint.cluster.engine import (
+    ClusterStatus,
     DownReport,
-    LocalCluster,
+    FailoverReport,
+    LogQuery,
+    LogReport,
+    RejoinReport,
+    ReplicaReport,
+    Report,
+    Stopped,
     UpReport,
-    create_or_adopt,
-    free_ports,
-    new_home,
 )
-from cardmint.cluster.local.rejoin import RejoinReport
+from cardmint.cluster.home import create_or_adopt, free_ports, locked, locked_if_free, new_home
 from cardmint.cluster.patroni import conf, ha, proc, rest
-from cardmint.cluster.pg import nodes, pgbin, process, roles, tls
-from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
+from cardmint.cluster.pg import logs, nodes, pgbin, process, roles, tls
+from cardmint.cluster.pg.admin import NodeAdmin
+from cardmint.cluster.state import (
+    FENCED,
+    READY,
+    REPLICATION,
+    SUPERUSER,
+    ClusterState,
+    Node,
+    load,
+    save,
+)
 from cardmint.config import Settings
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
 
+_MANAGED = ("{what} is for the local engine; this cluster runs patroni: Patroni manages its "
+            "nodes: change its configuration (`patronictl edit-config`)")
 BOOTSTRAP_TIMEOUT_S = 90.0  # the first member: initdb, start, leader key
 MEMBERS_TIMEOUT_S = 120.0  # every member streaming (replicas: a base backup each)
 POLL_S = 0.05
@@ -48,21 +64,26 @@ RECONNECT_TIMEOUT_S = 60.0  # a replica logging in again after a credentials rel
 
 
 class PatroniCluster:
-    """A Patroni cluster under `settings.home`, with LocalCluster's methods and reports."""
+    """A Patroni cluster under `settings.home`, with the same operations and reports as
+    every engine."""
 
     provider = "patroni"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # The local engine's helpers: the home's lock, superuser connections, node probes.
-        self._pg = LocalCluster(settings)
-        self.home = self._pg.home
+        self.home = settings.home.resolve()
+        self.admin = NodeAdmin(settings)
 
-    # -- paths, secrets, state -----------------------------------------------------
+    # -- paths, secrets, state, lock -----------------------------------------------
 
     @property
     def archive(self) -> Path:
-        return self._pg.archive
+        return self.home / "wal-archive"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with locked(self.home):
+            yield
 
     def log(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
@@ -78,7 +99,7 @@ class PatroniCluster:
         return self.home / "patroni" / f"{name}.yml"
 
     def passwords(self) -> dict[str, str]:
-        return self._pg.passwords()
+        return self.admin.passwords()
 
     def rest_auth(self) -> tuple[str, str]:
         return conf.REST_USER, secretfile.read(self.settings.secrets_path).get(conf.REST_SECRET, "")
@@ -100,9 +121,9 @@ class PatroniCluster:
         if replicas == 0 and sync and self.settings.sync_strict:
             raise UsageError("strict synchronous replication without a replica would make "
                              "every commit wait forever")
-        return await create_or_adopt(self, self._pg._lock(), replicas, sync)
+        return await create_or_adopt(self, replicas, sync)
 
-    def _programs(self, user: process.OsUser) -> tuple[Path, str]:
+    def programs(self, user: process.OsUser) -> tuple[Path, str]:
         patroni = self.settings.patroni_bin / "patroni"
         if not patroni.is_file():
             raise ClusterError(f"Patroni is not installed in {self.settings.patroni_bin}: run "
@@ -114,11 +135,11 @@ class PatroniCluster:
                                "patroni` (Debian: apt-get install etcd-server)")
         return patroni, etcd
 
-    async def _create(self, replicas: int, sync: bool) -> UpReport:
+    async def create(self, replicas: int, sync: bool) -> UpReport:
         s = self.settings
         user = process.OsUser.resolve(s.pg_os_user)
         pg = pgbin.find(s.pg_bindir)
-        patroni, etcd = self._programs(user)
+        patroni, etcd = self.programs(user)
         passwords = new_home(s, self.home, user, **{conf.REST_SECRET: roles.new_password()})
         names = [f"node{i + 1}" for i in range(replicas + 1)]
         ports = free_ports(2 * len(names) + 2)
@@ -148,22 +169,22 @@ class PatroniCluster:
         try:
             await self._start_etcd(user, state, etcd)
             first = state.nodes[0]
-            self._start_member(user, state, first.name, patroni)
+            self.start_member(user, state, first.name, patroni)
             await self._wait_leader(state, first.name)
             for node in state.nodes[1:]:
-                self._start_member(user, state, node.name, patroni)
-            await self._wait_members(state, sync=sync)
+                self.start_member(user, state, node.name, patroni)
+            await self.wait_members(state, sync=sync)
             # after the standby streams: with strict synchronous mode commits wait for it
-            await self._pg._admin_execute(
-                state, *conf.bootstrap_sql(roles.cluster_sql(passwords, state.database)),
+            await self.admin.execute(
+                state.primary,
+                *conf.bootstrap_sql(roles.cluster_sql(passwords, state.database)),
                 password=passwords[SUPERUSER])
-            await self._pg._admin_execute(state, *roles.database_sql(),
-                                          database=state.database,
-                                          password=passwords[SUPERUSER])
+            await self.admin.execute(state.primary, *roles.database_sql(),
+                                     database=state.database, password=passwords[SUPERUSER])
         except BaseException:
             await self._stop_all(state)  # a failed `up` leaves nothing running
             raise
-        self._record_pids(state)
+        self.record_pids(state)
         state.status = READY
         save(state)
         return UpReport(created=True, adopted=False, started=["etcd", *names])
@@ -189,7 +210,7 @@ class PatroniCluster:
         reloads it (it keeps primary_conninfo and its pgpass itself), and the replicas'
         replication connections are ended on the leader, so that each proves the new
         password by reconnecting. Returns the members that streamed again."""
-        state = self._ready_state()
+        state = self.ready_state()
         user = process.OsUser.resolve(self.settings.pg_os_user)
         self._write_configs(user, state, self.passwords())
         for node in state.nodes:
@@ -198,19 +219,19 @@ class PatroniCluster:
             if code >= 400:
                 raise ClusterError(f"Patroni on {node.name} refused to reload: {code} "
                                    f"{redact(text)[:200]}")
-        found = await self._wait_members(state, sync=False)
+        found = await self.wait_members(state, sync=False)
         lead = rest.leader(found)
         replicas = [n for n in found if n != lead]
         if lead is None or not replicas:
             return []
-        conn = await self._pg._admin_connect(state.node(lead), "postgres")
+        conn = await self.admin.connect(state.node(lead), "postgres")
         try:
             # Patroni applies the reload in its next loop and writes the new pgpass; a
             # replica whose WAL sender ends logs in again, and retries until that is done
             await _until_replicas_reconnect(conn, replicas)
         finally:
             await conn.close()
-        await self._wait_members(state, sync=state.sync)
+        await self.wait_members(state, sync=state.sync)
         return replicas
 
     async def _start_etcd(self, user: process.OsUser, state: ClusterState, etcd: str) -> bool:
@@ -224,7 +245,7 @@ class PatroniCluster:
         await proc.wait_etcd(pid, dcs["client_port"], log)
         return True
 
-    def _start_member(self, user: process.OsUser, state: ClusterState, name: str,
+    def start_member(self, user: process.OsUser, state: ClusterState, name: str,
                       patroni: Path) -> bool:
         config = self.config_path(name)
         if proc.find(config) is not None:
@@ -252,7 +273,7 @@ class PatroniCluster:
                                    f"{self.tail(name)}")
             await asyncio.sleep(POLL_S)
 
-    async def _wait_members(self, state: ClusterState, *, sync: bool,
+    async def wait_members(self, state: ClusterState, *, sync: bool,
                             timeout: float = MEMBERS_TIMEOUT_S,
                             only: list[str] | None = None) -> dict[str, rest.Member]:
         """Until there is a leader and every other member (or those named in `only`) streams
@@ -263,7 +284,7 @@ class PatroniCluster:
         found: dict[str, rest.Member] = {}
         while True:
             try:
-                found = await self._members(state)
+                found = await self.members_of(state)
             except ClusterError:
                 found = {}
             lead = rest.leader(found)
@@ -282,18 +303,18 @@ class PatroniCluster:
                                    f"{seen or 'no member answers'}")
             await asyncio.sleep(POLL_S)
 
-    async def _adopt(self, state: ClusterState, replicas: int | None,
+    async def adopt(self, state: ClusterState, replicas: int | None,
                      sync: bool | None) -> UpReport:
         user = process.OsUser.resolve(self.settings.pg_os_user)
-        patroni, etcd = self._programs(user)
+        patroni, etcd = self.programs(user)
         started = ["etcd"] if await self._start_etcd(user, state, etcd) else []
         for node in state.nodes:
-            if self._start_member(user, state, node.name, patroni):
+            if self.start_member(user, state, node.name, patroni):
                 started.append(node.name)
         if started:
-            await self._wait_members(state, sync=state.sync)
-        await self._refresh_roles(state)
-        self._record_pids(state)
+            await self.wait_members(state, sync=state.sync)
+        await self.refresh_roles(state)
+        self.record_pids(state)
         save(state)
         return UpReport(created=False, adopted=True, started=started)
 
@@ -303,7 +324,7 @@ class PatroniCluster:
         """Stop every Patroni (replicas first, so the leader is not handed over), every
         PostgreSQL left behind and etcd, by PID; with `purge`, delete the cluster's files."""
         report = DownReport()
-        with self._pg._lock():
+        with self.lock():
             state = load(self.home)
             if state is not None:
                 await self._stop_all(state, report.stopped)
@@ -318,22 +339,21 @@ class PatroniCluster:
         return report
 
     async def _stop_all(self, state: ClusterState,
-                        stopped: list[dict[str, Any]] | None = None) -> None:
+                        stopped: list[Stopped] | None = None) -> None:
         stopped = stopped if stopped is not None else []
         try:
-            await self._refresh_roles(state)
+            await self.refresh_roles(state)
         except ClusterError:
             pass  # no member answers: the roles as last saved
         for node in sorted(state.nodes, key=lambda n: n.role == "primary"):
             pid = self.patroni_pid(node.name)
             if pid is not None:
-                stopped.append({"node": f"{node.name} patroni", "pid": pid,
-                                "mode": await proc.terminate(pid)})
+                stopped.append(Stopped(f"{node.name} patroni", pid, await proc.terminate(pid)))
             datadir = Path(node.datadir)
             pid = process.postmaster_pid(datadir)  # one whose Patroni was killed
             if pid is not None:
-                stopped.append({"node": node.name, "pid": pid, "mode": await process.stop(pid)})
-            await rejoin.kill_leftovers(datadir)  # backends of a killed postmaster
+                stopped.append(Stopped(node.name, pid, await process.stop(pid)))
+            await process.kill_leftovers(datadir)  # backends of a killed postmaster
             node.pid = None
             if state.patroni:
                 state.patroni["members"][node.name]["pid"] = None
@@ -341,10 +361,10 @@ class PatroniCluster:
             dcs = state.patroni["dcs"]
             pid = proc.find(Path(dcs["datadir"]))
             if pid is not None:
-                stopped.append({"node": "etcd", "pid": pid, "mode": await proc.terminate(pid)})
+                stopped.append(Stopped("etcd", pid, await proc.terminate(pid)))
             dcs["pid"] = None
 
-    async def _clean(self, state: ClusterState | None) -> None:
+    async def clean(self, state: ClusterState | None) -> None:
         """Remove a half-created cluster, stopping whatever it left running (found by
         its files when cluster.json is gone too)."""
         if state is not None and state.provider == self.provider:
@@ -357,13 +377,13 @@ class PatroniCluster:
             pid = process.postmaster_pid(datadir)
             if pid is not None:
                 await process.stop(pid)
-            await rejoin.kill_leftovers(datadir)
+            await process.kill_leftovers(datadir)
         for name in ("nodes", "wal-archive", "patroni", "etcd"):
             shutil.rmtree(self.home / name, ignore_errors=True)
 
     # -- what Patroni says ---------------------------------------------------------
 
-    async def _members(self, state: ClusterState) -> dict[str, rest.Member]:
+    async def members_of(self, state: ClusterState) -> dict[str, rest.Member]:
         """The members as the DCS lists them, from the first member that answers."""
         errors = []
         for node in state.nodes:
@@ -375,32 +395,36 @@ class PatroniCluster:
         raise ClusterError("no Patroni member answers: " + "; ".join(errors))
 
     async def members(self) -> dict[str, rest.Member]:
-        return await self._members(self._ready_state())
+        return await self.members_of(self.ready_state())
 
-    async def _refresh_roles(self, state: ClusterState) -> dict[str, rest.Member]:
+    async def refresh_roles(self, state: ClusterState) -> dict[str, rest.Member]:
         """Roles in `state` as Patroni has them: the leader is the primary; a member whose
         Patroni is gone is fenced (out of every DSN) until `cluster rejoin` starts it."""
-        found = await self._members(state)
+        found = await self.members_of(state)
         lead = rest.leader(found)
         for node in state.nodes:
             if node.name == lead:
                 node.role = "primary"
             elif node.name not in found or self.patroni_pid(node.name) is None:
-                node.role = failover.FENCED
+                node.role = FENCED
             elif lead is not None:
                 node.role = "replica"
         return found
 
-    async def refresh(self) -> dict[str, rest.Member]:
+    async def refresh(self) -> None:
         """cluster.json's roles as Patroni has them now (the DSNs follow)."""
-        with self._pg._lock():
-            state = self._ready_state()
-            found = await self._refresh_roles(state)
-            self._record_pids(state)
+        await self.refresh_members()
+
+    async def refresh_members(self) -> dict[str, rest.Member]:
+        """`refresh`, returning Patroni's members as it found them."""
+        with self.lock():
+            state = self.ready_state()
+            found = await self.refresh_roles(state)
+            self.record_pids(state)
             await asyncio.to_thread(save, state)
         return found
 
-    def _record_pids(self, state: ClusterState) -> None:
+    def record_pids(self, state: ClusterState) -> None:
         for node in state.nodes:
             node.pid = process.postmaster_pid(Path(node.datadir))
             state.patroni["members"][node.name]["pid"] = self.patroni_pid(node.name)  # type: ignore[index]
@@ -409,22 +433,17 @@ class PatroniCluster:
 
     def _save_unless_busy(self, state: ClusterState) -> None:
         """Save the roles, unless another command holds the home's lock (it saves its own)."""
-        with open(self.home / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        with locked_if_free(self.home) as mine:
+            if not mine:
                 return
-            try:
-                current = load(self.home)
-                if current is not None and current.status == READY:
-                    roles_now = {n.name: n.role for n in state.nodes}
-                    for node in current.nodes:
-                        node.role = roles_now.get(node.name, node.role)
-                    save(current)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            current = load(self.home)
+            if current is not None and current.status == READY:
+                roles_now = {n.name: n.role for n in state.nodes}
+                for node in current.nodes:
+                    node.role = roles_now.get(node.name, node.role)
+                save(current)
 
-    def _ready_state(self) -> ClusterState:
+    def ready_state(self) -> ClusterState:
         state = load(self.home)
         if state is None or state.status != READY:
             raise ClusterError(f"no ready cluster in {self.home}: run `cardmint cluster up "
@@ -435,7 +454,7 @@ class PatroniCluster:
 
     # -- status --------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ClusterStatus:
         """`cluster status --json`'s contract, each node as it reports itself, plus what
         Patroni says of it (`patroni`: its member role and state, lag, REST port, PID)."""
         state = load(self.home)
@@ -443,42 +462,38 @@ class PatroniCluster:
             raise ClusterError(f"no cluster in {self.home}: run `cardmint cluster up`")
         before = [(n.name, n.role) for n in state.nodes]
         try:
-            found = await self._refresh_roles(state)
+            found = await self.refresh_roles(state)
             patroni_error = None
         except ClusterError as exc:
             found, patroni_error = {}, str(exc)
         if state.status == READY and [(n.name, n.role) for n in state.nodes] != before:
             self._save_unless_busy(state)  # Patroni failed over by itself: DSNs follow
-        probes = await asyncio.gather(*(self._pg._probe(state, n) for n in state.nodes))
-        primary_lsn = next((p["_lsn_int"] for p in probes if p["role"] == "primary"
-                            and p["running"] and p["_lsn_int"] is not None), None)
+        probes = await self.admin.probe_all(state)
         for probe in probes:
-            lsn = probe.pop("_lsn_int")
-            if probe["role"] == "replica" and primary_lsn is not None and lsn is not None:
-                probe["lag_bytes"] = max(0, primary_lsn - lsn)
-            member = found.get(probe["name"])
-            probe["patroni"] = {
-                "running": self.patroni_pid(probe["name"]) is not None,
-                "pid": self.patroni_pid(probe["name"]),
-                "rest_port": self.rest_port(state, probe["name"]),
+            member = found.get(probe.name)
+            probe.extra["patroni"] = {
+                "running": self.patroni_pid(probe.name) is not None,
+                "pid": self.patroni_pid(probe.name),
+                "rest_port": self.rest_port(state, probe.name),
                 **(member.to_dict() if member else {"role": None, "state": None,
                                                      "timeline": None, "lag": None}),
             }
         dcs = state.patroni["dcs"] if state.patroni else {}
-        return {"provider": self.provider, "home": str(self.home), "status": state.status,
-                "sync": state.sync, "leader": rest.leader(found), "patroni_error": patroni_error,
+        return ClusterStatus(
+            provider=self.provider, home=str(self.home), status=state.status, sync=state.sync,
+            nodes=probes, extra={
+                "leader": rest.leader(found), "patroni_error": patroni_error,
                 "dcs": {"kind": dcs.get("kind"), "port": dcs.get("client_port"),
-                        "running": bool(dcs) and proc.find(Path(dcs["datadir"])) is not None},
-                "nodes": probes}
+                        "running": bool(dcs) and proc.find(Path(dcs["datadir"])) is not None}})
 
     # -- failover, switchover, rejoin ------------------------------------------------
 
-    async def failover(self, to: str | None = None) -> failover.FailoverReport:
+    async def failover(self, to: str | None = None) -> FailoverReport:
         """Patroni promotes `to` (or the replica holding the most WAL); a live old leader
         is demoted by Patroni and follows the new one by itself."""
         return await ha.handover(self, "failover", to)
 
-    async def switchover(self, to: str | None = None) -> failover.FailoverReport:
+    async def switchover(self, to: str | None = None) -> FailoverReport:
         """Planned: Patroni stops the leader cleanly, promotes the (synchronous) standby
         and restarts the old leader as its replica. Nothing acknowledged is lost."""
         return await ha.handover(self, "switchover", to)
@@ -494,8 +509,56 @@ class PatroniCluster:
     async def psql_command(self, name: str | None,
                            args: list[str]) -> tuple[list[str], dict[str, str]]:
         """argv and extra environment for psql on a node (`primary`: Patroni's leader)."""
-        await self.status()  # roles as Patroni has them, for `primary` and `replica`
-        return await self._pg.psql_command(name, args)
+        node = await self.resolve(name)
+        return self.admin.psql_command(self.ready_state(), node, args)
+
+    async def resolve(self, name: str | None) -> Node:
+        """A member by name, or by the role Patroni gives it now (`primary`, `replica`)."""
+        report = await self.status()  # roles as Patroni has them now
+        state = self.ready_state()
+        wanted = name or "primary"
+        if wanted not in ("primary", "replica"):
+            try:
+                return state.node(wanted)
+            except LookupError as exc:
+                raise UsageError(str(exc)) from None
+        for probe in report.nodes:
+            if probe.running and probe.role == wanted and probe.error is None:
+                return state.node(probe.name)
+        raise ClusterError(f"no running {wanted} in the cluster")
+
+    # -- credentials (ops/security/rotate.py) --------------------------------------
+
+    async def apply_password(self, role: str, password: str) -> None:
+        """Nothing yet: Patroni reads the passwords from its configuration, written once
+        the secrets file has them (`credentials_saved`)."""
+
+    async def credentials_saved(self, role: str) -> str:
+        if role not in (SUPERUSER, REPLICATION):
+            return ""
+        again = await self.reload_credentials()  # Patroni logs in with both
+        return f"; Patroni reloaded, {len(again)} replica(s) logged in again"
+
+    # -- what Patroni manages itself -------------------------------------------------
+
+    async def add_replica(self, sync: bool = False) -> ReplicaReport:
+        raise UsageError(_MANAGED.format(what="add-replica"))
+
+    async def remove_replica(self, name: str) -> ReplicaReport:
+        raise UsageError(_MANAGED.format(what="remove-replica"))
+
+    async def resize(self, *, memory: str | None = None, cpu: int | None = None,
+                     vm_size: str | None = None) -> Report:
+        raise UsageError(_MANAGED.format(what="resize"))
+
+    async def pooler(self, action: str) -> dict[str, Any]:
+        raise UsageError(_MANAGED.format(what="pooler"))
+
+    async def logs(self, query: LogQuery) -> LogReport:
+        return logs.read(self.ready_state(), query)
+
+    def follow_logs(self, query: LogQuery) -> AsyncIterator[dict[str, Any]]:
+        return logs.follow_query(self.ready_state(), query)
 
 
 async def _until_replicas_reconnect(conn: asyncpg.Connection, names: list[str],

@@ -17,11 +17,16 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from cardmint.cluster.local import failover
-from cardmint.cluster.local import rejoin as rejoining
-from cardmint.cluster.local.rejoin import RejoinReport
+from cardmint.cluster.engine import FailoverReport, RejoinReport
+from cardmint.cluster.handover import (
+    POSITION_SQL,
+    Timer,
+    choose_target,
+    lsn_text,
+    probe_candidates,
+)
 from cardmint.cluster.patroni import rest
-from cardmint.cluster.pg import process
+from cardmint.cluster.pg import process, replication
 from cardmint.cluster.state import save
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
@@ -34,20 +39,20 @@ REJOIN_TIMEOUT_S = 60.0  # before a rejoin falls back to reinitializing the memb
 MEMBERS_TIMEOUT_S = 120.0  # a reinitialized member: a base backup and a start
 
 
-async def handover(cluster: PatroniCluster, kind: str, to: str | None) -> failover.FailoverReport:
+async def handover(cluster: PatroniCluster, kind: str, to: str | None) -> FailoverReport:
     """`kind` failover or switchover to `to`, or to the replica holding the most WAL."""
-    timer = failover._Timer()
-    with cluster._pg._lock():
-        state = cluster._ready_state()
+    timer = Timer()
+    with cluster.lock():
+        state = cluster.ready_state()
         previous = next((n.name for n in state.nodes if n.role == "primary"), None)
-        found = await cluster._refresh_roles(state)
+        found = await cluster.refresh_roles(state)
         old = rest.leader(found)
         if kind == "switchover" and old is None:
             raise ClusterError("the cluster has no leader: use `cardmint cluster failover`")
         if not state.replicas:
             raise ClusterError("the cluster has no replica to promote")
-        candidates = await failover.probe_candidates(cluster._pg, state)
-        target = failover.choose_target(candidates, to).name
+        candidates = await probe_candidates(cluster.admin, state.replicas)
+        target = choose_target(candidates, to).name
         if kind == "switchover" and getattr(found.get(target), "state", None) != "streaming":
             raise ClusterError(f"{target} is not streaming: a switchover could lose writes")
         if (old or previous) is None:
@@ -55,7 +60,7 @@ async def handover(cluster: PatroniCluster, kind: str, to: str | None) -> failov
         old_node = state.node(old or previous)  # type: ignore[arg-type]
         was_running = process.postmaster_pid(Path(old_node.datadir)) is not None
         timer.lap("check")
-        conn = await cluster._pg._admin_connect(state.node(target), "postgres")
+        conn = await cluster.admin.connect(state.node(target), "postgres")
         try:
             body = {"candidate": target, **({"leader": old} if kind == "switchover" else {})}
             asked = asyncio.create_task(rest.post(cluster.rest_port(state, target), f"/{kind}",
@@ -70,34 +75,34 @@ async def handover(cluster: PatroniCluster, kind: str, to: str | None) -> failov
             if code != 200:
                 raise ClusterError(f"Patroni: {kind} to {target}: {redact(text)}")
             timer.lap("patroni_answer")
-            row = await conn.fetchrow(failover.POSITION_SQL)
-            await cluster._refresh_roles(state)
-            cluster._record_pids(state)
+            row = await conn.fetchrow(POSITION_SQL)
+            await cluster.refresh_roles(state)
+            cluster.record_pids(state)
             await asyncio.to_thread(save, state)
             timer.lap("save_state")
             running = [n.name for n in state.replicas if cluster.patroni_pid(n.name)]
-            streaming = await rejoining.wait_streaming(conn, running, sync=state.sync,
+            streaming = await replication.wait_streaming(conn, running, sync=state.sync,
                                                        timeout=REJOIN_TIMEOUT_S)
             if state.sync and streaming:
-                await cluster._wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
+                await cluster.wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
                                          only=sorted(streaming))
             timer.lap("followers_streaming")
             sync_names = await conn.fetchval("SHOW synchronous_standby_names")
         finally:
             await conn.close()
-    report = failover.FailoverReport(
+    report = FailoverReport(
         kind=kind, old_primary=old_node.name, new_primary=target,
         old_primary_was_running=was_running,
         stop_mode="demoted by Patroni" if was_running else None, fenced=False,
         timeline=row["timeline"], lsn=row["lsn"],
-        candidates={c.name: failover._lsn_text(c.lsn) for c in candidates},
+        candidates={c.name: lsn_text(c.lsn) for c in candidates},
         repointed=sorted(streaming), not_streaming=[n for n in running if n not in streaming],
         sync_names=sync_names or None)
     if kind == "switchover":
         report.rejoin = RejoinReport(
             node=old_node.name, primary=target, method="demote", fallback_reason=None,
             set_aside=None, streaming=old_node.name in streaming, sync_names=sync_names,
-            duration_s=timer.steps.get("followers_streaming", 0.0)).to_dict()
+            duration_s=timer.steps.get("followers_streaming", 0.0))
     report.timings_s, report.duration_s = timer.steps, timer.total()
     return report
 
@@ -106,54 +111,54 @@ async def rejoin(cluster: PatroniCluster, name: str) -> RejoinReport:
     itself); if it does not stream within REJOIN_TIMEOUT_S, Patroni reinitializes it
     from the leader (a fresh base backup)."""
     began = time.monotonic()
-    with cluster._pg._lock():
-        state = cluster._ready_state()
+    with cluster.lock():
+        state = cluster.ready_state()
         try:
             node = state.node(name)
         except LookupError as exc:
             raise UsageError(str(exc)) from None
-        found = await cluster._refresh_roles(state)
+        found = await cluster.refresh_roles(state)
         lead = rest.leader(found)
         if lead is None:
             raise ClusterError("the cluster has no leader to rejoin")
         if lead == name:
             raise ClusterError(f"{name} is the leader; rejoin another member")
         user = process.OsUser.resolve(cluster.settings.pg_os_user)
-        patroni, _ = cluster._programs(user)
+        patroni, _ = cluster.programs(user)
         datadir = Path(node.datadir)
         if cluster.patroni_pid(name) is None:
             # a postmaster without its Patroni could be an old leader taking writes
             pid = process.postmaster_pid(datadir)
             if pid is not None:
                 await process.stop(pid)
-            await rejoining.kill_leftovers(datadir)
-            await rejoining.wait_gone(datadir)
+            await process.kill_leftovers(datadir)
+            await process.wait_gone(datadir)
         offset = _size(cluster.patroni_log(name))
-        cluster._start_member(user, state, name, patroni)
-        conn = await cluster._pg._admin_connect(state.node(lead), "postgres")
+        cluster.start_member(user, state, name, patroni)
+        conn = await cluster.admin.connect(state.node(lead), "postgres")
         try:
             method, reason = "restart", None
-            if not await rejoining.wait_streaming(conn, [name], timeout=REJOIN_TIMEOUT_S):
+            if not await replication.wait_streaming(conn, [name], timeout=REJOIN_TIMEOUT_S):
                 reason = f"not streaming after {REJOIN_TIMEOUT_S:.0f} s"
                 method = "basebackup"
                 code, text = await rest.post(cluster.rest_port(state, name), "/reinitialize",
                                              {"force": True}, cluster.rest_auth())
                 if code != 200:
                     raise ClusterError(f"Patroni: reinitialize {name}: {redact(text)}")
-                if not await rejoining.wait_streaming(conn, [name],
+                if not await replication.wait_streaming(conn, [name],
                                                       timeout=MEMBERS_TIMEOUT_S):
                     raise ClusterError(f"{name} does not stream after reinitializing: "
                                        f"{cluster.tail(name, 5)}")
             elif "pg_rewind" in _read_from(cluster.patroni_log(name), offset):
                 method = "rewind"
             if state.sync:  # Patroni names it the synchronous standby within a loop
-                await cluster._wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
+                await cluster.wait_members(state, sync=True, timeout=REJOIN_TIMEOUT_S,
                                          only=[name])
             sync_names = await conn.fetchval("SHOW synchronous_standby_names")
         finally:
             await conn.close()
         node.role = "replica"
-        cluster._record_pids(state)
+        cluster.record_pids(state)
         save(state)
     return RejoinReport(node=name, primary=lead, method=method, fallback_reason=reason,
                         set_aside=None, streaming=True, sync_names=sync_names or None,

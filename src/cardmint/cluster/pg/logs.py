@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cardmint.cluster.engine import LogQuery, LogReport
 from cardmint.cluster.state import ClusterState, Node
 from cardmint.dsn import redact
 from cardmint.errors import UsageError
@@ -163,3 +164,18 @@ async def follow(state: ClusterState, names: Iterable[str] | None = None, *,
             for entry in await asyncio.to_thread(_unread, offsets, node, keep):
                 yield entry
         await asyncio.sleep(FOLLOW_INTERVAL_S)
+
+
+def read(state: ClusterState, query: LogQuery) -> LogReport:
+    """`cluster logs` on an engine whose nodes write jsonlog here: the last entries."""
+    found = entries(state, [query.node] if query.node else None, keep=_filter(query))
+    return LogReport(entries=found[-query.lines:] if query.lines > 0 else found)
+
+
+def follow_query(state: ClusterState, query: LogQuery) -> AsyncIterator[dict[str, Any]]:
+    """New entries as they are written, until cancelled."""
+    return follow(state, [query.node] if query.node else None, keep=_filter(query))
+
+
+def _filter(query: LogQuery) -> Filter:
+    return Filter(since=parse_since(query.since) if query.since else None, errors=query.errors)

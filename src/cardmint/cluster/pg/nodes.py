@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cardmint.cluster.pg import tls
+from cardmint.cluster.pg import process, roles, tls
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.pg.roles import literal
@@ -202,3 +202,24 @@ def write(user: OsUser, path: Path, text: str, mode: int = 0o600) -> None:
     path.chmod(mode)
     if user.switching:
         os.chown(path, user.uid, user.gid)
+
+
+async def start(pg: PgBin, user: OsUser, node: Node, log: Path) -> int:
+    """Start `node`'s postmaster (logging start-up to `log`) and wait until it accepts
+    connections; its PID."""
+    datadir = Path(node.datadir)
+    # A postmaster.pid whose process is gone (or is someone else) would block startup.
+    if (datadir / "postmaster.pid").exists() and process.postmaster_pid(datadir) is None:
+        (datadir / "postmaster.pid").unlink()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid = user.spawn([pg("postgres"), "-D", str(datadir)], log)
+    await process.wait_ready(datadir, pid, log)
+    return pid
+
+
+def make_template(pg: PgBin, user: OsUser, template: Path) -> None:
+    """A template data directory: initdb once, then every cluster copies it."""
+    staging = template.with_name(template.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    initdb(pg, user, staging, roles.new_password(), sync=False)
+    staging.rename(template)

@@ -199,3 +199,64 @@ def tail(log: Path, lines: int = 15) -> str:
     except OSError:
         return "(no log)"
     return redact("\n".join(text))
+
+
+GONE_TIMEOUT_S = 30.0
+
+
+def datadir_pids(datadir: Path) -> set[int]:
+    """Live PostgreSQL processes working in `datadir`. Every one of them changes into its
+    data directory, backends that outlive their postmaster included (their command line
+    no longer names the directory)."""
+    target = os.path.realpath(datadir)
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{name}/cwd") != target:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if not f.read(8).startswith(b"postgres"):
+                    continue  # a person's shell in that directory, say
+        except OSError:
+            continue
+        if alive(int(name)):
+            found.add(int(name))
+    return found
+
+
+async def kill_leftovers(datadir: Path) -> int:
+    """SIGKILL what outlived a dead postmaster (backends, WAL senders) and wait until it
+    is gone: a leftover backend could still acknowledge a commit the new primary never
+    gets, and a leftover WAL sender could push a replica past the promotion point."""
+    pids = datadir_pids(datadir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    await wait_gone(datadir, timeout=10, interval=0.002)  # on a failover's critical path
+    return len(pids)
+
+
+async def wait_gone(datadir: Path, timeout: float = GONE_TIMEOUT_S,
+                    interval: float = 0.02) -> None:
+    """Until no process works in `datadir` (a restart or pg_rewind would find its shared
+    memory still attached)."""
+    deadline = time.monotonic() + timeout
+    while pids := datadir_pids(datadir):
+        if time.monotonic() > deadline:
+            raise ClusterError(f"processes {sorted(pids)} still run in {datadir}")
+        await asyncio.sleep(interval)
+    stale = datadir / "postmaster.pid"
+    if stale.exists() and postmaster_pid(datadir) is None:
+        stale.unlink()
+
+
+def is_postgres(pid: int) -> bool:
+    """Whether `pid` runs a PostgreSQL program (a recorded PID may have been reused)."""
+    try:
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False

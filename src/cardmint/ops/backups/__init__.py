@@ -1,0 +1,59 @@
+"""The runbook's backups and recovery: base backups with a catalog (`backup.py`,
+`records.py`, `store.py`), WAL archiving (`wal.py`), retention, point-in-time restore
+(`restore*.py`) and making a restored copy the primary (`repoint.py`); on Fly, volume
+snapshots (`fly.py`). The functions below are this chapter's one chooser: what differs by
+engine goes through them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.provider import engine_of
+from cardmint.config import Settings
+from cardmint.errors import UsageError
+from cardmint.ops.backups import backup, fly, pitr
+
+
+def _on_fly(settings: Settings) -> FlyCluster | None:
+    return FlyCluster.from_settings(settings) if engine_of(settings) == "fly" else None
+
+
+async def create(settings: Settings, *, max_rate: str | None = None) -> dict[str, Any]:
+    """A base backup of the primary now (on Fly: a snapshot of its volume)."""
+    on_fly = _on_fly(settings)
+    if on_fly is not None:
+        if max_rate is not None:
+            raise UsageError("on Fly, backup create takes no --max-rate (Fly snapshots the "
+                             "volume itself)")
+        return await fly.snapshot(on_fly)
+    return await backup.create(settings, max_rate=max_rate)
+
+
+async def list_backups(settings: Settings) -> dict[str, Any]:
+    """Backups newest first (on Fly: every volume's snapshots)."""
+    on_fly = _on_fly(settings)
+    if on_fly is not None:
+        return await fly.snapshots(on_fly)
+    return await backup.list_backups(settings)
+
+
+async def restore(settings: Settings, *, backup_id: str | None = None, to: Path | None = None,
+                  to_app: str | None = None, target_time: str | None = None,
+                  target_lsn: str | None = None, latest: bool = False,
+                  port: int | None = None, repoint: bool = False) -> dict[str, Any]:
+    """Point-in-time restore into a new cluster, verified; on Fly a new Postgres app made
+    from a volume snapshot."""
+    on_fly = _on_fly(settings)
+    if on_fly is not None:
+        if not to_app or not backup_id or to or target_time or target_lsn or latest or repoint:
+            raise UsageError("on Fly, restore takes a snapshot ID and --to-app NEW_APP only "
+                             "(Fly restores whole volumes, not to a moment)")
+        return await fly.restore(on_fly, backup_id, to_app)
+    if to is None or to_app is not None:
+        raise UsageError("restore needs --to DIRECTORY (--to-app is for Fly)")
+    return await pitr.restore(settings, to=to, backup_id=backup_id,
+                              target_time=target_time, target_lsn=target_lsn,
+                              latest=latest, port=port, repoint=repoint)

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from cardmint.clock import utc
-from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.pg.admin import NodeAdmin
+from cardmint.cluster.provider import open_cluster
 from cardmint.cluster.state import REPLICATION
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection
@@ -72,7 +73,7 @@ async def create(settings: Settings, *, max_rate: str | None = None) -> dict[str
 
 async def _take(s: store.Site, conn: asyncpg.Connection, lock_fd: int,
                 max_rate: str | None) -> dict[str, Any]:
-    primary = await LocalCluster(s.settings).resolve("primary")
+    primary = await open_cluster(s.settings).resolve("primary")
     catalogued = await records.available(conn)
     taken = {r["id"] for r in await records.rows(conn)} if catalogued else set()
     backup_id = store.new_id(s, taken=taken)
@@ -95,7 +96,7 @@ async def _take(s: store.Site, conn: asyncpg.Connection, lock_fd: int,
             "--label", f"cardmint {backup_id}",
             *(["--max-rate", max_rate] if max_rate else []),
         ]
-        password = LocalCluster(s.settings).passwords()[REPLICATION]
+        password = NodeAdmin(s.settings).passwords()[REPLICATION]
         await store.run(s.user, argv, pass_fds=(lock_fd,),
                         env={"PGPASSWORD": password, "PGAPPNAME": "cardmint-backup"})
         duration = time.monotonic() - began

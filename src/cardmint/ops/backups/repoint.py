@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from cardmint.clock import utc
-from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.local import LocalCluster
 from cardmint.cluster.pg import nodes, process
 from cardmint.cluster.state import READY, SUPERUSER, Node, load, save
 from cardmint.dsn import redact
@@ -36,13 +36,13 @@ TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 
 
 
 async def repoint(s: store.Site, node: Node, *, reason: str) -> dict[str, Any]:
-    from cardmint.ops.backups import backup, restore
+    from cardmint.ops.backups import backup, pitr
 
     began = time.monotonic()
     cluster = LocalCluster(s.settings)
     warnings: list[str] = []
     # The lock `cluster up` and `down` take: no command sees a half-switched cluster.
-    with cluster._lock():
+    with cluster.lock():
         state = load(s.home)
         if state is None:
             raise BackupError(f"no cluster in {s.home} to repoint")
@@ -59,7 +59,7 @@ async def repoint(s: store.Site, node: Node, *, reason: str) -> dict[str, Any]:
         assert node.pid is not None
         await process.stop(node.pid)
         queued = _queue_for_archive(s, node, timeline)
-        node.pid = await restore.start_node(s, node)
+        node.pid = await pitr.start_node(s, node)
         retired = [n for n in state.nodes]
         state.nodes = [Node(node.name, "primary", node.port, node.datadir, node.host, node.pid)]
         state.sync = False
@@ -75,7 +75,7 @@ async def repoint(s: store.Site, node: Node, *, reason: str) -> dict[str, Any]:
         warnings.append("CARDMINT_DATABASE_URL is set in this environment and wins over "
                         "cluster.json: point it at "
                         f"{redact(state.dsns()['app'])}")
-    fresh = restore.settings_for(s.settings, state, s.home, passwords)
+    fresh = pitr.settings_for(s.settings, state, s.home, passwords)
     try:
         made = await backup.create(fresh)
         backup_id = made["id"]

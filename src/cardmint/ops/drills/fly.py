@@ -16,23 +16,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from datetime import datetime
 from typing import Any
 
-from cardmint.cluster.fly.engine import FlyCluster, primary_id
+from cardmint.cluster.fly import FlyCluster
+from cardmint.cluster.fly.engine import primary_id
 from cardmint.config import Settings
 from cardmint.errors import ClusterError
-from cardmint.ops.drills.drill import Drill, run_drill
-from cardmint.ops.maintenance import require_window
+from cardmint.ops.drills.frame import Drill, run_drill
 
 FLY_RECOVERY_TIMEOUT_S = 300.0  # Fly's HA needs its health checks to fail first
 FLY_POLL_S = 0.5
 
 
-async def fly_drill(settings: Settings, *, force: bool = False, now: datetime | None = None,
-                    fly: FlyCluster | None = None) -> dict[str, Any]:
+async def drill(settings: Settings, *, fly: FlyCluster | None = None) -> dict[str, Any]:
     """Run the drill on the Fly app of CARDMINT_FLY_APP; the design's JSON contract."""
-    require_window("the failover drill", force=force, now=now)
     fly = fly or FlyCluster.from_settings(settings)
     machines = await fly.machines()
     old = primary_id(machines)

@@ -12,19 +12,23 @@ the new leader. The probe, health, test-card, tally and report are drill.py's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 
-from cardmint.cluster.local import failover
-from cardmint.cluster.patroni import conf, rest
-from cardmint.cluster.patroni.engine import PatroniCluster
+from cardmint.cluster.engine import FailoverReport
+from cardmint.cluster.handover import POSITION_SQL
+from cardmint.cluster.patroni import PatroniCluster, conf, rest
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import ClusterState
 from cardmint.config import Settings
 from cardmint.errors import ClusterError
-from cardmint.ops.drills import drill
+from cardmint.ops.drills.frame import Drill, run_drill
 
 DETECT_POLL_S = 0.02
 PROMOTE_POLL_S = 0.005
@@ -32,12 +36,26 @@ PROMOTE_POLL_S = 0.005
 LEADER_TIMEOUT_S = conf.TTL_S + 30.0
 
 
+async def drill(settings: Settings) -> dict[str, Any]:
+    """The drill on the Patroni engine: a lost host, and Patroni's own failover."""
+    cluster, state = await prepare(settings)
+    status = await cluster.status()
+    if not any(n.role == "replica" and n.state == "streaming" for n in status.nodes):
+        raise ClusterError("no replica is streaming: a drill now would be a real outage")
+    old = state.primary
+    pid = process.postmaster_pid(Path(old.datadir))
+    if pid is None:
+        raise ClusterError(f"the primary {old.name} is not running")
+    return await run_drill(settings, provider=cluster.provider, old_primary=old.name,
+                           sync=state.sync, home=cluster.home,
+                           exercise=functools.partial(exercise, cluster, state, pid))
+
+
 async def prepare(settings: Settings) -> tuple[PatroniCluster, ClusterState]:
     """The cluster, with cluster.json naming Patroni's leader as the primary now."""
     cluster = PatroniCluster(settings)
-    found = await cluster.refresh()
-    state = cluster.state()
-    assert state is not None
+    found = await cluster.refresh_members()
+    state = cluster.ready_state()
     if state.sync and not any(m.role == "sync_standby" and m.state == "streaming"
                               for m in found.values()):
         # Patroni promotes only the standby it recorded as synchronous: none, no failover
@@ -55,8 +73,7 @@ async def wait_leader_change(cluster: PatroniCluster, state: ClusterState, old: 
     while True:
         for port in ports:
             try:
-                found = rest.members(await rest.get(port, "/cluster",
-                                                                   timeout=1.0))
+                found = rest.members(await rest.get(port, "/cluster", timeout=1.0))
             except ClusterError:
                 continue
             lead = rest.leader(found)
@@ -80,9 +97,9 @@ async def _writable(conn: asyncpg.Connection, timeout: float = 60.0) -> None:
 
 
 async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
-                   d: drill.Drill) -> None:
-    """Kill the leader's host, time Patroni's failover, check, rejoin (drill.run_drill
-    runs the probe around it)."""
+                   d: Drill) -> None:
+    """Kill the leader's host, time Patroni's failover, check, rejoin (`run_drill` runs
+    the probe around it)."""
     old = state.primary
     conns: dict[str, asyncpg.Connection] = {}
     try:
@@ -90,7 +107,7 @@ async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
         if patroni_pid is None:
             raise ClusterError(f"the leader {old.name}'s Patroni is not running")
         for node in state.replicas:  # opened now, so timing the promotion pays no connect
-            conns[node.name] = await cluster._pg._admin_connect(node, "postgres", timeout=3)
+            conns[node.name] = await cluster.admin.connect(node, "postgres", timeout=3)
 
         d.killed_at = time.monotonic()
         os.kill(patroni_pid, signal.SIGKILL)
@@ -101,10 +118,10 @@ async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
         conn = conns[new]
         await _writable(conn)
         d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
-        row = await conn.fetchrow(failover.POSITION_SQL)
+        row = await conn.fetchrow(POSITION_SQL)
         d.report["new_primary"] = new
         d.report["timeline"] = row["timeline"]
-        d.report["failover"] = failover.FailoverReport(
+        d.report["failover"] = FailoverReport(
             kind="failover", old_primary=old.name, new_primary=new,
             old_primary_was_running=True, stop_mode="SIGKILL (Patroni and postmaster)",
             fenced=False, timeline=row["timeline"], lsn=row["lsn"],

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from cardmint.cluster.local import pooler
-from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.local.pooler import MAX_DB_CONNECTIONS
+from cardmint.cluster.provider import open_cluster
 from cardmint.config import Settings
 from cardmint.errors import CardmintError
 from cardmint.ops.health.checks import CRITICAL, WARN, Check, check
 
 
 async def pooler_status(settings: Settings) -> dict[str, Any] | None:
-    """PgBouncer's status when the local cluster has one configured, else None."""
+    """PgBouncer's status when the cluster has one configured, else None (no pooler, or
+    an engine without one)."""
     try:
-        report = await pooler.status(LocalCluster(settings))
+        report = await open_cluster(settings).pooler("status")
     except CardmintError:
         return None
     return report if report.get("configured") else None
@@ -23,7 +24,7 @@ async def pooler_status(settings: Settings) -> dict[str, Any] | None:
 def pooler_check(report: dict[str, Any]) -> Check:
     """critical when the application's DSN points at a PgBouncer that is not running; warn
     while it points at a former primary or clients wait for a server connection."""
-    bound = float(report.get("max_db_connections") or pooler.MAX_DB_CONNECTIONS)
+    bound = float(report.get("max_db_connections") or MAX_DB_CONNECTIONS)
     if not report["running"]:
         return check("pooler", None, "server connections", bound, None, status=CRITICAL,
                      on_critical="P0", detail="PgBouncer is configured but not running: "

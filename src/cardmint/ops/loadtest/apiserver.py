@@ -17,7 +17,7 @@ from typing import IO
 
 import httpx
 
-from cardmint.cluster.local.engine import free_ports
+from cardmint.cluster.home import free_ports
 from cardmint.config import Settings
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError

@@ -60,7 +60,7 @@ async def _section(name: str, read: Callable[[], Awaitable[dict[str, Any]]],
 
 async def cluster_status(settings: Settings) -> dict[str, Any]:
     """What `cardmint cluster status` reports, from whichever engine runs the cluster."""
-    return await open_cluster(settings).status()
+    return (await open_cluster(settings).status()).to_dict()
 
 
 def _nodes_from_health(report: HealthReport) -> list[dict[str, Any]]:

@@ -6,8 +6,10 @@ For each role: a new random password, stored as a SCRAM verifier with VALID UNTI
 if the proof fails, the old password is put back. Open sessions are unaffected (the
 server checks passwords only when connecting), and CardMint's pools pick the new
 password from the secrets file the first time a new connection is refused
-(`Database._reload_password`), so requests never fail. Replicas get the replication
-role's new password in their primary_conninfo and reconnect at once.
+(the data layer reloads it), so requests never fail. What else runs with a password
+follows it through the engine (`apply_password`, `credentials_saved`): on the local
+engine the pooler's auth file and the replicas' primary_conninfo, on Patroni its
+configuration. Fly's rotation is `ops/security/fly.py`.
 """
 
 from __future__ import annotations
@@ -24,19 +26,13 @@ from typing import Any
 import asyncpg
 
 from cardmint import secretfile
-from cardmint.cluster.local import pooler
-from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.patroni.engine import PatroniCluster
+from cardmint.cluster.engine import Managed
 from cardmint.cluster.pg import roles
-from cardmint.cluster.pg.nodes import conf_string
-from cardmint.cluster.provider import open_cluster
+from cardmint.cluster.provider import open_managed
 from cardmint.cluster.state import REPLICATION, ROLES, SUPERUSER, Node
 from cardmint.config import Settings
 from cardmint.errors import ClusterError, UsageError, ValidationError
 from cardmint.ops.maintenance import require_window
-
-RECONNECT_TIMEOUT_S = 15.0
-Engine = LocalCluster | PatroniCluster
 
 
 @dataclass
@@ -85,11 +81,8 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     if unknown:
         raise ValidationError(f"unknown role(s) {', '.join(unknown)}; CardMint manages "
                               f"{', '.join(ROLES)}", field="role")
-    cluster = open_cluster(settings)
-    if not isinstance(cluster, (LocalCluster, PatroniCluster)):
-        raise UsageError("this rotation is for clusters CardMint runs; on Fly it is "
-                         "ops.rotate_fly")
-    if isinstance(cluster, PatroniCluster) and cluster.state() is not None:
+    cluster = open_managed(settings, "this rotation")
+    if cluster.state() is not None:
         await cluster.refresh()  # Patroni may have moved the leader by itself
     state = cluster.state()
     if state is None:
@@ -110,7 +103,7 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     return report
 
 
-async def _rotate_one(cluster: Engine, admin: asyncpg.Connection, role: str,
+async def _rotate_one(cluster: Managed, admin: asyncpg.Connection, role: str,
                       passwords: dict[str, str], now: datetime | None) -> Rotation:
     began = time.perf_counter()
     state = cluster.state()
@@ -120,25 +113,19 @@ async def _rotate_one(cluster: Engine, admin: asyncpg.Connection, role: str,
     new = roles.new_password()
     until = roles.valid_until(now)
     await admin.execute(alter_sql(role, new, until))
-    await pooler.sync_auth(cluster)  # PgBouncer's auth file holds the verifiers
     try:
         await _verify(cluster, role, new)
+        await cluster.apply_password(role, new)
     except (ClusterError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
         old_until_sql = "infinity" if old_until is None else old_until.isoformat()
         await admin.execute(alter_sql(role, passwords[role], old_until_sql))
-        await pooler.sync_auth(cluster)
-        if role == REPLICATION and isinstance(cluster, LocalCluster):
-            await _point_replicas(cluster, passwords[role])
+        await cluster.apply_password(role, passwords[role])
         return Rotation(role, False, None, _since(began),
                         f"verification failed, old password restored: {exc}")
     path = cluster.settings.secrets_path
     secretfile.write(path, {**secretfile.read(path), secretfile.role_key(role): new})
     passwords[role] = new
-    detail = "verified"
-    if isinstance(cluster, PatroniCluster) and role in (SUPERUSER, REPLICATION):
-        # Patroni logs in with both: its configuration must follow
-        again = await cluster.reload_credentials()
-        detail += f"; Patroni reloaded, {len(again)} replica(s) logged in again"
+    detail = "verified" + await cluster.credentials_saved(role)
     return Rotation(role, True, until, _since(began), detail, password=new)
 
 
@@ -148,14 +135,12 @@ def alter_sql(role: str, password: str, until: str) -> str:
             f"{roles.literal(verifier)} VALID UNTIL {roles.literal(until)}")
 
 
-async def _verify(cluster: Engine, role: str, password: str) -> None:
+async def _verify(cluster: Managed, role: str, password: str) -> None:
     """A new connection with the new password, as that role would make it."""
     state = cluster.state()
     assert state is not None
     if role == REPLICATION:
         await asyncio.to_thread(_replication_login, state.bindir, state.primary, password)
-        if isinstance(cluster, LocalCluster):  # Patroni keeps primary_conninfo itself
-            await _point_replicas(cluster, password)
         return
     database = "postgres" if role == SUPERUSER else state.database
     conn = await _connect(state.primary, role, password, database)
@@ -176,34 +161,6 @@ def _replication_login(bindir: str, primary: Node, password: str) -> None:
         env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"})
     if done.returncode != 0:
         raise ClusterError(f"replication login refused: {done.stderr.strip()[-300:]}")
-
-
-async def _point_replicas(cluster: LocalCluster, password: str) -> None:
-    """Give every replica the replication password and wait until it streams with it (a
-    changed primary_conninfo restarts the WAL receiver on reload)."""
-    state = cluster.state()
-    assert state is not None
-    primary = state.primary
-    superuser = cluster.passwords()[SUPERUSER]
-    for node in state.replicas:
-        conninfo = (f"host={primary.host} port={primary.port} user={REPLICATION} "
-                    f"password={password} application_name={node.name}")
-        conn = await _connect(node, SUPERUSER, superuser, "postgres")
-        try:
-            before = await conn.fetchval("SELECT pid FROM pg_stat_wal_receiver")
-            await conn.execute(f"ALTER SYSTEM SET primary_conninfo = {conf_string(conninfo)}")
-            await conn.execute("SELECT pg_reload_conf()")
-            deadline = time.monotonic() + RECONNECT_TIMEOUT_S
-            while True:
-                row = await conn.fetchrow("SELECT pid, status FROM pg_stat_wal_receiver")
-                if row and row["pid"] != before and row["status"] == "streaming":
-                    break
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"{node.name} did not reconnect with the new "
-                                       "replication password")
-                await asyncio.sleep(0.05)
-        finally:
-            await conn.close()
 
 
 async def _connect(node: Node, user: str, password: str, database: str) -> asyncpg.Connection:

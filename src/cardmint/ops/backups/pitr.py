@@ -23,8 +23,9 @@ import asyncpg
 from pydantic import SecretStr
 
 from cardmint.clock import utc
-from cardmint.cluster.local.engine import LocalCluster, free_ports
+from cardmint.cluster.home import free_ports
 from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.pg.roles import literal, scram_verifier
 from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
 from cardmint.config import Settings, secret
@@ -275,7 +276,7 @@ def _empty(directory: Path) -> None:
 
 
 def _passwords(s: store.Site) -> dict[str, str]:
-    return LocalCluster(s.settings).passwords()
+    return NodeAdmin(s.settings).passwords()
 
 
 def describe(s: store.Site, node: Node, home: Path) -> Settings:

@@ -1,170 +1,42 @@
-"""`cardmint drill failover`: the runbook's monthly failover drill, automated and measured.
-
-A write probe inserts a row every few milliseconds through the application's own
-`Database` (multi-host primary DSN, target_session_attrs=read-write), each stamped by the
-server with `clock_timestamp()` and its timeline, and records every acknowledged id. The
-primary's postmaster is SIGKILLed by PID; the loss is detected by polling that PID (and
-the port); the replica with the most WAL is promoted (`cluster failover`, on connections
-opened beforehand); `pg_is_in_recovery()` must be false on it; health and test-card run
-against the new topology; the old primary rejoins. Then every acknowledged id must be on
-the new primary. The report goes to the `drills` table and to
-`$CARDMINT_HOME/drills/failover-<time>.md`.
+"""The frame every engine's failover drill shares: the probe table and the write probe,
+the engine's exercise (kill, detect, promote, check, rejoin) with the probe writing
+throughout, then the tally, the verdict and the report (Markdown under
+`$CARDMINT_HOME/drills/` and a row in `drills`).
 
 The write outage is the gap between the last acknowledged write on the old timeline and
 the first on the new one, as the application saw it.
-
-On the Patroni engine (cluster.json's provider) the kill, detection, promotion and rejoin
-are Patroni's (ops/patroni.py); the probe, checks, tally and report are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import os
-import signal
-import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
-from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.local.rejoin import RejoinReport
-from cardmint.cluster.pg import process
-from cardmint.cluster.state import APP, READY, ClusterState, Node
-from cardmint.config import Settings, secret
+from cardmint.cluster.engine import RejoinReport
+from cardmint.config import Settings
 from cardmint.db import Database
-from cardmint.db.connect import connection
-from cardmint.errors import CardmintError, ClusterError
+from cardmint.errors import CardmintError
+from cardmint.ops.drills.probe import WriteProbe, lost, outage, prepare_probe_table
 from cardmint.ops.health.report import check_health
 from cardmint.ops.health.testcard import run_test_card
-from cardmint.ops.maintenance import require_window
 
-PROBE_INTERVAL_S = 0.005
-DETECT_POLL_S = 0.002
-PORT_CHECK_EVERY = 5  # polls: the PID is the cheap signal, the port the remote one
 WARMUP_WRITES = 40
-RECOVERY_TIMEOUT_S = 30.0
 DSN_FIELDS = ("database_url", "replica_urls", "migration_url", "readonly_url", "admin_url",
               "monitor_urls")
-
-# In a schema of its own: alembic's autogenerate compares `public` only.
-PROBE_DDL = (
-    "CREATE SCHEMA IF NOT EXISTS drill",
-    "CREATE TABLE IF NOT EXISTS drill.probe (run text NOT NULL, id bigint NOT NULL, "
-    "timeline int NOT NULL, written_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-    "PRIMARY KEY (run, id))",
-    f"GRANT USAGE ON SCHEMA drill TO {APP}",
-    f"GRANT SELECT, INSERT, DELETE ON drill.probe TO {APP}",
-)
-INSERT_SQL = ("INSERT INTO drill.probe (run, id, timeline) VALUES ($1, $2, "
-              "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)")
 CONTRACT = ("ok", "provider", "detection_s", "promotion_s", "write_outage_s",
             "acknowledged_writes", "lost_writes", "old_primary", "new_primary", "health",
             "rejoined")
 
 
-# -- the write probe -------------------------------------------------------------------
-
-
-@dataclass
-class WriteProbe:
-    """Sequential inserts through `db`; `acks` holds (id, monotonic time acknowledged)."""
-
-    db: Database
-    run: str
-    interval_s: float = PROBE_INTERVAL_S
-    acks: list[tuple[int, float]] = field(default_factory=list)
-    failures: Counter[str] = field(default_factory=Counter)
-    attempts: int = 0
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def loop(self) -> None:
-        while not self._stop.is_set():
-            self.attempts += 1
-            ident = self.attempts
-            try:
-                await self.db.execute(INSERT_SQL, self.run, ident)
-                self.acks.append((ident, time.monotonic()))
-            except CardmintError as exc:  # unacknowledged: it may or may not be there
-                self.failures[type(exc).__name__] += 1
-            await asyncio.sleep(self.interval_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def more(self, count: int = 1, timeout: float = RECOVERY_TIMEOUT_S) -> None:
-        """Until `count` more writes are acknowledged (the application writes again)."""
-        target = len(self.acks) + count
-        await self.until(lambda: len(self.acks) >= target, timeout)
-
-    async def until(self, predicate: Callable[[], bool],
-                    timeout: float = RECOVERY_TIMEOUT_S) -> None:
-        """Wait (with a deadline) until `predicate()` holds, e.g. on the acks so far."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise ClusterError(f"the write probe made no progress in {timeout:.0f} s "
-                                   f"(failures: {dict(self.failures)})")
-            await asyncio.sleep(0.005)
-
-
-def outage(acks: list[tuple[int, float]], timelines: dict[int, int], killed_at: float,
-           new_timeline: int) -> dict[str, float | None]:
-    """Write outage as the application saw it: from the last acknowledged write on the
-    old timeline to the first on the new one. Also from the kill to that first write."""
-    old = [t for i, t in acks if timelines.get(i) != new_timeline]
-    new = [t for i, t in acks if timelines.get(i) == new_timeline]
-    last_old = max(old, default=None)
-    first_new = min(new, default=None)
-    gap = None if last_old is None or first_new is None else first_new - last_old
-    return {"write_outage_s": None if gap is None else round(gap, 4),
-            "kill_to_first_write_s": None if first_new is None
-            else round(first_new - killed_at, 4),
-            "acks_after_kill_on_old_timeline": sum(1 for t in old if t > killed_at)}
-
-
-def lost(acks: list[tuple[int, float]], present: set[int]) -> list[int]:
-    """Acknowledged ids the new primary does not have."""
-    return [i for i, _ in acks if i not in present]
-
-
 def refreshed(settings: Settings) -> Settings:
     """The same settings with DSNs read again (the state names the new primary now)."""
     return type(settings)(**{k: v for k, v in settings if k not in DSN_FIELDS})
-
-
-# -- detection -------------------------------------------------------------------------
-
-
-async def wait_for_loss(node: Node, pid: int, timeout: float = RECOVERY_TIMEOUT_S) -> str:
-    """Poll until the primary is gone: its postmaster PID dead, or its port refusing."""
-    deadline = time.monotonic() + timeout
-    polls = 0
-    while True:
-        if not process.alive(pid):
-            return "pid"
-        polls += 1
-        if polls % PORT_CHECK_EVERY == 0:
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(node.host, node.port), 0.5)
-                writer.close()
-            except (OSError, TimeoutError):
-                return "port"
-        if time.monotonic() > deadline:
-            raise ClusterError(f"{node.name} still alive {timeout:.0f} s after SIGKILL")
-        await asyncio.sleep(DETECT_POLL_S)
-
-
-# -- the drill -------------------------------------------------------------------------
 
 
 @dataclass
@@ -237,62 +109,6 @@ async def run_drill(settings: Settings, *, provider: str, old_primary: str,
     return report
 
 
-async def failover_drill(settings: Settings, *, force: bool = False,
-                         now: datetime | None = None) -> dict[str, Any]:
-    """The drill on the local or the Patroni engine (the design's JSON contract, and more).
-    Fly's is ops.drill_fly."""
-    require_window("the failover drill", force=force, now=now)
-    cluster: Any = LocalCluster(settings)
-    state = cluster.state()
-    if state is None or state.status != READY:
-        raise ClusterError(f"no ready cluster in {cluster.home}: run `cardmint cluster up`")
-    exercise: Callable[..., Awaitable[None]] = _exercise
-    if state.provider == "patroni":  # a lost host, and Patroni's own failover
-        from cardmint.ops.drills import patroni
-
-        cluster, state = await patroni.prepare(settings)
-        exercise = patroni.exercise
-    status = await cluster.status()
-    streaming = [n["name"] for n in status["nodes"]
-                 if n["role"] == "replica" and n["state"] == "streaming"]
-    if not streaming:
-        raise ClusterError("no replica is streaming: a drill now would be a real outage")
-    old = state.primary
-    pid = process.postmaster_pid(Path(old.datadir))
-    if pid is None:
-        raise ClusterError(f"the primary {old.name} is not running")
-    return await run_drill(settings, provider=cluster.provider, old_primary=old.name,
-                           sync=state.sync, home=cluster.home,
-                           exercise=functools.partial(exercise, cluster, state, pid))
-
-
-async def _exercise(cluster: LocalCluster, state: ClusterState, pid: int, d: Drill) -> None:
-    """SIGKILL the primary's postmaster, detect, promote the best replica, check, rejoin."""
-    old = state.primary
-    conns: dict[str, asyncpg.Connection] = {}
-    try:
-        for node in state.replicas:  # opened now, so promotion pays no connect time
-            conns[node.name] = await cluster._admin_connect(node, "postgres", timeout=3)
-
-        d.killed_at = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
-        d.report["detected_by"] = await wait_for_loss(old, pid)
-        detected_at = time.monotonic()
-        d.report["detection_s"] = round(detected_at - d.killed_at, 4)
-
-        failover = await cluster.failover(conns=conns)
-        d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
-        d.report["new_primary"] = failover.new_primary
-        d.report["timeline"] = failover.timeline
-        d.report["failover"] = failover.to_dict()
-        d.report["in_recovery_after"] = await conns[failover.new_primary].fetchval(
-            "SELECT pg_is_in_recovery()")
-        await d.check_and_rejoin(lambda: cluster.rejoin(old.name))
-    finally:
-        for conn in conns.values():
-            await conn.close()
-
-
 async def check_after_failover(settings: Settings, report: dict[str, Any]) -> None:
     """Health and test-card against the new topology, into `report`."""
     fresh = refreshed(settings)
@@ -335,15 +151,6 @@ def budget(report: dict[str, Any]) -> dict[str, float] | None:
     out |= {k: steps[k] for k in ("fence", "choose", "promote") if k in steps}
     out["application"] = round(total - sum(out.values()), 4)
     return out
-
-
-async def prepare_probe_table(settings: Settings) -> None:
-    dsn = secret(settings.migration_url)
-    if not dsn:
-        raise ClusterError("no owner DSN (migration_url) to create the probe table with")
-    async with connection(dsn, settings, application="cardmint-drill") as conn:
-        for statement in PROBE_DDL:
-            await conn.execute(statement)
 
 
 async def store_report(db: Database, report: dict[str, Any]) -> int:
