@@ -14,7 +14,8 @@ run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint catalog load
 	$(BIN)/cardmint serve
 
-test: venv postgres pgbouncer patroni browser
+# The contracts (lint) first: a broken one fails at once, before any setup or test.
+test: lint postgres pgbouncer patroni browser
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -31,14 +32,14 @@ $(STAMP): pyproject.toml constraints.txt
 # PostgreSQL's server programs (initdb, postgres, pg_basebackup, psql) for the local
 # cluster; installed from Debian's packages when missing and we may, else a clear stop.
 postgres: venv
-	@$(BIN)/python -c 'from cardmint.cluster import pgbin; pgbin.find()' 2>/dev/null || { \
+	@$(BIN)/python -c 'from cardmint.cluster.pg import pgbin; pgbin.find()' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing PostgreSQL server binaries (Debian package postgresql-15)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      postgresql-15 postgresql-contrib >/dev/null || \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  fi; \
-	  $(BIN)/python -c 'from cardmint.cluster import pgbin; pgbin.find()' || { \
+	  $(BIN)/python -c 'from cardmint.cluster.pg import pgbin; pgbin.find()' || { \
 	    echo "Missing: PostgreSQL >= 15 server binaries (initdb, postgres, pg_basebackup," \
 	         "psql). Install them (Debian: apt-get install postgresql-15) or set" \
 	         "CARDMINT_PG_BINDIR to their directory."; exit 1; }; }
@@ -101,8 +102,11 @@ browser:
 	    "missing: the browser tests (tests/test_web_*browser.py) are skipped (Debian:" \
 	    "apt-get install chromium)"; }
 
+# Style, layering (import-linter) and types (mypy): their settings are in pyproject.toml.
 lint: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/mypy
 
 # wrk (Debian's package) is the reference the load tests hold their generator to.
 bench: venv postgres
@@ -120,4 +124,4 @@ down: venv
 	$(BIN)/cardmint cluster down
 
 clean: down
-	rm -rf $(VENV) $(PATRONI_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PATRONI_VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cardmint.db import Database
+from cardmint.db import Database, one
 from cardmint.db.values import TOKEN_SCOPES
 from cardmint.errors import DatabaseUnavailable, UsageError, ValidationError
 
@@ -53,7 +53,7 @@ async def create_token(db: Database, *, owner: str, scope: str) -> tuple[str, di
         "INSERT INTO api_tokens (owner, scope, token_hash, prefix) VALUES ($1, $2, $3, $4) "
         "RETURNING id, owner, scope, prefix, created_at", owner, scope, digest(token),
         token[:8])
-    return token, dict(row)
+    return token, dict(one(row))
 
 
 async def authenticate(db: Database, token: str, *, stale_ok: bool = False) -> Principal | None:

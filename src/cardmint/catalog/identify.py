@@ -211,7 +211,7 @@ def read(ocr: OcrInput) -> Reading:
     name = (ocr.name or "").strip()[:MAX_NAME]
     if not name and text:
         name = text.splitlines()[0][:MAX_NAME]
-    number_text = (ocr.number or "")[:MAX_NUMBER]
+    number_text: str | None = (ocr.number or "")[:MAX_NUMBER]
     if not (number_text or "").strip() and text:
         m = TEXT_NUMBER.search(text)
         promo = TEXT_PROMO.search(text) if not m else None

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from cardmint.db import one
 from cardmint.db.errors import translate
 from cardmint.errors import CardmintError, DatabaseError
 
@@ -343,7 +344,7 @@ async def _load(conn: asyncpg.Connection, lines: list[str], sets_json: str, *, s
     )
     for i, (table, sql) in enumerate(steps):
         report("upsert", i, len(steps))
-        row = await conn.fetchrow(sql)
+        row = one(await conn.fetchrow(sql))
         changes[table].inserted, changes[table].updated = row["inserted"], row["updated"]
     report("upsert", len(steps), len(steps))
 
@@ -374,10 +375,10 @@ async def _load(conn: asyncpg.Connection, lines: list[str], sets_json: str, *, s
         )
         report("analyze", 1, 1)
 
-    counts = await conn.fetchrow(
+    counts = one(await conn.fetchrow(
         "SELECT (SELECT count(*) FROM sets) AS sets, (SELECT count(*) FROM cards) AS cards, "
         "(SELECT count(*) FROM card_variants) AS variants"
-    )
+    ))
     return LoadReport(sets=counts["sets"], cards=counts["cards"], variants=counts["variants"],
                       changes={"sets": changes["sets"], "cards": changes["cards"],
                                "variants": changes["card_variants"]},

@@ -396,9 +396,9 @@ class _Parser:
                     raise _error(f"at {self.where()}: '{key}' takes no comparison; "
                                  f"comparisons are for: {numeric}")
                 self.i += len(op)
-                value = self.read_int()
-                low = value if op in (">=", ">", "=") else None
-                high = value if op in ("<=", "<", "=") else None
+                bound = self.read_int()
+                low = bound if op in (">=", ">", "=") else None
+                high = bound if op in ("<=", "<", "=") else None
                 return Range(key, low, high, op != ">", op != "<", start)
         value = self.read_phrase() if ch == '"' else self.read_word()
         if spec.match is None:  # a plain number field: hp:120

@@ -2,6 +2,8 @@
 its migrations. asyncpg's errors become CardMint's here and nowhere else."""
 
 from cardmint.db.latency import LatencyHistogram
-from cardmint.db.pool import Database, Transaction
+from cardmint.db.pool import Database, PooledConnection, Record, Row, Transaction, one
 
-__all__ = ["Database", "LatencyHistogram", "Transaction"]
+__all__ = [
+    "Database", "LatencyHistogram", "PooledConnection", "Record", "Row", "Transaction", "one",
+]

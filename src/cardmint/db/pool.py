@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from cardmint import secretfile
 from cardmint.config import Settings, secret
@@ -33,6 +34,19 @@ from cardmint.dsn import password_of, redact, username, with_password
 from cardmint.errors import ConfigError, DatabaseUnavailable
 
 Record = asyncpg.Record
+# A connection lent by a pool (what transaction() holds and connection() yields).
+PooledConnection = PoolConnectionProxy
+
+
+class Row(Protocol):
+    """A row read by column name: an asyncpg Record (not a Mapping: it iterates its
+    values) or a dict made of one."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+Isolation = Literal["read_committed", "read_uncommitted", "repeatable_read", "serializable"]
+
 # Pools name their connections "cardmint/<pid>" so a server-side view can tell each
 # application process's pool apart (health's pool_utilization, the security audit).
 APPLICATION = "cardmint"
@@ -159,7 +173,7 @@ class Database:
         return True
 
     async def _acquire_after_rotation(self, pool: asyncpg.Pool,
-                                      timeout: float) -> asyncpg.Connection:
+                                      timeout: float) -> PooledConnection:
         """The password was refused: a rotation is under way or done. Its new password
         reaches the secrets file a moment after the server has it (once verified), so
         look for it until the connect timeout, then give up."""
@@ -220,10 +234,12 @@ class Database:
     # -- queries -------------------------------------------------------------------
 
     async def fetch(self, sql: str, *args: Any, stale_ok: bool = False) -> list[Record]:
-        return await self._read("fetch", sql, args, stale_ok)
+        rows: list[Record] = await self._read("fetch", sql, args, stale_ok)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any, stale_ok: bool = False) -> Record | None:
-        return await self._read("fetchrow", sql, args, stale_ok)
+        row: Record | None = await self._read("fetchrow", sql, args, stale_ok)
+        return row
 
     async def fetchval(self, sql: str, *args: Any, stale_ok: bool = False) -> Any:
         return await self._read("fetchval", sql, args, stale_ok)
@@ -234,7 +250,8 @@ class Database:
         if tx is not None:
             return await tx.execute(sql, *args)
         try:
-            return await self._run(self._primary_pool(), "primary", "execute", sql, args)
+            status: str = await self._run(self._primary_pool(), "primary", "execute", sql, args)
+            return status
         finally:
             self._last_write.set(self._clock())
 
@@ -248,7 +265,7 @@ class Database:
             self._last_write.set(self._clock())
 
     @asynccontextmanager
-    async def transaction(self, *, isolation: str = "read_committed",
+    async def transaction(self, *, isolation: Isolation = "read_committed",
                           readonly: bool = False) -> AsyncIterator[Transaction]:
         """A transaction on the primary. Queries through the database object inside the
         block (in this task) join it."""
@@ -274,7 +291,7 @@ class Database:
             await pool.release(conn)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[PooledConnection]:
         """A raw primary connection for what the methods above cannot do (COPY, LISTEN).
         Its queries are not timed; errors are translated."""
         pool = self._primary_pool()
@@ -320,16 +337,19 @@ class Database:
         if tx is not None:
             return await getattr(tx, method)(sql, *args)
         replica = self.route(stale_ok)
-        if replica is not None:
+        # route() picks only replicas with a pool; hold it, as a topology refresh during
+        # the query may take it from the replica
+        replica_pool = replica.pool if replica is not None else None
+        if replica is not None and replica_pool is not None:
             try:
-                return await self._run(replica.pool, "replica", method, sql, args,
+                return await self._run(replica_pool, "replica", method, sql, args,
                                        translate=False)
             except Exception as exc:
                 if not errors.retryable(exc):
                     raise errors.translate(exc, replica.name) from exc
                 replica.healthy, replica.error = False, redact(str(exc)) or type(exc).__name__
                 # one lost connection means its siblings are likely gone too
-                await replica.pool.expire_connections()
+                await replica_pool.expire_connections()
             # the one retry: the primary has everything the replica had
             return await self._run(self._primary_pool(), "primary", method, sql, args)
         pool = self._primary_pool()
@@ -358,7 +378,7 @@ class Database:
         finally:
             self.latency[target].record(time.perf_counter() - began)
 
-    async def _acquire(self, pool: asyncpg.Pool, target: str) -> asyncpg.Connection:
+    async def _acquire(self, pool: asyncpg.Pool, target: str) -> PooledConnection:
         timeout = self.settings.pool_acquire_timeout_s
         self._waiting += 1
         try:
@@ -429,8 +449,8 @@ class Database:
             replica.healthy, replica.error = False, "not open"
             return
         try:
-            row = await asyncio.wait_for(replica.pool.fetchrow(LAG_SQL),
-                                         self.settings.connect_timeout_s)
+            row = one(await asyncio.wait_for(replica.pool.fetchrow(LAG_SQL),
+                                             self.settings.connect_timeout_s))
         except Exception as exc:
             replica.healthy, replica.lag_s = False, None
             replica.error = redact(str(exc)) or type(exc).__name__
@@ -465,7 +485,7 @@ class Database:
 class Transaction:
     """The queries of one open transaction; latency is recorded as for the pool."""
 
-    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+    def __init__(self, db: Database, conn: PooledConnection) -> None:
         self._db = db
         self.connection = conn
         self.task = asyncio.current_task()
@@ -480,19 +500,30 @@ class Transaction:
             self._db.latency["primary"].record(time.perf_counter() - began)
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        return await self._call("fetch", sql, *args)
+        rows: list[Record] = await self._call("fetch", sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
-        return await self._call("fetchrow", sql, *args)
+        row: Record | None = await self._call("fetchrow", sql, *args)
+        return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._call("fetchval", sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call("execute", sql, *args)
+        status: str = await self._call("execute", sql, *args)
+        return status
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         await self._call("executemany", sql, args)
+
+
+def one(row: Record | None) -> Record:
+    """The row of a query that always returns one (an aggregate, INSERT ... RETURNING, a
+    row the transaction holds locked): None there is a bug in the query, not a state."""
+    if row is None:
+        raise RuntimeError("a query that always returns a row returned none")
+    return row
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

@@ -13,6 +13,8 @@ inventory_ledger (see versions/0001_initial.py).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
@@ -48,17 +50,17 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
-def _created_at() -> sa.Column:
+def _created_at() -> sa.Column[datetime]:
     return sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
                      server_default=sa.func.now())
 
 
-def _updated_at() -> sa.Column:
+def _updated_at() -> sa.Column[datetime]:
     return sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
                      server_default=sa.func.now())
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     # BY DEFAULT (not ALWAYS) so restores and imports may keep their ids.
     return sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from cardmint.catalog.identify import Candidate, OcrInput
 from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE, Page
-from cardmint.db import Database
+from cardmint.db import Database, Row, one
 from cardmint.db.values import CONDITIONS
 from cardmint.errors import CardmintError, ValidationError
 from cardmint.intake import pricing, queue, stock
@@ -95,7 +95,7 @@ WHERE id = $1
 """
 
 
-def view(row: Mapping[str, Any]) -> dict[str, Any]:
+def view(row: Row) -> dict[str, Any]:
     """A capture as callers see it: the document's keys lifted beside the columns."""
     doc = row["ocr"] or {}
     job = None if row["job_id"] is None else {
@@ -133,7 +133,7 @@ async def create(ex: Executor, new: NewCapture, *, submitter: str) -> dict[str, 
     async with atomic(ex) as tx:
         capture_id = await tx.fetchval(INSERT_SQL, new.image_ref, new.ocr.text, doc)
         await queue.enqueue(tx, capture_id, priority=new.priority)
-        row = await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id)
+        row = one(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id))
     return view(row)
 
 
@@ -188,14 +188,16 @@ async def resolve(ex: Executor, capture_id: int, *, card_id: str, actor: str,
             raise ValidationError(f"no card {card_id!r}" if not known
                                   else f"card {card_id!r} has no variants", field="cardId")
         doc = dict(row["ocr"] or {})
+        variant: Mapping[str, Any] | None
         if variant_id is not None:
             variant = next((v for v in variants if v["id"] == variant_id), None)
             if variant is None:
                 raise ValidationError(f"variant {variant_id} is not a printing of {card_id}",
                                       field="variantId")
         else:
+            # the hinted printing, else the usual one (variants is not empty: checked above)
             variant = (choose_variant(variants, VariantHint.from_dict(doc.get("variant")))
-                       or choose_variant(variants))
+                       or choose_variant(variants) or variants[0])
         doc["condition"] = condition or doc.get("condition") or stock.DEFAULT_CONDITION
         doc["language"] = language or doc.get("language") or stock.DEFAULT_LANGUAGE
         doc["location"] = location if location is not None else doc.get("location")
@@ -210,4 +212,4 @@ async def resolve(ex: Executor, capture_id: int, *, card_id: str, actor: str,
             "UPDATE captures SET status = 'processed', card_id = $2, variant_id = $3, "
             "ocr = $4, error = NULL, updated_at = now() WHERE id = $1",
             capture_id, card_id, variant["id"], doc)
-        return view(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id))
+        return view(one(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id)))

@@ -156,8 +156,8 @@ async def enqueue(ex: Executor, capture_id: int, *, kind: str = IDENTIFY,
                   payload: dict[str, Any] | None = None) -> int | None:
     """Queue a job for a capture and wake the workers (the NOTIFY is delivered at commit).
     None if the capture already has an open job of this kind."""
-    job_id = await ex.fetchval(ENQUEUE_SQL, capture_id, kind, priority, max_attempts,
-                               payload or {})
+    job_id: int | None = await ex.fetchval(ENQUEUE_SQL, capture_id, kind, priority,
+                                           max_attempts, payload or {})
     if job_id is not None:
         await ex.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
     return job_id

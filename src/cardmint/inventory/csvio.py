@@ -32,13 +32,13 @@ import csv
 import io
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from cardmint.db import Transaction
+from cardmint.db import Row, Transaction
 from cardmint.errors import ValidationError
 from cardmint.inventory import fields, ledger
 from cardmint.inventory.items import Filters
@@ -119,7 +119,7 @@ def _words(value: str) -> str:
     return value.replace("-", " ").title()
 
 
-def printing(v: Mapping[str, Any], *, qualified: bool = True) -> str:
+def printing(v: Row, *, qualified: bool = True) -> str:
     stamps = list(v["stamps"] or [])
     label = BASE_LABELS.get(v["type"], _words(v["type"]))
     if FIRST_EDITION in stamps:
@@ -131,7 +131,7 @@ def printing(v: Mapping[str, Any], *, qualified: bool = True) -> str:
     return f"{label} ({', '.join(extra)})" if qualified and extra else label
 
 
-def pick_printing(variants: list[Mapping[str, Any]], label: str) -> Mapping[str, Any]:
+def pick_printing(variants: Sequence[Row], label: str) -> Row:
     wanted = (label.strip() or "Normal").lower()
     found = [v for v in variants if printing(v).lower() == wanted]
     if not found:

@@ -26,16 +26,16 @@ def text(value: Any, field: str, *, max_length: int = MAX_TEXT,
         return None
     if not isinstance(value, str):
         raise ValidationError("must be text", field=field)
-    value = value.strip()
-    if len(value) > max_length:
+    cleaned = value.strip()
+    if len(cleaned) > max_length:
         raise ValidationError(f"at most {max_length} characters", field=field)
-    if "\x00" in value:
+    if "\x00" in cleaned:
         raise ValidationError("must not contain NUL characters", field=field)
     try:
-        value.encode("utf-8")
+        cleaned.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a JSON escape
         raise ValidationError("must be valid Unicode", field=field) from None
-    return value
+    return cleaned
 
 
 def cents(value: Any, field: str, *, required: bool = False) -> int | None:

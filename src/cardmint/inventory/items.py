@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from cardmint.db import Transaction
+from cardmint.db import Record, Transaction, one
 from cardmint.errors import ConstraintViolation
 from cardmint.inventory import fields, ledger
 from cardmint.inventory.errors import Conflict, NotFound, StaleVersion, TransitionNotAllowed
@@ -129,8 +129,8 @@ async def update(tx: Transaction, item_id: int, *, version: int, changes: dict[s
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     before = await _lock(tx, item_id, version)
-    product = await tx.fetchrow("SELECT card_id, variant_id, condition, language "
-                                "FROM products WHERE id = $1", before["product_id"])
+    product = one(await tx.fetchrow("SELECT card_id, variant_id, condition, language "
+                                    "FROM products WHERE id = $1", before["product_id"]))
     current = {**dict(before), "condition": product["condition"],
                "language": product["language"]}
     wanted = {**current, **changes}
@@ -173,9 +173,9 @@ async def transition(tx: Transaction, item_id: int, action: str, *, version: int
     if before["status"] not in sources:
         raise TransitionNotAllowed(f"cannot {action} an item that is {before['status']} "
                                    f"(allowed from {', '.join(sorted(sources))})")
-    after = await tx.fetchrow(
+    after = one(await tx.fetchrow(
         "UPDATE inventory_items SET status = $2, version = version + 1, updated_at = now()"
-        " WHERE id = $1 RETURNING *", item_id, target)
+        " WHERE id = $1 RETURNING *", item_id, target))
     await ledger.record(tx, event, before=before, after=after, actor=actor,
                         amount_cents=amount_cents, reason=reason)
     return dict(after)
@@ -249,7 +249,7 @@ def _where(f: Filters) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
-async def _lock(tx: Transaction, item_id: int, version: int | None) -> Any:
+async def _lock(tx: Transaction, item_id: int, version: int | None) -> Record:
     """The item's row, locked until commit, so a concurrent change with the same
     If-Match waits here and then sees the new version (and gets its 412)."""
     row = await tx.fetchrow(LOCK_SQL, item_id)

@@ -3,10 +3,9 @@ change's transaction (a trigger refuses UPDATE and DELETE on it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from cardmint.db import Transaction
+from cardmint.db import Row, Transaction
 
 INSERT_SQL = """
 INSERT INTO inventory_ledger (item_id, product_id, event, from_status, to_status,
@@ -21,17 +20,18 @@ FROM inventory_ledger WHERE item_id = $1 ORDER BY occurred_at, id
 """
 
 
-async def record(tx: Transaction, event: str, *, before: Mapping[str, Any] | None,
-                 after: Mapping[str, Any], actor: str, amount_cents: int | None = None,
+async def record(tx: Transaction, event: str, *, before: Row | None,
+                 after: Row, actor: str, amount_cents: int | None = None,
                  reason: str | None = None, changes: dict[str, Any] | None = None) -> int:
     """One ledger row for the change from `before` (None: new item) to `after` (item
     rows); `changes` is {field: [old, new]} for what else changed."""
     details = {"changes": changes} if changes else {}
-    return await tx.fetchval(
+    ledger_id: int = await tx.fetchval(
         INSERT_SQL, after["id"], after["product_id"], event,
         before["status"] if before else None, after["status"],
         before["location"] if before else None, after["location"],
         amount_cents, actor, reason, details)
+    return ledger_id
 
 
 async def history(ex: Any, item_id: int) -> list[dict[str, Any]]:

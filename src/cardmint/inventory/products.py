@@ -5,11 +5,11 @@ picked from what a caller says about it (a variant id, or a card and variant typ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cardmint.db import Transaction
+from cardmint.db import Row, Transaction
 from cardmint.errors import DatabaseError, ValidationError
 
 # Products are unique per (variant, condition, language); a racing insert of the same one
@@ -64,9 +64,9 @@ class Variants:
     """The variants of the cards (and ids) a batch mentions, loaded with one query, so a
     feed of thousands of rows resolves without a query per row."""
 
-    def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.by_id: dict[int, Mapping[str, Any]] = {}
-        self.by_card: dict[str, list[Mapping[str, Any]]] = {}
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self.by_id: dict[int, Row] = {}
+        self.by_card: dict[str, list[Row]] = {}
         for row in rows:
             self.by_id[row["id"]] = row
             self.by_card.setdefault(row["card_id"], []).append(row)
@@ -98,7 +98,7 @@ class Variants:
         return ref.card_id, pick(variants, ref)["id"]
 
 
-def pick(variants: list[Mapping[str, Any]], ref: VariantRef) -> Mapping[str, Any]:
+def pick(variants: Sequence[Row], ref: VariantRef) -> Row:
     """The one variant matching every part given; among several, the plain one (no
     subtype, foil or stamps) if there is exactly one, since that is what a feed that
     says only "holo" means. Anything else is ambiguous and refused, never guessed."""
@@ -121,6 +121,6 @@ def pick(variants: list[Mapping[str, Any]], ref: VariantRef) -> Mapping[str, Any
     return found[0]
 
 
-def describe(v: Mapping[str, Any]) -> str:
+def describe(v: Row) -> str:
     parts = [v["type"], v["subtype"], v["foil"], *(v["stamps"] or [])]
     return "/".join(p for p in parts if p)

@@ -11,6 +11,8 @@ trigram indexes on card names) and the trigger that keeps inventory_ledger appen
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -59,12 +61,12 @@ CREATE TRIGGER inventory_ledger_append_only
 """
 
 
-def _ts(name: str, *, default: bool = False, nullable: bool = True) -> sa.Column:
+def _ts(name: str, *, default: bool = False, nullable: bool = True) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), server_default=NOW if default else None,
                      nullable=nullable)
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False)
 
 
