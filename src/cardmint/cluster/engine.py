@@ -192,7 +192,6 @@ class Cluster(Protocol):
     run instead)."""
 
     provider: str
-    settings: Settings
 
     async def up(self, replicas: int | None = None, sync: bool | None = None) -> UpReport: ...
     async def down(self, purge: bool = False) -> DownReport: ...
@@ -218,6 +217,7 @@ class Managed(Cluster, Protocol):
 
     home: Path
     admin: NodeAdmin
+    settings: Settings
 
     @property
     def archive(self) -> Path: ...

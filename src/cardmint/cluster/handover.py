@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from cardmint.cluster.pg.admin import NodeAdmin
+from cardmint.cluster.pg.admin import NodeAdmin, one_row
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.state import FENCED, ClusterState, Node
 from cardmint.errors import ClusterError, UsageError
@@ -88,7 +88,7 @@ async def probe_candidates(admin: NodeAdmin, replicas: list[Node],
         try:
             if conn is None:
                 conn = await admin.connect(node, "postgres", timeout=3)
-            row = await conn.fetchrow(CANDIDATE_SQL)
+            row = await one_row(conn, CANDIDATE_SQL)
             return Candidate(node.name, row["in_recovery"], parse_lsn(row["lsn"]),
                              row["streaming"])
         except (ClusterError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):

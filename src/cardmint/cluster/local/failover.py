@@ -40,6 +40,7 @@ from cardmint.cluster.handover import (
 )
 from cardmint.cluster.local import rejoin
 from cardmint.cluster.pg import nodes, process, replication
+from cardmint.cluster.pg.admin import one_row
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.pg.process import OsUser
@@ -118,7 +119,7 @@ async def _promote_and_repoint(cluster: LocalCluster, state: ClusterState, old: 
                                conn: asyncpg.Connection) -> None:
     await promote(conn)
     timer.lap("promote")
-    row = await conn.fetchrow(POSITION_SQL)
+    row = await one_row(conn, POSITION_SQL)
     report.timeline, report.lsn = row["timeline"], row["lsn"]
     promoted(state, target.name, old.name)
     # from here on every command finds the new primary (the application's multi-host

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from cardmint.cluster.pg.admin import one_row
 from cardmint.cluster.pg.roles import literal
 from cardmint.cluster.state import ClusterState
 
@@ -89,7 +90,7 @@ def decide(obs: Observation, missing_since: float | None, now: float, *, bound_s
 
 async def observe(conn: asyncpg.Connection, state: ClusterState) -> Observation:
     """What the primary says (a superuser or pg_monitor connection)."""
-    row = await conn.fetchrow(OBSERVE_SQL)
+    row = await one_row(conn, OBSERVE_SQL)
     return Observation(wanted=state.sync, configured=row["configured"],
                        candidates=tuple(n.name for n in state.replicas),
                        streaming=tuple(row["streaming"]), oldest_wait_s=row["oldest_wait_s"],

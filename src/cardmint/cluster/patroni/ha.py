@@ -27,6 +27,7 @@ from cardmint.cluster.handover import (
 )
 from cardmint.cluster.patroni import rest
 from cardmint.cluster.pg import process, replication
+from cardmint.cluster.pg.admin import one_row
 from cardmint.cluster.state import save
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError, UsageError
@@ -75,7 +76,7 @@ async def handover(cluster: PatroniCluster, kind: str, to: str | None) -> Failov
             if code != 200:
                 raise ClusterError(f"Patroni: {kind} to {target}: {redact(text)}")
             timer.lap("patroni_answer")
-            row = await conn.fetchrow(POSITION_SQL)
+            row = await one_row(conn, POSITION_SQL)
             await cluster.refresh_roles(state)
             cluster.record_pids(state)
             await asyncio.to_thread(save, state)

@@ -52,7 +52,10 @@ async def get(port: int, path: str, *, timeout: float = GET_TIMEOUT_S) -> dict[s
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
             response = await client.get(url(port, path))
-        return response.json()
+        body = response.json()
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        return body
     except (httpx.HTTPError, ValueError) as exc:
         raise ClusterError(f"Patroni's REST API on port {port} did not answer {path}: "
                            f"{type(exc).__name__}") from exc

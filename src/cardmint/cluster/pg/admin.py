@@ -14,12 +14,20 @@ import asyncpg
 
 from cardmint import secretfile
 from cardmint.cluster.engine import NodeStatus
-from cardmint.cluster.pg import process, roles
+from cardmint.cluster.pg import process
 from cardmint.cluster.pg.probe import NODE_SQL, parse_lsn
-from cardmint.cluster.state import FENCED, SUPERUSER, ClusterState, Node
+from cardmint.cluster.state import FENCED, ROLES, SUPERUSER, ClusterState, Node
 from cardmint.config import Settings
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError
+
+
+async def one_row(conn: asyncpg.Connection, sql: str, *args: object) -> asyncpg.Record:
+    """The row of a query that always returns one (a SELECT of expressions)."""
+    row = await conn.fetchrow(sql, *args)
+    if row is None:
+        raise ClusterError(f"no row from {sql.split()[0]} on the node")
+    return row
 
 
 class NodeAdmin:
@@ -30,7 +38,7 @@ class NodeAdmin:
 
     def passwords(self) -> dict[str, str]:
         pairs = secretfile.read(self.settings.secrets_path)
-        return {role: pairs.get(secretfile.role_key(role), "") for role in roles.ROLES}
+        return {role: pairs.get(secretfile.role_key(role), "") for role in ROLES}
 
     async def connect(self, node: Node, database: str = "postgres", *,
                       password: str | None = None, timeout: float = 10,
@@ -75,7 +83,7 @@ class NodeAdmin:
             out.error, out.state = str(exc), "unreachable"
             return out
         try:
-            row = await conn.fetchrow(NODE_SQL)
+            row = await one_row(conn, NODE_SQL)
             replication = await conn.fetch(
                 "SELECT application_name, state, sync_state FROM pg_stat_replication")
         finally:
