@@ -26,6 +26,7 @@ from typing import Any
 
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import migrate
 from cardmint.db.connect import connection
@@ -44,7 +45,7 @@ FROM generate_series(1, $1) g, (SELECT array_agg(id ORDER BY id) AS ids FROM pro
 
 
 def settings(home: Path) -> Settings:
-    return Settings(_env_file=None, home=home)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home))  # type: ignore[call-arg]
 
 
 async def prepare(home: Path, items: int) -> dict[str, Any]:

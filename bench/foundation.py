@@ -22,13 +22,14 @@ from pathlib import Path
 
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import migrate
 from cardmint.db.connect import connection
 
 
 def settings(home: Path, **kw: object) -> Settings:
-    return Settings(_env_file=None, home=home, **kw)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home, **kw))  # type: ignore[call-arg]
 
 
 async def timed(coro) -> float:

@@ -399,10 +399,11 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
 # -- main -------------------------------------------------------------------------------------
 
 async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    from cardmint.cluster.state import with_topology
     from cardmint.config import Settings
     from cardmint.db import Database
 
-    settings = Settings(_env_file=None, home=home)  # type: ignore[call-arg]
+    settings = with_topology(Settings(_env_file=None, home=home))  # type: ignore[call-arg]
     db = Database(settings, replica_dsns=[])  # the primary only: latency without routing
     await db.open(monitor=False)
     try:
@@ -430,6 +431,7 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
 async def fresh_cluster(root: Path) -> Path:
     from cardmint.catalog.load import load_catalog
     from cardmint.cluster.local.engine import LocalCluster
+    from cardmint.cluster.state import with_topology
     from cardmint.config import Settings, secret
     from cardmint.db import migrate
     from cardmint.db.connect import connection
@@ -437,7 +439,7 @@ async def fresh_cluster(root: Path) -> Path:
     home = root / "home"
     cluster = LocalCluster(Settings(_env_file=None, home=home))  # type: ignore[call-arg]
     await cluster.up(replicas=0)
-    settings = Settings(_env_file=None, home=home)  # type: ignore[call-arg]
+    settings = with_topology(Settings(_env_file=None, home=home))  # type: ignore[call-arg]
     await asyncio.to_thread(migrate.upgrade, secret(settings.migration_url))
     async with connection(secret(settings.migration_url), settings) as conn:
         await load_catalog(conn)

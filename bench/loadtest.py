@@ -38,6 +38,7 @@ import uvloop
 from cardmint.catalog import search
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
@@ -57,7 +58,7 @@ POINT_READ = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
 
 
 def settings(home: Path, **kw: Any) -> Settings:
-    return Settings(_env_file=None, home=home, **kw)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home, **kw))  # type: ignore[call-arg]
 
 
 def load() -> float:

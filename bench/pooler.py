@@ -33,13 +33,13 @@ import asyncpg
 
 from cardmint.cluster.local import pooler
 from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.state import APP, SUPERUSER
+from cardmint.cluster.state import APP, SUPERUSER, with_topology
 from cardmint.config import Settings, secret
 from cardmint.db.latency import LatencyHistogram
 
 
 def settings(home: Path) -> Settings:
-    return Settings(_env_file=None, home=home)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home))  # type: ignore[call-arg]
 
 
 class Arrivals:

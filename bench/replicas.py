@@ -32,7 +32,7 @@ import uvloop
 
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
-from cardmint.cluster.state import SUPERUSER
+from cardmint.cluster.state import SUPERUSER, with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
@@ -42,7 +42,7 @@ READ = "SELECT id, name, set_id FROM cards WHERE id = $1"
 
 
 def settings(home: Path, **kw: Any) -> Settings:
-    return Settings(_env_file=None, home=home, **kw)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home, **kw))  # type: ignore[call-arg]
 
 
 def load() -> float:

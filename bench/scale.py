@@ -35,6 +35,7 @@ import uvloop
 
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.db.connect import connection
@@ -77,7 +78,7 @@ LISTING_LOCATIONS = 500
 
 
 def settings(home: Path, **kw: Any) -> Settings:
-    return Settings(_env_file=None, home=home, **kw)  # type: ignore[call-arg]
+    return with_topology(Settings(_env_file=None, home=home, **kw))  # type: ignore[call-arg]
 
 
 def load() -> float:

@@ -15,13 +15,14 @@ import asyncpg
 
 from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.pg import process
-from cardmint.cluster.state import SUPERUSER
+from cardmint.cluster.state import SUPERUSER, with_topology
 from cardmint.config import Settings
 
 
 def make_settings(home: Path, **overrides: object) -> Settings:
-    """Settings for a cluster home, ignoring any .env file in the working directory."""
-    return Settings(_env_file=None, home=home, **overrides)  # type: ignore[call-arg]
+    """Settings for a cluster home, ignoring any .env file in the working directory, with
+    the DSNs and topology of its state."""
+    return with_topology(Settings(_env_file=None, home=home, **overrides))  # type: ignore[call-arg]
 
 
 @dataclass

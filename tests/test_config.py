@@ -1,10 +1,12 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from cardmint import secretfile
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings
 
 
@@ -61,7 +63,8 @@ def test_dsns_come_from_state_and_secrets(tmp_path: Path) -> None:
         secretfile.role_key("cardmint_app"): "app-secret",
         secretfile.role_key("cardmint_owner"): "owner-secret",
     })
-    s = settings(tmp_path)
+    assert settings(tmp_path).database_url is None  # the settings read no files of ours
+    s = with_topology(settings(tmp_path))
     assert s.database_url.get_secret_value() == (
         "postgresql://cardmint_app:app-secret@127.0.0.1:5001,127.0.0.1:5002/cardmint"
         "?target_session_attrs=read-write")
@@ -69,8 +72,17 @@ def test_dsns_come_from_state_and_secrets(tmp_path: Path) -> None:
     assert s.replica_urls[0].get_secret_value() == (
         "postgresql://cardmint_app:app-secret@127.0.0.1:5002/cardmint")
     # the environment wins over the state file
-    s2 = settings(tmp_path, database_url="postgresql://other@h/db")
+    s2 = with_topology(settings(tmp_path, database_url="postgresql://other@h/db"))
     assert s2.database_url.get_secret_value() == "postgresql://other@h/db"
+    # the data layer's topology follows the file: a replica added shows at the next look
+    assert s.topology is not None and s.topology.pooler_ports() == set()
+    state["dsns"]["replicas"].append("postgresql://cardmint_app@127.0.0.1:5003/cardmint")
+    state["pooler"] = {"port": 6432}
+    (tmp_path / "cluster.json").write_text(json.dumps(state))
+    os.utime(tmp_path / "cluster.json", ns=(1, 1))  # a new stamp however fast the write
+    assert [d.rsplit("@", 1)[1] for d in s.topology.replica_dsns() or []] == [
+        "127.0.0.1:5002/cardmint", "127.0.0.1:5003/cardmint"]
+    assert s.topology.pooler_ports() == {6432}
 
 
 def test_printing_settings_shows_no_password(tmp_path: Path) -> None:

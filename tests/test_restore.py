@@ -22,7 +22,7 @@ import pytest
 from cardmint import secretfile
 from cardmint.catalog.load import load_catalog
 from cardmint.cluster.pg import process, roles
-from cardmint.cluster.state import APP, SUPERUSER, load
+from cardmint.cluster.state import APP, SUPERUSER, load, with_topology
 from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate
 from cardmint.errors import BackupError, UsageError
@@ -233,7 +233,7 @@ async def test_repoint_makes_the_restored_copy_the_primary(rs: TestCluster,
         assert all(exists(r["datadir"]) for r in retired)  # kept for the post-mortem
 
         # the application's next settings load finds the new primary, and may write
-        fresh = Settings(_env_file=None, home=rs.home)  # type: ignore[call-arg]
+        fresh = with_topology(Settings(_env_file=None, home=rs.home))  # type: ignore[call-arg]
         assert f":{report['port']}/" in secret(fresh.database_url)
         db = Database(fresh)
         await db.open(monitor=False)

@@ -1,34 +1,44 @@
 """Settings: connection strings, pool sizes, timeouts and every runbook threshold.
 
-Read, highest priority first, from keyword arguments, the environment (`CARDMINT_*`), a
-`.env` file in the working directory, and the local cluster's state
-(`$CARDMINT_HOME/cluster.json` with passwords from `$CARDMINT_HOME/secrets.env`).
-Connection strings are `SecretStr`, so printing the settings never shows a password;
-`describe()` gives a redacted view for people.
+Read, highest priority first, from keyword arguments, the environment (`CARDMINT_*`) and
+a `.env` file in the working directory. The DSNs those leave unset come from the
+cluster's state: `cluster.state.with_topology(settings)` fills them from
+`$CARDMINT_HOME/cluster.json` (passwords from `secrets.env`) and attaches the `Topology`
+the data layer follows after a failover. Connection strings are `SecretStr`, so printing
+the settings never shows a password; `describe()` gives a redacted view for people.
 """
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cardmint import secretfile
-from cardmint.dsn import redact, username, with_password
+from cardmint.dsn import redact
 from cardmint.errors import ConfigError
 
-STATE_FILE = "cluster.json"
 SECRETS_FILE = "secrets.env"
+
+
+class Topology(Protocol):
+    """Where the cluster's nodes are now, as the data layer follows it (the cluster's
+    state gives one; settings made from the environment alone have none)."""
+
+    def replica_dsns(self) -> list[str] | None:
+        """The replicas' DSNs with passwords, or None when they cannot be read now."""
+
+    def pooler_ports(self) -> set[int]:
+        """Ports where a connection pooler (PgBouncer) listens before the primary."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CARDMINT_", env_file=".env", extra="ignore", validate_default=True
     )
+    _topology: Topology | None = PrivateAttr(default=None)
 
     # Where the local cluster lives and how it is run.
     home: Path = Path(".cardmint")
@@ -148,45 +158,24 @@ class Settings(BaseSettings):
         for name, warn, critical in pairs:
             if warn > critical:
                 raise ValueError(f"{name}: warn threshold {warn} exceeds critical {critical}")
-        self._fill_from_state()
         return self
 
-    # -- the local cluster's state ---------------------------------------------------
-
-    @property
-    def state_path(self) -> Path:
-        return self.home / STATE_FILE
+    # -- the cluster's files and topology --------------------------------------------
 
     @property
     def secrets_path(self) -> Path:
         return self.home / SECRETS_FILE
 
-    def _fill_from_state(self) -> None:
-        """Take DSNs the environment did not give from cluster.json plus the secrets file."""
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-            return
-        dsns = state.get("dsns") or {}
-        secrets = secretfile.read(self.secrets_path)
+    @property
+    def topology(self) -> Topology | None:
+        """What `cluster.state.with_topology` attached, for the data layer to follow."""
+        return self._topology
 
-        def complete(dsn: str) -> SecretStr:
-            user = username(dsn)
-            password = secrets.get(secretfile.role_key(user)) if user else None
-            return SecretStr(with_password(dsn, password) if password else dsn)
-
-        if self.database_url is None and dsns.get("app"):
-            self.database_url = complete(dsns["app"])
-        if not self.replica_urls and dsns.get("replicas"):
-            self.replica_urls = [complete(d) for d in dsns["replicas"]]
-        if self.migration_url is None and dsns.get("owner"):
-            self.migration_url = complete(dsns["owner"])
-        if self.readonly_url is None and dsns.get("readonly"):
-            self.readonly_url = complete(dsns["readonly"])
-        if not self.monitor_urls and dsns.get("monitor_nodes"):
-            self.monitor_urls = [complete(d) for d in dsns["monitor_nodes"]]
-        if self.admin_url is None and dsns.get("admin"):
-            self.admin_url = complete(dsns["admin"])
+    def with_topology(self, topology: Topology | None, **dsns: Any) -> Settings:
+        """A copy with `topology` attached and the given DSN fields set."""
+        copy = self.model_copy(update=dsns)
+        copy._topology = topology
+        return copy
 
     def describe(self) -> dict[str, Any]:
         """Every setting, with passwords masked: safe to print or log."""

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from cardmint import __version__, web
 from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
 from cardmint.errors import DatabaseUnavailable
@@ -22,7 +23,7 @@ REOPEN_EVERY_S = 2.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or with_topology(get_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from cardmint.cluster.state import with_topology
 from cardmint.config import Settings
 
 T = TypeVar("T")
@@ -22,7 +23,8 @@ HomeOpt = Annotated[
 
 
 def settings(home: Path | None = None) -> Settings:
-    return Settings(home=home) if home is not None else Settings()
+    """The settings (--home over CARDMINT_HOME), with the cluster state's DSNs and topology."""
+    return with_topology(Settings(home=home) if home is not None else Settings())
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

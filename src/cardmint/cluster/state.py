@@ -1,8 +1,10 @@
-"""The local cluster's state file, `$CARDMINT_HOME/cluster.json`.
+"""The cluster's state file, `$CARDMINT_HOME/cluster.json`: read and written here only.
 
 It names the nodes (port, data directory, last known role, PID) and the DSNs every
 command uses, without passwords: those live in `secrets.env` beside it. Written
 atomically, so a killed command leaves the previous state or the new one, never half.
+`with_topology` gives settings the DSNs it names and the `Topology` the data layer
+follows (a failover rewrites the file; the next replica check sees it).
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cardmint.config import STATE_FILE
+from pydantic import SecretStr
 
-# Database roles the local cluster creates (issue 2: owner, DML-only app, read-only).
+from cardmint import secretfile
+from cardmint.config import Settings
+from cardmint.dsn import username, with_password
+
+STATE_FILE = "cluster.json"
+
+# Database roles CardMint creates: the owner, the DML-only app, read-only, replication,
+# monitoring and the superuser.
 SUPERUSER = "postgres"
 OWNER = "cardmint_owner"
 APP = "cardmint_app"
@@ -161,3 +170,80 @@ def save(state: ClusterState) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- what the data layer and the settings read of it --------------------------------------
+
+
+class StateTopology:
+    """The DSNs of cluster.json completed with the secrets file's passwords, read again
+    only when the file has changed (a failover, a rejoin, a replica added)."""
+
+    def __init__(self, home: Path, secrets_path: Path) -> None:
+        self.home, self.secrets_path = home, secrets_path
+        self._stamp: int | None = None
+        self._dsns: dict[str, Any] | None = None
+
+    def dsns(self) -> dict[str, Any] | None:
+        """{"app", "owner", "readonly", "admin": DSN; "replicas", "monitor_nodes": [DSN]},
+        passwords in; None without a readable state file."""
+        try:
+            stamp = os.stat(path(self.home)).st_mtime_ns
+        except OSError:
+            self._stamp, self._dsns = None, None
+            return None
+        if stamp != self._stamp:
+            try:
+                found = json.loads(path(self.home).read_text()).get("dsns") or {}
+            except (OSError, ValueError, AttributeError):
+                return self._dsns  # mid-rewrite (never, it is atomic) or broken: as before
+            secrets = secretfile.read(self.secrets_path)
+            self._dsns = {k: ([_complete(d, secrets) for d in v] if isinstance(v, list)
+                              else _complete(v, secrets)) for k, v in found.items()}
+            self._stamp = stamp
+        return self._dsns
+
+    def replica_dsns(self) -> list[str] | None:
+        dsns = self.dsns()
+        return None if dsns is None else list(dsns.get("replicas") or [])
+
+    def pooler_ports(self) -> set[int]:
+        try:
+            state = json.loads(path(self.home).read_text())
+        except (OSError, ValueError):
+            return set()
+        port = (state.get("pooler") or {}).get("port") if isinstance(state, dict) else None
+        return {int(port)} if port else set()
+
+
+def _complete(dsn: str, secrets: dict[str, str]) -> str:
+    user = username(dsn)
+    password = secrets.get(secretfile.role_key(user)) if user else None
+    return with_password(dsn, password) if password else dsn
+
+
+def with_topology(settings: Settings) -> Settings:
+    """`settings` with the DSNs the environment did not give taken from cluster.json, and
+    the cluster's topology attached for the data layer to follow."""
+    topology = StateTopology(settings.home, settings.secrets_path)
+    dsns = topology.dsns() or {}
+    filled: dict[str, Any] = {}
+    for field_name, key in (("database_url", "app"), ("migration_url", "owner"),
+                            ("readonly_url", "readonly"), ("admin_url", "admin")):
+        if getattr(settings, field_name) is None and dsns.get(key):
+            filled[field_name] = SecretStr(dsns[key])
+    for field_name, key in (("replica_urls", "replicas"), ("monitor_urls", "monitor_nodes")):
+        if not getattr(settings, field_name) and dsns.get(key):
+            filled[field_name] = [SecretStr(d) for d in dsns[key]]
+    return settings.with_topology(topology, **filled)
+
+
+DSN_FIELDS = ("database_url", "replica_urls", "migration_url", "readonly_url", "admin_url",
+              "monitor_urls")
+
+
+def refreshed(settings: Settings) -> Settings:
+    """The same settings with their DSNs read again, from the environment and then the
+    state (after a failover the state names the new primary first)."""
+    again = type(settings)(**{k: v for k, v in settings if k not in DSN_FIELDS})
+    return with_topology(again)

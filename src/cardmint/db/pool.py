@@ -95,10 +95,9 @@ class Database:
         if replica_dsns is None:
             replica_dsns = [s.get_secret_value() for s in settings.replica_urls]
         self.replicas = [Replica(name=_hosts(d), dsn=d) for d in replica_dsns]
-        # Replicas that came from the settings' sources (the cluster state) follow them: a
-        # failover or rejoin rewrites cluster.json and the next replica check sees it.
+        # Replicas that came from the settings' topology (the cluster's state) follow it: a
+        # failover or rejoin changes it and the next replica check sees that.
         self._follow = follow and _source_replicas(settings) == list(replica_dsns)
-        self._state_mtime = _mtime(settings.state_path)
         self._primary: asyncpg.Pool | None = None
         self._rotation = itertools.count()
         self._monitor: asyncio.Task[None] | None = None
@@ -406,8 +405,7 @@ class Database:
     async def check_replicas(self) -> list[dict[str, Any]]:
         """Ask every replica whether it is in recovery and how far behind it is (after
         taking up a changed replica list, when this database follows the cluster state)."""
-        if self._follow and _mtime(self.settings.state_path) != self._state_mtime:
-            self._state_mtime = _mtime(self.settings.state_path)
+        if self._follow:
             dsns = _source_replicas(self.settings)
             if dsns is not None:
                 await self.refresh_topology(dsns)
@@ -556,20 +554,9 @@ async def _expire_if_lost(pool: asyncpg.Pool, exc: BaseException) -> None:
 
 
 def _source_replicas(settings: Settings) -> list[str] | None:
-    """The replica DSNs the settings' sources give now (environment, then the cluster
-    state), the other settings as they are; None if they cannot be read."""
-    try:
-        fresh = type(settings)(**{k: v for k, v in settings if k != "replica_urls"})
-    except Exception:
-        return None
-    return [s.get_secret_value() for s in fresh.replica_urls]
-
-
-def _mtime(path: os.PathLike[str]) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
+    """The replica DSNs the settings' topology gives now; None without one (or when it
+    cannot be read)."""
+    return settings.topology.replica_dsns() if settings.topology is not None else None
 
 
 def _hosts(dsn: str) -> str:

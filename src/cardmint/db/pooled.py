@@ -1,23 +1,17 @@
-"""Is a DSN a connection pooler? The local cluster records PgBouncer's port in cluster.json
-(`pooler.port`); a DSN to that port goes through it. PgBouncer before 1.21 in transaction
-mode keeps no prepared statements across transactions, so asyncpg's statement cache must
-be off there; the user is never asked."""
+"""Is a DSN a connection pooler? The settings' topology knows PgBouncer's port (the local
+cluster records it in cluster.json); a DSN to that port goes through it. PgBouncer before
+1.21 in transaction mode keeps no prepared statements across transactions, so asyncpg's
+statement cache must be off there; the user is never asked."""
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 from cardmint.config import Settings
 
 
 def pooler_ports(settings: Settings) -> set[int]:
-    try:
-        state = json.loads(settings.state_path.read_text())
-    except (OSError, ValueError):
-        return set()
-    port = (state.get("pooler") or {}).get("port") if isinstance(state, dict) else None
-    return {int(port)} if port else set()
+    return settings.topology.pooler_ports() if settings.topology is not None else set()
 
 
 def dsn_ports(dsn: str) -> set[int]:

@@ -45,9 +45,12 @@ def _dsn() -> str:
     if not dsn:
         dsn = context.get_x_argument(as_dictionary=True).get("dsn")
     if not dsn:
-        from cardmint.config import get_settings  # late: reads the environment
+        # late: reads the environment and, for the runbook's bare `alembic upgrade head`,
+        # the local cluster's state (the one import of this script above db)
+        from cardmint.cluster.state import with_topology
+        from cardmint.config import get_settings
 
-        url = get_settings().migration_url
+        url = with_topology(get_settings()).migration_url
         dsn = url.get_secret_value() if url is not None else None
     if not dsn:
         raise ConfigError(

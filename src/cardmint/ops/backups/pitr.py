@@ -27,7 +27,15 @@ from cardmint.cluster.home import free_ports
 from cardmint.cluster.pg import nodes, process
 from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.pg.roles import literal, scram_verifier
-from cardmint.cluster.state import READY, SUPERUSER, ClusterState, Node, load, save
+from cardmint.cluster.state import (
+    READY,
+    SUPERUSER,
+    ClusterState,
+    Node,
+    StateTopology,
+    load,
+    save,
+)
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection
 from cardmint.dsn import username, with_password
@@ -302,12 +310,12 @@ def settings_for(base: Settings, state: ClusterState, home: Path,
         return SecretStr(with_password(dsn, password) if password else dsn)
 
     dsns = state.dsns()
-    return base.model_copy(update={
-        "home": home, "database_url": full(dsns["app"]), "migration_url": full(dsns["owner"]),
-        "readonly_url": full(dsns["readonly"]), "admin_url": full(dsns["admin"]),
-        "replica_urls": [full(d) for d in dsns["replicas"]],
-        "monitor_urls": [full(d) for d in dsns["monitor_nodes"]],
-    })
+    return base.with_topology(
+        StateTopology(home, base.secrets_path),
+        home=home, database_url=full(dsns["app"]), migration_url=full(dsns["owner"]),
+        readonly_url=full(dsns["readonly"]), admin_url=full(dsns["admin"]),
+        replica_urls=[full(d) for d in dsns["replicas"]],
+        monitor_urls=[full(d) for d in dsns["monitor_nodes"]])
 
 
 def _write_record(home: Path, record: dict[str, Any]) -> None:

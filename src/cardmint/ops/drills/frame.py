@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cardmint.cluster.engine import RejoinReport
+from cardmint.cluster.state import refreshed
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.errors import CardmintError
@@ -27,16 +28,9 @@ from cardmint.ops.health.report import check_health
 from cardmint.ops.health.testcard import run_test_card
 
 WARMUP_WRITES = 40
-DSN_FIELDS = ("database_url", "replica_urls", "migration_url", "readonly_url", "admin_url",
-              "monitor_urls")
 CONTRACT = ("ok", "provider", "detection_s", "promotion_s", "write_outage_s",
             "acknowledged_writes", "lost_writes", "old_primary", "new_primary", "health",
             "rejoined")
-
-
-def refreshed(settings: Settings) -> Settings:
-    """The same settings with DSNs read again (the state names the new primary now)."""
-    return type(settings)(**{k: v for k, v in settings if k not in DSN_FIELDS})
 
 
 @dataclass
