@@ -199,7 +199,7 @@ async def test_switchover_loses_no_acknowledged_write(patroni_cluster: PatroniCl
         await asyncio.gather(task, return_exceptions=True)
         await db.close()
     assert report.kind == "switchover" and report.old_primary == before
-    assert report.new_primary != before and report.rejoin["streaming"] is True
+    assert report.new_primary != before and report.rejoin is not None and report.rejoin.streaming is True
     assert report.sync_names == before  # Patroni made the old leader the sync standby
     assert await leader_of(patroni_cluster) == report.new_primary
     assert lost(probe.acks, await rows(patroni_cluster, report.new_primary, "switchover")) == []
@@ -241,7 +241,7 @@ async def test_rotation_follows_into_patronis_configuration(
         text = await asyncio.to_thread(patroni_cluster.config_path(node.name).read_text)
         assert new[REPLICATION] in text and old[REPLICATION] not in text
     switch = await patroni_cluster.switchover()
-    assert switch.rejoin["streaming"] is True
+    assert switch.rejoin is not None and switch.rejoin.streaming is True
 
 
 async def test_killed_leader_fails_over_by_itself_and_rejoins(
