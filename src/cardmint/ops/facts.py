@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from cardmint.cluster.pg.probe import NODE_SQL
+from cardmint.db import PooledConnection, one
 
 
 @dataclass
@@ -44,7 +45,7 @@ async def node(conn: asyncpg.Connection, name: str) -> NodeFacts:
     began = time.perf_counter()
     await conn.fetchval("SELECT 1")
     select1_ms = (time.perf_counter() - began) * 1000
-    row = await conn.fetchrow(NODE_SQL)
+    row = one(await conn.fetchrow(NODE_SQL))
     return NodeFacts(name=name, select1_ms=round(select1_ms, 3), **dict(row))
 
 
@@ -121,14 +122,14 @@ class Archiver:
 
 
 async def archiver(conn: asyncpg.Connection) -> Archiver:
-    row = await conn.fetchrow("""
+    row = one(await conn.fetchrow("""
         SELECT archived_count, failed_count, last_archived_wal,
                last_archived_time AS last_archived_at, last_failed_wal,
                last_failed_time AS last_failed_at,
                current_setting('archive_mode') AS archive_mode,
                extract(epoch FROM now() - last_archived_time)::float8 AS last_archived_age_s
         FROM pg_stat_archiver
-    """)
+    """))
     data = dict(row)
     failed, archived = data["last_failed_at"], data["last_archived_at"]
     data["failing"] = failed is not None and (archived is None or failed > archived)
@@ -149,11 +150,11 @@ class Storage:
 async def storage(conn: asyncpg.Connection, *, capacity_bytes: int | None = None) -> Storage:
     """Database and WAL size; usage against a configured capacity, else against the data
     directory's filesystem (readable only when the node runs on this machine)."""
-    row = await conn.fetchrow("""
+    row = one(await conn.fetchrow("""
         SELECT pg_database_size(current_database()) AS database_bytes,
                (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir())::bigint AS wal_bytes,
                current_setting('data_directory') AS data_directory
-    """)
+    """))
     total = used = None
     try:
         # as df counts: blocks reserved for root are neither used nor available to us
@@ -164,7 +165,7 @@ async def storage(conn: asyncpg.Connection, *, capacity_bytes: int | None = None
         pass
     if capacity_bytes:
         pct = 100.0 * (row["database_bytes"] + row["wal_bytes"]) / capacity_bytes
-    elif total:
+    elif total and used is not None:
         pct = 100.0 * used / total
     else:
         pct = None
@@ -177,11 +178,11 @@ async def storage(conn: asyncpg.Connection, *, capacity_bytes: int | None = None
 async def database_activity(conn: asyncpg.Connection) -> dict[str, Any]:
     """Cumulative counters of the current database; deltas over a window give TPS and
     the read/write ratio."""
-    row = await conn.fetchrow("""
+    row = one(await conn.fetchrow("""
         SELECT xact_commit, xact_rollback, blks_read, blks_hit, tup_returned, tup_fetched,
                tup_inserted, tup_updated, tup_deleted, clock_timestamp() AS at
         FROM pg_stat_database WHERE datname = current_database()
-    """)
+    """))
     return dict(row)
 
 
@@ -215,12 +216,12 @@ async def table_activity(conn: asyncpg.Connection, *,
     """Cumulative rows read (sequential + index fetches) and written in user tables,
     leaving out `exclude` (e.g. the monitor's own tables): the application's read/write
     mix, without the catalog reads every new connection makes."""
-    row = await conn.fetchrow("""
+    row = one(await conn.fetchrow("""
         SELECT coalesce(sum(seq_tup_read + coalesce(idx_tup_fetch, 0)), 0)::bigint AS reads,
                coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint AS writes,
                clock_timestamp() AS at
         FROM pg_stat_user_tables WHERE NOT relname = ANY($1::text[])
-    """, list(exclude))
+    """, list(exclude)))
     return dict(row)
 
 
@@ -240,15 +241,15 @@ async def replication(conn: asyncpg.Connection) -> dict[str, Any]:
     return {"senders": [dict(r) for r in senders], "slots": [dict(r) for r in slots]}
 
 
-async def latest_backup(conn: asyncpg.Connection) -> dict[str, Any] | None:
+async def latest_backup(conn: asyncpg.Connection | PooledConnection) -> dict[str, Any] | None:
     """The newest successful backup in the catalog, or None (also when the table is not
     there yet: an unmigrated database has no backups)."""
     try:
-        row = await conn.fetchrow("""
+        row = one(await conn.fetchrow("""
             SELECT id, finished_at, verified,
                    extract(epoch FROM now() - finished_at)::float8 AS age_s
             FROM backups WHERE status = 'ok' ORDER BY finished_at DESC LIMIT 1
-        """)
+        """))
     except asyncpg.UndefinedTableError:
         return None
     return dict(row) if row else None

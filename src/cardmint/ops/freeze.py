@@ -89,7 +89,8 @@ async def freeze_state(conn: asyncpg.Connection) -> dict[str, Any] | None:
     comment = await conn.fetchval(COMMENT_SQL)
     if not comment or not comment.startswith(MARKER):
         return None
-    return json.loads(comment[len(MARKER):])
+    record: dict[str, Any] = json.loads(comment[len(MARKER):])
+    return record
 
 
 async def is_frozen(conn: asyncpg.Connection) -> bool:

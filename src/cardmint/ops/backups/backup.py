@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ import asyncpg
 
 from cardmint.clock import utc
 from cardmint.cluster.pg.admin import NodeAdmin
-from cardmint.cluster.provider import open_cluster
+from cardmint.cluster.provider import open_managed
 from cardmint.cluster.state import REPLICATION
 from cardmint.config import Settings, secret
 from cardmint.db.connect import connection
@@ -73,7 +74,7 @@ async def create(settings: Settings, *, max_rate: str | None = None) -> dict[str
 
 async def _take(s: store.Site, conn: asyncpg.Connection, lock_fd: int,
                 max_rate: str | None) -> dict[str, Any]:
-    primary = await open_cluster(s.settings).resolve("primary")
+    primary = await open_managed(s.settings, "a base backup").resolve("primary")
     catalogued = await records.available(conn)
     taken = {r["id"] for r in await records.rows(conn)} if catalogued else set()
     backup_id = store.new_id(s, taken=taken)
@@ -245,7 +246,7 @@ async def prune(settings: Settings, *, now: datetime | None = None,
             "notes": notes}
 
 
-def _size(path: Any) -> int:
+def _size(path: Path) -> int:
     try:
         return path.stat().st_size
     except FileNotFoundError:

@@ -26,6 +26,7 @@ from cardmint.clock import utc
 from cardmint.cluster.home import free_ports
 from cardmint.cluster.pg import nodes, process
 from cardmint.cluster.pg.admin import NodeAdmin
+from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.pg.roles import literal, scram_verifier
 from cardmint.cluster.state import (
     READY,
@@ -37,6 +38,7 @@ from cardmint.cluster.state import (
     save,
 )
 from cardmint.config import Settings, secret
+from cardmint.db import one
 from cardmint.db.connect import connection
 from cardmint.dsn import username, with_password
 from cardmint.errors import BackupError, CardmintError, DatabaseUnavailable, UsageError
@@ -152,13 +154,12 @@ async def _archive_through(settings: Settings, s: store.Site,
     dsn = secret(settings.admin_url)
     try:
         async with connection(dsn or "", settings, application="cardmint-restore") as conn:
-            row = await conn.fetchrow("SELECT clock_timestamp() AS now, "
-                                      "pg_current_wal_lsn()::text AS lsn")
+            row = one(await conn.fetchrow("SELECT clock_timestamp() AS now, "
+                                          "pg_current_wal_lsn()::text AS lsn"))
             if goal.kind == "time" and goal.time and goal.time > row["now"]:
                 raise UsageError(f"--target-time {goal.time.isoformat()} is in the future "
                                  f"(the primary's clock says {row['now'].isoformat()})")
-            lsn_of = restore_plan.parse_lsn
-            if goal.kind == "lsn" and lsn_of(goal.lsn) > lsn_of(row["lsn"]):
+            if goal.kind == "lsn" and (parse_lsn(goal.lsn) or 0) > (parse_lsn(row["lsn"]) or 0):
                 raise UsageError(f"--target-lsn {goal.lsn} is past the primary's WAL "
                                  f"({row['lsn']})")
             segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")

@@ -25,7 +25,7 @@ COLUMNS = ("id, status, started_at, finished_at, start_lsn, end_lsn, timeline, s
 async def available(conn: asyncpg.Connection) -> bool:
     """False on a database not migrated yet: backups then live on disk only, and are
     entered by the first `backup list` after `cardmint db upgrade`."""
-    return await conn.fetchval("SELECT to_regclass('backups') IS NOT NULL")
+    return bool(await conn.fetchval("SELECT to_regclass('backups') IS NOT NULL"))
 
 
 async def start(conn: asyncpg.Connection, backup_id: str, started_at: datetime, node: str,
@@ -81,8 +81,8 @@ async def delete_failed_before(conn: asyncpg.Connection, before: datetime, *,
                                dry_run: bool = False) -> int:
     """Failed attempts are history; they go with the retention period."""
     if dry_run:
-        return await conn.fetchval(
-            "SELECT count(*) FROM backups WHERE status = 'failed' AND started_at < $1", before)
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM backups WHERE status = 'failed' AND started_at < $1", before))
     done = await conn.execute(
         "DELETE FROM backups WHERE status = 'failed' AND started_at < $1", before)
     return int(done.split()[-1])

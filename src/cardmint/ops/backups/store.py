@@ -89,7 +89,7 @@ def new_id(s: Site, now: datetime | None = None, taken: set[str] | frozenset[str
 
 def finished(s: Site) -> dict[str, dict[str, Any]]:
     """Every complete backup on disk, id to metadata."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     if not s.backups.is_dir():
         return out
     for entry in sorted(s.backups.iterdir()):

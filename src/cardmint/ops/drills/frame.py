@@ -149,10 +149,10 @@ def budget(report: dict[str, Any]) -> dict[str, float] | None:
 
 async def store_report(db: Database, report: dict[str, Any]) -> int:
     async with db.transaction() as tx:
-        return await tx.fetchval(
+        return int(await tx.fetchval(
             "INSERT INTO drills (kind, started_at, finished_at, ok, report) "
             "VALUES ('failover', $1, $2, $3, $4) RETURNING id",
-            report["started_at"], report["finished_at"], report["ok"], plain(report))
+            report["started_at"], report["finished_at"], report["ok"], plain(report)))
 
 
 def plain(value: Any) -> Any:

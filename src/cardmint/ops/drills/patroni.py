@@ -25,6 +25,7 @@ from cardmint.cluster.engine import FailoverReport
 from cardmint.cluster.handover import POSITION_SQL
 from cardmint.cluster.patroni import PatroniCluster, conf, rest
 from cardmint.cluster.pg import process
+from cardmint.cluster.pg.admin import one_row
 from cardmint.cluster.state import ClusterState
 from cardmint.config import Settings
 from cardmint.errors import ClusterError
@@ -118,7 +119,7 @@ async def exercise(cluster: PatroniCluster, state: ClusterState, pid: int,
         conn = conns[new]
         await _writable(conn)
         d.report["promotion_s"] = round(time.monotonic() - detected_at, 4)
-        row = await conn.fetchrow(POSITION_SQL)
+        row = await one_row(conn, POSITION_SQL)
         d.report["new_primary"] = new
         d.report["timeline"] = row["timeline"]
         d.report["failover"] = FailoverReport(

@@ -19,7 +19,7 @@ import asyncpg
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.state import load as load_state
 from cardmint.config import Settings, secret
-from cardmint.db import Database
+from cardmint.db import Database, one
 from cardmint.db.connect import connection
 from cardmint.errors import CardmintError
 from cardmint.ops import facts
@@ -142,7 +142,7 @@ async def check_health(settings: Settings, *, now: datetime | None = None) -> He
     primary = primaries[0] if len(primaries) == 1 else None
     checks += _lag_checks(settings, nodes, primary)
     primary_dsn = dict(targets).get(primary.name) if primary else None
-    if primary_dsn:
+    if primary is not None and primary_dsn:
         checks += await _primary_checks(settings, primary, primary_dsn, figures)
     checks += await _application_checks(settings, figures)
     pooled = await pooler_status(settings)
@@ -220,7 +220,7 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
         detail=f"database {store.database_bytes / 2**20:.1f} MiB, WAL "
                f"{store.wal_bytes / 2**20:.1f} MiB"
                + (f", {used:.1f} % of {store.capacity_bytes / 2**30:.1f} GiB"
-                  if used is not None else "; capacity unknown")))
+                  if used is not None and store.capacity_bytes else "; capacity unknown")))
 
     out.append(_archive_check(s, primary.name, archive, backlog))
     out.append(slot_check(primary.name, replication["slots"]))
@@ -254,11 +254,11 @@ async def _primary_checks(settings: Settings, primary: facts.NodeFacts, dsn: str
 
 async def _archive_backlog(conn: asyncpg.Connection) -> dict[str, Any]:
     """Segments written but not yet archived (.ready files), and the oldest one's age."""
-    row = await conn.fetchrow("""
+    row = one(await conn.fetchrow("""
         SELECT count(*) AS ready,
                coalesce(extract(epoch FROM now() - min(modification)), 0)::float8 AS oldest_s
         FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'
-    """)
+    """))
     return dict(row)
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cardmint.config import Settings, secret
-from cardmint.db import Database, migrate
+from cardmint.db import Database, migrate, one
 from cardmint.db.connect import connection
 from cardmint.errors import CardmintError
 
@@ -97,7 +97,7 @@ async def _revision(db: Database, head: str) -> str:
         raise AssertionError(f"no schema revision ({exc}): run `cardmint db upgrade`") from None
     if current != head:
         raise AssertionError(f"schema at {current}, code at {head}: run `cardmint db upgrade`")
-    return current
+    return str(current)
 
 
 async def _write(db: Database, token: str) -> dict[str, Any]:
@@ -111,9 +111,9 @@ async def _write(db: Database, token: str) -> dict[str, Any]:
                              "VALUES ($1, $1, $1, $1, 1)", token)
             await tx.execute("INSERT INTO cards (id, set_id, local_id, position, name, "
                              "category) VALUES ($1 || '-1', $1, '1', 1, $1, 'Pokemon')", token)
-            variant = await tx.fetchrow(
+            variant = one(await tx.fetchrow(
                 "INSERT INTO card_variants (card_id, type, stamps, position) "
-                "VALUES ($1 || '-1', 'normal', '{}', 1) RETURNING id, card_id", token)
+                "VALUES ($1 || '-1', 'normal', '{}', 1) RETURNING id, card_id", token))
         capture = await tx.fetchval(
             "INSERT INTO captures (image_ref, ocr_text) VALUES ($1, $2) RETURNING id",
             f"{MARK}://{token}", token)

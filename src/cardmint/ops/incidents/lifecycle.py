@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cardmint.clock import utc
-from cardmint.db import Database
+from cardmint.db import Database, one
 from cardmint.errors import ValidationError
 from cardmint.ops.incidents.report import render_report
 from cardmint.ops.incidents.severity import get_severity
@@ -136,10 +136,10 @@ async def open_incident(db: Database, severity: str, title: str, *,
     title = _text(title, "title")
     now = utc(now)
     async with db.transaction():
-        row = await db.fetchrow(
+        row = one(await db.fetchrow(
             f"INSERT INTO incidents (title, severity, opened_at, deadline_at) "
             f"VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
-            title, level.code, now, level.deadline(now))
+            title, level.code, now, level.deadline(now)))
         await _event(db, row["id"], now, "opened", f"{level.code} {level.label}: {title}",
                      actor)
     return _incident(row, now)

@@ -170,7 +170,8 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
         return {**schema, "properties": {k: resolve(spec, v)
                                           for k, v in schema["properties"].items()}}
     if "anyOf" in schema:  # Optional[X]: the non-null branch
-        branch = next((s for s in schema["anyOf"] if s.get("type") != "null"), {})
+        branch: dict[str, Any] = next(
+            (s for s in schema["anyOf"] if s.get("type") != "null"), {})
         return resolve(spec, branch)
     return schema
 

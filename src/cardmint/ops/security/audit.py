@@ -202,8 +202,10 @@ def _loopback(address: str | None) -> bool:
     if address in (None, "localhost", "samehost"):
         return address is not None
     try:
-        return ipaddress.ip_network(address, strict=False).subnet_of(
-            ipaddress.ip_network("127.0.0.0/8")) or address in ("::1", "::1/128")
+        network = ipaddress.ip_network(address, strict=False)
+        if isinstance(network, ipaddress.IPv6Network):
+            return network.subnet_of(ipaddress.IPv6Network("::1/128"))
+        return network.subnet_of(ipaddress.IPv4Network("127.0.0.0/8"))
     except (ValueError, TypeError):
         return False
 
