@@ -243,10 +243,10 @@ async def test_samples_carry_the_figures_and_old_ones_are_pruned(
     taken = report.sample
     nodes = taken["nodes"]
     assert sorted(f["role"] for f in nodes.values()) == ["primary", "replica"]
-    assert sample["primary"] in nodes and all(f["reachable"] for f in nodes.values())
+    assert taken["primary"] in nodes and all(f["reachable"] for f in nodes.values())
     assert all(f["connections"] >= 1 and f["storage_pct"] is not None for f in nodes.values())
-    assert sample["latency_p95_ms"] > 0 and sample["app"]["latency"]["count"] == 20
-    assert sample["host"]["memory_pct"] is not None and sample["activity"]["xact_commit"] > 0
+    assert taken["latency_p95_ms"] > 0 and taken["app"]["latency"]["count"] == 20
+    assert taken["host"]["memory_pct"] is not None and taken["activity"]["xact_commit"] > 0
     following = await sample.run_once(pg.settings(), now=now + timedelta(seconds=1))
     assert following.sample["rates"]["tps"] > 0
     mix = following.sample["read_write"]  # the monitor's own tables are left out
