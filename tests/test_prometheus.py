@@ -26,9 +26,11 @@ import yaml
 from cardmint.api.app import create_app
 from cardmint.catalog.load import load_catalog
 from cardmint.config import Settings, secret
+from cardmint.db import Database
 from cardmint.db.connect import connection
 from cardmint.ops.monitor import grafana, prometheus, promtests, rules
 from cardmint.ops.monitor.runbook import anchors, link
+from cardmint.ops.monitor.scrape import Scraper
 from support import TestCluster, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,6 +188,39 @@ async def test_a_node_or_database_out_of_reach_is_a_reading(pg: TestCluster) -> 
     assert samples(done.text, "pg_replication_is_replica") == {}
 
 
+async def test_finished_jobs_are_counted_once_a_minute_the_queue_every_scrape(
+        pg: TestCluster, db: Database) -> None:
+    clock = [1000.0]
+    scraper = Scraper(pg.settings(), outcomes_every_s=60, clock=lambda: clock[0])
+
+    async def jobs() -> dict[tuple[str, str], int]:
+        app = (await scraper.read(db)).app
+        assert app is not None and app.up and app.outcomes is not None
+        return {(k, st): n for k, st, n in [*app.queue, *app.outcomes]}
+
+    before = await jobs()
+    settings = pg.settings()
+    async with connection(secret(settings.migration_url), settings) as conn:
+        captures = [await conn.fetchval(
+            "INSERT INTO captures (image_ref) VALUES ('t-scrape') RETURNING id")
+            for _ in range(2)]
+        try:
+            await conn.execute(
+                "INSERT INTO processing_jobs (capture_id, kind, status, finished_at) VALUES "
+                "($1, 't_scrape', 'succeeded', now()), ($2, 't_scrape', 'queued', NULL)",
+                *captures)
+            clock[0] += 59
+            soon = await jobs()
+            assert soon[("t_scrape", "queued")] == 1  # the queue is read every scrape
+            assert ("t_scrape", "succeeded") not in soon  # outcomes: the last count
+            assert {k: v for k, v in soon.items() if k[1] != "queued"} == {
+                k: v for k, v in before.items() if k[1] != "queued"}
+            clock[0] += 1
+            assert (await jobs())[("t_scrape", "succeeded")] == 1
+        finally:
+            await conn.execute("DELETE FROM captures WHERE id = ANY($1::bigint[])", captures)
+
+
 # -- the rules: one definition, two evaluators ------------------------------------------
 
 
@@ -281,6 +316,8 @@ def test_the_rules_carry_the_runbooks_thresholds_severities_and_links() -> None:
         assert url == link(rule.runbook_section) and url.startswith("docs/runbook.md#")
         assert url.split("#")[1] in runbook, f"{name}: no heading {url} in docs/runbook.md"
     assert {r.severity for r in rules.RULES.values()} == {"P0", "P1", "P2"}
+    readme = (ROOT / "README.md").read_text()
+    assert [n for n in rules.RULE_NAMES if f"`{n}`" not in readme] == []
 
 
 def test_the_files_in_the_repository_are_the_generated_ones() -> None:

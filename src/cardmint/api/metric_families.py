@@ -175,9 +175,11 @@ def application(app: AppScrape) -> Iterator[Metric]:
                  [([], 1.0 if app.up else 0.0)])
     if not app.up or app.error:
         return
-    yield _gauge("cardmint_intake_jobs", "Processing jobs by kind and status (queued and "
-                 "running are the queue; succeeded and failed, the outcomes so far)",
-                 ["kind", "status"], [([k, st], n) for k, st, n in app.jobs])
+    yield _gauge("cardmint_intake_jobs", "Processing jobs by kind and status: queued and "
+                 "running are the queue; succeeded and failed, the outcomes so far (counted "
+                 "once a minute)",
+                 ["kind", "status"],
+                 [([k, st], n) for k, st, n in [*app.queue, *(app.outcomes or [])]])
     yield _gauge("cardmint_alerts_firing", "The built-in monitor's firing alerts, by severity",
                  ["severity"], [([sev], app.alerts_firing.get(sev, 0)) for sev in SEVERITY_CODES])
     yield _gauge("cardmint_incidents_open", "Incidents open or mitigated, by severity",
