@@ -322,13 +322,18 @@ def test_the_rules_carry_the_runbooks_thresholds_severities_and_links() -> None:
 
 def test_the_files_in_the_repository_are_the_generated_ones() -> None:
     """monitoring/ holds the export for the default settings: regenerate, not edit."""
+    again = ("regenerate with the default settings (no CARDMINT_* variables, no .env): "
+             "cd monitoring/prometheus && cardmint monitor export-rules --out "
+             "cardmint-rules.yml --tests cardmint-rules.test.yml && cardmint monitor "
+             "export-dashboard --out ../grafana/cardmint-dashboard.json")
     prom = MONITORING / "prometheus"
     assert (prom / "cardmint-rules.yml").read_text() == prometheus.to_yaml(
-        prometheus.rules_document(DEFAULTS))
+        prometheus.rules_document(DEFAULTS)), again
     assert (prom / "cardmint-rules.test.yml").read_text() == prometheus.to_yaml(
-        prometheus.tests_document(DEFAULTS, "cardmint-rules.yml"), prometheus.TESTS_HEADER)
+        prometheus.tests_document(DEFAULTS, "cardmint-rules.yml"),
+        prometheus.TESTS_HEADER), again
     board = json.loads((MONITORING / "grafana" / "cardmint-dashboard.json").read_text())
-    assert board == grafana.dashboard(DEFAULTS)
+    assert board == grafana.dashboard(DEFAULTS), again
 
 
 @needs_promtool

@@ -73,10 +73,12 @@ def _render(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
                     for i, (expr, legend) in enumerate(panel.targets)],
         "options": panel.options,
     }
-    if panel.kind == "table":
+    if panel.kind == "table":  # one row per label set, a column per query, named
+        names = {f"Value #{t['refId']}": t["legendFormat"] for t in out["targets"]}
         out["transformations"] = [{"id": "merge", "options": {}},
                                   {"id": "organize", "options": {
-                                      "excludeByName": {"Time": True}}}]
+                                      "excludeByName": {"Time": True},
+                                      "renameByName": names}}]
     return out
 
 

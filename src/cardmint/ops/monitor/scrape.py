@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -159,7 +159,7 @@ async def _read_node(conn: asyncpg.Connection, name: str, s: Settings,
     out = NodeScrape(name, up=True, is_replica=n.in_recovery, lag_s=n.lag_s,
                      timeline=n.timeline, max_connections=n.max_connections)
 
-    async def part(what: str, read: Any) -> None:
+    async def part(what: str, read: Callable[[], Awaitable[None]]) -> None:
         try:
             await read()
         except asyncpg.PostgresError as exc:  # e.g. a role without pg_monitor
