@@ -154,6 +154,7 @@ def monitor(
         raise typer.Exit(report.exit_code)
     run(_loop(s, interval or s.monitor_interval_s, webhook, as_json, backups))
 
+
 @app.command("export-rules")
 def export_rules(
     out: Annotated[Path | None, typer.Option(
