@@ -379,6 +379,19 @@ async def test_every_dashboard_and_rule_expression_names_exposed_metrics(
     assert len(used) > 25
 
 
+@needs_promtool
+def test_the_dashboards_expressions_parse(tmp_path: Path) -> None:
+    """promtool parses every panel's PromQL (as recording rules: it has no other way)."""
+    exprs = [t["expr"] for p in grafana.dashboard(DEFAULTS)["panels"]
+             for t in p.get("targets", [])]
+    records = [{"record": f"cardmint:panel_{i}", "expr": e} for i, e in enumerate(exprs)]
+    (tmp_path / "board.yml").write_text(yaml.safe_dump(
+        {"groups": [{"name": "board", "rules": records}]}))
+    done = promtool("check", "rules", str(tmp_path / "board.yml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in done.stdout
+
+
 def test_the_dashboard_has_the_ops_pages_panels_and_the_settings_thresholds() -> None:
     board = grafana.dashboard(CHANGED)
     panels = [p for p in board["panels"] if p["type"] != "row"]
