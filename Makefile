@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv postgres pgbouncer patroni browser lint bench down clean
+.PHONY: run test venv postgres pgbouncer patroni browser promtool lint bench down clean
 
 run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint cluster up
@@ -15,7 +15,7 @@ run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint serve
 
 # The contracts (lint) first: a broken one fails at once, before any setup or test.
-test: lint postgres pgbouncer patroni browser
+test: lint postgres pgbouncer patroni browser promtool
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -101,6 +101,28 @@ browser:
 	  test -x /usr/bin/chromium || command -v chromium >/dev/null || echo "chromium is" \
 	    "missing: the browser tests (tests/test_web_*browser.py) are skipped (Debian:" \
 	    "apt-get install chromium)"; }
+
+# promtool, from Debian's prometheus package, checks /metrics and the exported alert rules
+# (tests/test_prometheus.py). The package is unpacked, not installed: installing it would
+# also set up a Prometheus server (and, with its recommends, node-exporter) that a
+# systemd host starts listening on every interface. The tests skip without it.
+PROMTOOL := $(BIN)/promtool
+
+promtool: venv
+	@command -v promtool >/dev/null || test -x $(PROMTOOL) || { \
+	  if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
+	    echo "unpacking promtool from Debian's prometheus package into $(PROMTOOL)"; \
+	    tmp=$$(mktemp -d) && chmod 755 $$tmp && \
+	    { (cd $$tmp && apt-get download -qq prometheus 2>/dev/null) || \
+	      { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	        (cd $$tmp && apt-get download -qq prometheus 2>/dev/null); }; } && \
+	    dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && \
+	    install -m 755 $$tmp/x/usr/bin/promtool $(PROMTOOL); \
+	    rm -rf $$tmp; \
+	  fi; \
+	  command -v promtool >/dev/null || test -x $(PROMTOOL) || echo "promtool is missing:" \
+	    "tests/test_prometheus.py's promtool checks are skipped (Debian: apt-get install" \
+	    "prometheus)"; }
 
 # Style, layering (import-linter) and types (mypy): their settings are in pyproject.toml.
 lint: venv

@@ -212,3 +212,30 @@ def test_severity_codes_come_from_the_runbook_table() -> None:
     assert {r.severity for r in rules.RULES.values()} == {"P0", "P1", "P2"}
     assert rules.worst_severity(["P2", None, "P0", "P1"]) == "P0"
     assert rules.worst_severity([]) is None
+
+
+@pytest.mark.parametrize("name, warn, alert", [
+    ("pool_utilization", {"pool_utilization_pct": 85.0}, {"pool_utilization_pct": 95.0}),
+    ("replica_lag", {"nodes": {"node1": node("primary"), "node2": node("replica", lag_s=20.0)}},
+     {"nodes": {"node1": node("primary"), "node2": node("replica", lag_s=31.0)}}),
+    ("storage", {"nodes": {"node1": node("primary", storage_pct=75.0), "node2": node("replica")}},
+     {"nodes": {"node1": node("primary", storage_pct=90.0), "node2": node("replica")}}),
+])
+def test_a_warning_band_is_p2_and_gives_way_to_the_alert(name: str, warn: dict[str, Any],
+                                                         alert: dict[str, Any]) -> None:
+    """Between the runbook's "normal" and "alert" thresholds a P2 warning fires (as the
+    health check says warn); over the alert threshold only the alert does."""
+    band = f"{name}_warn"
+    found = {f.name: f for f in evaluate([healthy(T0, **warn)], T0, SETTINGS, max_gap_s=GAP)}
+    assert set(found) == {band} and found[band].severity == "P2"
+    assert "the alert is at" in found[band].message
+    found = {f.name: f for f in evaluate([healthy(T0, **alert)], T0, SETTINGS, max_gap_s=GAP)}
+    assert set(found) == {name} and found[name].severity == "P1"
+
+
+def test_every_rule_names_its_settings_and_a_unit() -> None:
+    for rule in rules.RULES.values():
+        for field in (rule.threshold, rule.upper, rule.sustain):
+            assert field is None or isinstance(field, float | int) or hasattr(SETTINGS, field)
+        assert rule.threshold_of(SETTINGS) is not None and rule.condition
+        assert "$threshold" in rule.expr and ("$upper" in rule.expr) == (rule.upper is not None)

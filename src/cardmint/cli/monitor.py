@@ -4,13 +4,19 @@ Exit codes of `monitor --once` and `alerts`: the worst firing alert decides: non
 P2 1, P1 or P0 2; 3 when there is nothing to monitor or the database cannot be asked.
 The loop (without --once) runs until Ctrl-C; with --json it prints one compact JSON
 document per round, one per line.
+
+`monitor export-rules` and `monitor export-dashboard` write the same alerts as a
+Prometheus rules file (and its promtool tests) and a Grafana dashboard, for shops that
+already run them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,9 +28,14 @@ from cardmint.cli.output import console, emit
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.errors import UsageError
-from cardmint.ops.monitor import sample
+from cardmint.ops.monitor import grafana, prometheus, sample
 from cardmint.ops.monitor.loop import run_loop
 from cardmint.ops.monitor.rules import worst_severity
+from cardmint.ops.monitor.runbook import RUNBOOK
+
+app = typer.Typer(help="Sample the cluster and raise or clear alerts on the runbook's "
+                       "thresholds; export them for Prometheus and Grafana.",
+                  invoke_without_command=True)
 
 _COLOURS = {"P0": "bold red", "P1": "red", "P2": "yellow"}
 
@@ -102,35 +113,89 @@ async def _loop(s: Settings, interval: float, webhook: str | None, as_json: bool
     await run_loop(s, interval_s=interval, webhook=webhook, backups=backups, on_round=show)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def monitor(
-        once: Annotated[bool, typer.Option(
-            "--once", help="One round: print the report, exit 0 none, 1 P2, 2 P1/P0.")] = False,
-        interval: Annotated[float | None, typer.Option(
-            help="Seconds between rounds (default CARDMINT_MONITOR_INTERVAL_S, 60).",
-            show_default=False)] = None,
-        webhook: Annotated[str | None, typer.Option(
-            help="POST each alert change as JSON here (default "
-                 "CARDMINT_ALERT_WEBHOOK_URL).", show_default=False)] = None,
-        backups: Annotated[bool, typer.Option(
-            "--backups/--no-backups",
-            help="Also run the daily backup schedule in the loop.")] = True,
-        home: HomeOpt = None,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Sample the cluster and raise or clear alerts on the runbook's thresholds."""
-        if interval is not None and interval <= 0:
-            raise UsageError("--interval must be positive")
-        s = settings(home)
-        _log_alerts()
-        if once:
-            report = run(sample.run_once(s, webhook=webhook, interval_s=interval))
-            emit(report.to_dict(), as_json, _render_once)
-            raise typer.Exit(report.exit_code)
-        run(_loop(s, interval or s.monitor_interval_s, webhook, as_json, backups))
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        print(text, end="")
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    console.print(f"wrote {out}")
 
-    @app.command()
+
+@app.callback()
+def monitor(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option(
+        "--once", help="One round: print the report, exit 0 none, 1 P2, 2 P1/P0.")] = False,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between rounds (default CARDMINT_MONITOR_INTERVAL_S, 60).",
+        show_default=False)] = None,
+    webhook: Annotated[str | None, typer.Option(
+        help="POST each alert change as JSON here (default "
+             "CARDMINT_ALERT_WEBHOOK_URL).", show_default=False)] = None,
+    backups: Annotated[bool, typer.Option(
+        "--backups/--no-backups",
+        help="Also run the daily backup schedule in the loop.")] = True,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample the cluster and raise or clear alerts on the runbook's thresholds."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if interval is not None and interval <= 0:
+        raise UsageError("--interval must be positive")
+    s = settings(home)
+    _log_alerts()
+    if once:
+        report = run(sample.run_once(s, webhook=webhook, interval_s=interval))
+        emit(report.to_dict(), as_json, _render_once)
+        raise typer.Exit(report.exit_code)
+    run(_loop(s, interval or s.monitor_interval_s, webhook, as_json, backups))
+
+
+@app.command("export-rules")
+def export_rules(
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the rules here (default: stdout).", show_default=False)] = None,
+    tests: Annotated[Path | None, typer.Option(
+        "--tests", help="Also write `promtool test rules` cases for them here (needs --out).",
+        show_default=False)] = None,
+    runbook_url: Annotated[str, typer.Option(
+        help="Where the runbook is, for each alert's runbook_url (e.g. its URL in your "
+             "repository browser).")] = RUNBOOK,
+    home: HomeOpt = None,
+) -> None:
+    """The alerts `cardmint monitor` raises, as Prometheus alerting rules.
+
+    Same thresholds and sustain times (from the settings), severity labels, runbook links.
+    """
+    if tests is not None and out is None:
+        raise UsageError("--tests needs --out: the tests name the rules file they load")
+    s = settings(home)
+    _write(prometheus.to_yaml(prometheus.rules_document(s, runbook=runbook_url)), out)
+    if tests is not None and out is not None:
+        rules_file = os.path.relpath(out.resolve(), tests.resolve().parent)
+        document = prometheus.tests_document(s, rules_file, runbook=runbook_url)
+        _write(prometheus.to_yaml(document, prometheus.TESTS_HEADER), tests)
+
+
+@app.command("export-dashboard")
+def export_dashboard(
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the dashboard JSON here (default: stdout).",
+        show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """A Grafana dashboard with the ops dashboard page's panels, on /metrics."""
+    _write(json.dumps(grafana.dashboard(settings(home)), indent=2) + "\n", out)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="monitor")
+
+    @root.command()
     def alerts(
         all_: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
         home: HomeOpt = None,

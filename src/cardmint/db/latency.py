@@ -1,12 +1,19 @@
 """An in-process latency histogram: constant memory, quantiles within 2.5 %.
 
 Buckets grow by 5 % from 10 µs to 2 minutes, so recording is one log() and an increment,
-and p50/p95/p99 are read off the counts at any time.
+and p50/p95/p99 are read off the counts at any time. `reset()` starts a new window for
+those quantiles (a probe measures just its own queries).
+
+Beside them it keeps lifetime counts at fixed bounds (`BOUNDS`, seconds) that `reset()`
+never touches: what `/metrics` exposes as a Prometheus histogram, whose counters must
+only grow. The bounds include the runbook's 100 ms and 150 ms, so "p95 over 150 ms"
+computed by Prometheus is exact at the threshold rather than interpolated across it.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import Any
 
 _LOW_MS = 0.01
@@ -15,12 +22,19 @@ _GROWTH = 1.05
 _LOG_GROWTH = math.log(_GROWTH)
 _BUCKETS = int(math.log(_HIGH_MS / _LOW_MS) / _LOG_GROWTH) + 2
 
+# Prometheus bucket upper bounds in seconds (+Inf is implied).
+BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 
 class LatencyHistogram:
     def __init__(self) -> None:
+        self._lifetime = [0] * (len(BOUNDS) + 1)  # per bound, then above the last
+        self.lifetime_count = 0
+        self.lifetime_sum_s = 0.0
         self.reset()
 
     def reset(self) -> None:
+        """Start a new window for the quantiles; the lifetime counts go on."""
         self._counts = [0] * _BUCKETS
         self.count = 0
         self.total_ms = 0.0
@@ -36,6 +50,18 @@ class LatencyHistogram:
         self.count += 1
         self.total_ms += ms
         self.max_ms = max(self.max_ms, ms)
+        self._lifetime[bisect_left(BOUNDS, seconds)] += 1  # le: a value on a bound is in it
+        self.lifetime_count += 1
+        self.lifetime_sum_s += seconds
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound in seconds, observations at or below it) since the start,
+        ending with (inf, every observation): a Prometheus histogram's buckets."""
+        out, seen = [], 0
+        for bound, n in zip((*BOUNDS, math.inf), self._lifetime, strict=True):
+            seen += n
+            out.append((bound, seen))
+        return out
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile in milliseconds (the middle of its bucket), None when empty."""

@@ -1,10 +1,17 @@
-"""The runbook's alert conditions as pure functions of a window of samples and `now`.
+"""The runbook's alerts, defined once.
 
-A sample is the dict `monitor.collect_sample` makes, with `taken_at` an aware datetime.
-A sustained rule fires only when gap-free samples cover its whole duration and every one
-of them is over the threshold: a gap longer than `max_gap_s` or one good sample starts the
-count again. An instantaneous rule judges the latest sample. Nothing here does I/O, so
-every rule is tested with a made-up window and clock.
+Each `Rule` holds everything about one alert: its severity and runbook section, its
+threshold and sustain time (names of settings, so a changed setting changes both
+faces), what the built-in monitor reads from its samples (`readings.py`), and the
+PromQL that Prometheus evaluates over `/metrics` (`prometheus.py` writes those as a
+rules file). The built-in evaluation below and the exported rules are both derived from
+this table, so they cannot drift apart.
+
+The built-in evaluation is a pure function of a window of samples and `now`. A
+sustained rule fires only when gap-free samples cover its whole duration and every one
+of them is over the threshold: a gap longer than `max_gap_s` or one good sample starts
+the count again (Prometheus's `for:`). An instantaneous rule judges the latest sample.
+Nothing here does I/O, so every rule is tested with a made-up window and clock.
 """
 
 from __future__ import annotations
@@ -12,29 +19,114 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from string import Template
 from typing import Any
 
 from cardmint.config import Settings
 from cardmint.ops.incidents.severity import SEVERITIES
+from cardmint.ops.monitor import readings as r
+from cardmint.ops.monitor.readings import MIN_RATIO_ROWS, OWN_TABLES, Reading, Sample
 
-Sample = dict[str, Any]
 Key = tuple[str, str | None]  # (rule name, node): one firing alert each
 
 P0, P1, P2 = (SEVERITIES[code].code for code in ("P0", "P1", "P2"))
 _SEVERITY_RANK = {None: 0, P2: 1, P1: 2, P0: 3}
 
-# A read/write ratio over a handful of rows (the monitor's own probe, a quiet hour)
-# says nothing about the workload: judge it only over this many rows.
-MIN_RATIO_ROWS = 1000
+# -- PromQL over CardMint's /metrics ----------------------------------------------------
+# Several CardMint servers may be scraped, each reporting the whole cluster: expressions
+# about a node take the max over them (`max by (node)`). Rates are over RATE_WINDOW.
+# The Grafana dashboard (`grafana.py`) charts these same expressions.
+RATE_WINDOW = "5m"
+_WINDOW_S = 300
+
+
+def query_latency_ms(q: float) -> str:
+    """The q-quantile of the primary's query latency, in milliseconds."""
+    return (f"histogram_quantile({q:g}, sum by (le) (rate("
+            f'cardmint_db_query_duration_seconds_bucket{{target="primary"}}[{RATE_WINDOW}]'
+            "))) * 1000")
+
+
+P95_MS = query_latency_ms(0.95)
+CPU_PCT = ("max by (host) (100 * (1 - sum without (mode) (rate("
+           f'cardmint_host_cpu_seconds_total{{mode=~"idle|iowait"}}[{RATE_WINDOW}]))'
+           f" / sum without (mode) (rate(cardmint_host_cpu_seconds_total[{RATE_WINDOW}]))))")
+MEMORY_PCT = ("max by (host) (100 * (1 - cardmint_host_memory_available_bytes"
+              " / cardmint_host_memory_total_bytes))")
+POOL_PCT = ('100 * cardmint_db_pool_connections_in_use{pool="primary"}'
+            ' / cardmint_db_pool_connections_max{pool="primary"}')
+LAG_S = "max by (node) (pg_replication_lag_seconds)"
+STORAGE_PCT = ("max by (node) (100 * cardmint_storage_used_bytes"
+               " / (cardmint_storage_used_bytes + cardmint_storage_free_bytes))")
+CONNECTIONS = "max by (node) (sum without (datname, state) (cardmint_node_connections))"
+PRIMARIES = "count(max by (node) (pg_replication_is_replica == 0))"
+IS_PRIMARY = "(max by (node) (pg_replication_is_replica) == 0)"
+
+
+def _table_rows(*columns: str) -> str:
+    """Rows per second in the application's tables, per node and scraping server."""
+    match = f'{{relname!~"{"|".join(OWN_TABLES)}"}}'
+    terms = " + ".join(f"rate(pg_stat_user_tables_{c}_total{match}[{RATE_WINDOW}])"
+                       for c in columns)
+    return f"sum by (node, instance) ({terms})"
+
+
+READS = _table_rows("seq_tup_read", "idx_tup_fetch")
+WRITES = _table_rows("n_tup_ins", "n_tup_upd", "n_tup_del")
+_RATIO = (f"max by (node) (({READS} / {WRITES} > $threshold)"
+          f" and (({READS} + {WRITES}) * {_WINDOW_S} >= {MIN_RATIO_ROWS}))"
+          f" and on (node) {IS_PRIMARY}")
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str
     severity: str
-    condition: str  # for people: what makes it fire
+    what: str  # the quantity, for people ("replica lag")
+    unit: str  # its unit as the monitor and the PromQL both measure it
+    threshold: str | float  # a Settings field, or a fixed number
+    read: Callable[[Sample], list[Reading]]  # the built-in monitor's reading
+    expr: str  # PromQL; $threshold (and $upper) are filled in from the settings
+    message: str  # str.format: value, threshold, upper, node, minutes, lowest, **facts
     runbook_section: str
     recommendation: str
+    op: str = ">"  # fires when the value is over (">") or under ("<") the threshold
+    upper: str | None = None  # a warning band: only up to this (where the alert takes over)
+    sustain: str | None = None  # a Settings field in minutes: sustained, else instantaneous
+    subject: str | None = None  # the PromQL label naming what it is about (node, host...)
+    summary: str | None = None  # the Prometheus summary, when the generic one does not fit
+
+    def threshold_of(self, s: Settings) -> float:
+        return float(getattr(s, self.threshold) if isinstance(self.threshold, str)
+                     else self.threshold)
+
+    def upper_of(self, s: Settings) -> float | None:
+        return None if self.upper is None else float(getattr(s, self.upper))
+
+    def sustain_min(self, s: Settings) -> float | None:
+        return None if self.sustain is None else float(getattr(s, self.sustain))
+
+    def holds(self, value: float | None, s: Settings) -> bool:
+        """Whether a value puts this rule's condition on (None never does)."""
+        if value is None:
+            return False
+        t, upper = self.threshold_of(s), self.upper_of(s)
+        over = value < t if self.op == "<" else value > t
+        return over and (upper is None or value <= upper)
+
+    def promql(self, s: Settings) -> str:
+        upper = self.upper_of(s)
+        return Template(self.expr).substitute(threshold=f"{self.threshold_of(s):g}",
+                                              upper="" if upper is None else f"{upper:g}")
+
+    @property
+    def condition(self) -> str:
+        """For people: what makes it fire, naming the settings."""
+        op = "under" if self.op == "<" else "over"
+        text = f"{self.what} {op} {self.threshold}"
+        if self.upper:
+            text += f" and up to {self.upper}"
+        return text + (f" for {self.sustain}" if self.sustain else "")
 
 
 @dataclass(frozen=True)
@@ -57,65 +149,109 @@ class Finding:
 
 
 _CONNECTION_FAILURES = "Emergency Procedures › Database Connection Failures"
+_HIGH_LATENCY = "Emergency Procedures › High Latency (>150ms)"
 _VERTICAL = "Scaling Procedures › Vertical Scaling"
 _POOL_SCALING = "Scaling Procedures › Connection Pool Scaling"
+_CRITICAL_METRICS = "System Overview › Critical Metrics"
+_STORAGE_FULL = "Emergency Procedures › Storage Full (>90%)"
+_POOL_MESSAGE = ("pool utilization {value:.1f} % is over {threshold:g} % (busiest: "
+                 "{busiest}, {busy} of {pool_max})")
+_POOL_ADVICE = ("Find what holds connections (`cardmint stats`); raise CARDMINT_POOL_MAX "
+                "within max_connections or add PgBouncer.")
+_LAG_MESSAGE = ("{node} is {value:.1f} s behind the primary ({lag_bytes} bytes to replay), "
+                "over {threshold:g} s")
+_LAG_ADVICE = ("Check the replica (`cardmint cluster status`): paused replay, a slow disk "
+               "or the network; stale-tolerant reads fall back to the primary meanwhile.")
+_SUSTAINED = ("{what} over {threshold:g} {unit} for {minutes:g} min (now {value:.1f} "
+              "{unit}, lowest {lowest:.1f})")
 
-RULES: dict[str, Rule] = {r.name: r for r in (
-    Rule("no_primary", P0, "no reachable node answers as the primary",
-         _CONNECTION_FAILURES,
+RULES: dict[str, Rule] = {rule.name: rule for rule in (
+    Rule("no_primary", P0, "nodes answering as the primary", "", 1, r.primaries,
+         f"({PRIMARIES} or vector(0)) < $threshold and on () (count(pg_up) > 0)",
+         "no node answers as the primary ({detail})", _CONNECTION_FAILURES,
          "If the primary is down, fail over to the replica (`cardmint cluster failover`); "
-         "if every node is down, escalate to the platform."),
-    Rule("multiple_primaries", P0, "more than one node answers as the primary",
+         "if every node is down, escalate to the platform.", op="<",
+         summary="no node answers as the primary"),
+    Rule("multiple_primaries", P0, "nodes answering as the primary", "", 1, r.primaries,
+         f"{PRIMARIES} > $threshold",
+         "{value:g} nodes answer as the primary: {names} (split brain)",
          "Emergency Procedures › Data Loss / Corruption",
          "Stop writes to all but one primary, then rejoin the others "
-         "(`cardmint cluster rejoin`) and assess lost writes."),
-    Rule("database_unreachable", P0, "the application's DSN cannot reach the primary",
-         _CONNECTION_FAILURES,
+         "(`cardmint cluster rejoin`) and assess lost writes.",
+         summary='{{ $value | printf "%.0f" }} nodes answer as the primary (split brain)'),
+    Rule("database_unreachable", P0, "the application reaching the primary", "", 1,
+         r.application_up, "cardmint_database_up < $threshold",
+         "the application cannot reach the primary: {error}", _CONNECTION_FAILURES,
          "Check the cluster (`cardmint cluster status`) and the application's "
-         "DATABASE_URL; fail over if the primary is down."),
-    Rule("node_unreachable", P1, "a node does not answer", _CONNECTION_FAILURES,
+         "DATABASE_URL; fail over if the primary is down.", op="<", subject="instance",
+         summary="{{ $labels.instance }}: the application cannot reach the primary"),
+    Rule("node_unreachable", P1, "the node answering", "", 1, r.node_up,
+         "max by (node) (pg_up) < $threshold", "{node} does not answer: {error}",
+         _CONNECTION_FAILURES,
          "Check the node's server and log (`cardmint cluster status`); high availability "
-         "is lost until it is back."),
-    Rule("latency_p95", P1, "probe p95 over latency_p95_critical_ms",
-         "Emergency Procedures › High Latency (>150ms)",
+         "is lost until it is back.", op="<", subject="node",
+         summary="{{ $labels.node }} does not answer"),
+    Rule("latency_p95", P1, "p95 query latency", "ms", "latency_p95_critical_ms",
+         r.probe_p95_ms, f"{P95_MS} > $threshold",
+         "probe p95 latency {value:.1f} ms is over {threshold:g} ms", _HIGH_LATENCY,
          "Look at active connections and slow queries (`cardmint stats`); scale up if CPU "
          "is over 80 %; add connection pooling if connections are over 50."),
-    Rule("latency_p95_sustained", P1,
-         "probe p95 over scale_latency_p95_ms for scale_latency_for_min", _VERTICAL,
-         "Scale up the primary once slow queries are ruled out (`cardmint stats`)."),
-    Rule("cpu_sustained", P2, "CPU over scale_cpu_pct for scale_cpu_for_min", _VERTICAL,
-         "Scale up the machine (a larger VM size)."),
-    Rule("memory_sustained", P2, "memory over scale_memory_pct for scale_memory_for_min",
-         _VERTICAL, "Scale up the machine (more memory)."),
-    Rule("pool_utilization", P1, "busiest application pool over pool_utilization_critical_pct",
-         _POOL_SCALING,
-         "Find what holds connections (`cardmint stats`); raise CARDMINT_POOL_MAX within "
-         "max_connections or add PgBouncer."),
-    Rule("replica_lag", P1, "replica replay lag over replica_lag_critical_s",
-         "System Overview › Critical Metrics",
-         "Check the replica (`cardmint cluster status`): paused replay, a slow disk or the "
-         "network; stale-tolerant reads fall back to the primary meanwhile."),
-    Rule("storage", P1, "storage used over storage_critical_pct",
-         "Emergency Procedures › Storage Full (>90%)",
+    Rule("latency_p95_sustained", P1, "p95 query latency", "ms", "scale_latency_p95_ms",
+         r.probe_p95_ms, f"{P95_MS} > $threshold", _SUSTAINED, _VERTICAL,
+         "Scale up the primary once slow queries are ruled out (`cardmint stats`).",
+         sustain="scale_latency_for_min"),
+    Rule("cpu_sustained", P2, "CPU", "%", "scale_cpu_pct", r.host_cpu_pct,
+         f"{CPU_PCT} > $threshold", _SUSTAINED, _VERTICAL,
+         "Scale up the machine (a larger VM size).", sustain="scale_cpu_for_min",
+         subject="host"),
+    Rule("memory_sustained", P2, "memory in use", "%", "scale_memory_pct",
+         r.host_memory_pct, f"{MEMORY_PCT} > $threshold", _SUSTAINED, _VERTICAL,
+         "Scale up the machine (more memory).", sustain="scale_memory_for_min",
+         subject="host"),
+    Rule("pool_utilization", P1, "pool utilization", "%", "pool_utilization_critical_pct",
+         r.pool_utilization_pct, f"{POOL_PCT} > $threshold", _POOL_MESSAGE,
+         _POOL_SCALING, _POOL_ADVICE, subject="instance"),
+    Rule("pool_utilization_warn", P2, "pool utilization", "%", "pool_utilization_warn_pct",
+         r.pool_utilization_pct, f"{POOL_PCT} > $threshold <= $upper",
+         _POOL_MESSAGE + " (the alert is at {upper:g} %)", _POOL_SCALING, _POOL_ADVICE,
+         upper="pool_utilization_critical_pct", subject="instance"),
+    Rule("replica_lag", P1, "replica lag", "s", "replica_lag_critical_s", r.replica_lag_s,
+         f"{LAG_S} > $threshold", _LAG_MESSAGE, _CRITICAL_METRICS, _LAG_ADVICE,
+         subject="node"),
+    Rule("replica_lag_warn", P2, "replica lag", "s", "replica_lag_warn_s", r.replica_lag_s,
+         f"{LAG_S} > $threshold <= $upper", _LAG_MESSAGE + " (the alert is at {upper:g} s)",
+         _CRITICAL_METRICS, _LAG_ADVICE, upper="replica_lag_critical_s", subject="node"),
+    Rule("storage", P1, "storage used", "%", "storage_critical_pct", r.storage_pct,
+         f"{STORAGE_PCT} > $threshold", "{node} storage is {value:.1f} % full, over "
+         "{threshold:g} %", _STORAGE_FULL,
          "Free space (VACUUM, drop inactive replication slots) or extend the volume before "
-         "it reaches 90 %."),
-    Rule("connections", P2, "more than pgbouncer_connections connections on a node",
-         _POOL_SCALING, "Add PgBouncer in front of the database."),
-    Rule("read_write_ratio", P2,
-         f"rows read per row written in the application's tables over "
-         f"read_replica_read_write_ratio (at least {MIN_RATIO_ROWS} rows in the interval)",
-         "Scaling Procedures › Read Replica Addition",
-         "Add a read replica and send stale-tolerant reads to it."),
+         "it reaches 90 %.", subject="node"),
+    Rule("storage_warn", P2, "storage used", "%", "storage_warn_pct", r.storage_pct,
+         f"{STORAGE_PCT} > $threshold <= $upper", "{node} storage is {value:.1f} % full, "
+         "over {threshold:g} % (the alert is at {upper:g} %)", _STORAGE_FULL,
+         "Plan the space: VACUUM, drop inactive replication slots, or extend the volume.",
+         upper="storage_critical_pct", subject="node"),
+    Rule("connections", P2, "connections", "connections", "pgbouncer_connections",
+         r.connections, f"{CONNECTIONS} > $threshold",
+         "{node} has {value:g} connections, over {threshold:g}: time for PgBouncer",
+         _POOL_SCALING, "Add PgBouncer in front of the database.", subject="node"),
+    Rule("read_write_ratio", P2, "rows read per row written", ":1",
+         "read_replica_read_write_ratio", r.read_write_ratio, _RATIO,
+         "{value:.1f} rows read per row written ({reads} read, {writes} written over "
+         "{window_s} s), over {threshold:g}:1", "Scaling Procedures › Read Replica Addition",
+         "Add a read replica and send stale-tolerant reads to it.", subject="node"),
 )}
 RULE_NAMES = frozenset(RULES)
 
 
-def _finding(name: str, node: str | None, message: str, value: float | None,
-             threshold: float | None) -> Finding:
-    rule = RULES[name]
-    return Finding(name, node, rule.severity, message,
-                   None if value is None else round(float(value), 3), threshold,
-                   rule.runbook_section, rule.recommendation)
+def _finding(rule: Rule, reading: Reading, s: Settings, **extra: Any) -> Finding:
+    threshold, upper = rule.threshold_of(s), rule.upper_of(s)
+    message = rule.message.format(value=reading.value, threshold=threshold, upper=upper,
+                                  node=reading.node, what=rule.what, unit=rule.unit,
+                                  **reading.facts, **extra)
+    return Finding(rule.name, reading.node, rule.severity, message,
+                   round(float(reading.value), 3), threshold, rule.runbook_section,
+                   rule.recommendation)
 
 
 def _ordered(window: Iterable[Sample], now: datetime) -> list[Sample]:
@@ -132,11 +268,12 @@ def latest(window: Iterable[Sample], now: datetime, max_gap_s: float) -> Sample 
     return ordered[0]
 
 
-def sustained(window: Iterable[Sample], now: datetime, *, minutes: float, threshold: float,
-              value: Callable[[Sample], float | None], max_gap_s: float) -> list[float] | None:
-    """The values, newest first, if every sample over the last `minutes` is over
-    `threshold` and the samples reach back to the start of that span without a gap;
-    otherwise None. A missing value counts as not over."""
+def sustained(window: Iterable[Sample], now: datetime, *, minutes: float,
+              value: Callable[[Sample], float | None], holds: Callable[[float | None], bool],
+              max_gap_s: float) -> list[float] | None:
+    """The values, newest first, if the condition `holds` for every sample over the last
+    `minutes` and the samples reach back to the start of that span without a gap;
+    otherwise None. A missing value does not hold."""
     start = now - timedelta(minutes=minutes)
     later = now
     values: list[float] = []
@@ -144,7 +281,7 @@ def sustained(window: Iterable[Sample], now: datetime, *, minutes: float, thresh
         if (later - sample["taken_at"]).total_seconds() > max_gap_s:
             return None
         v = value(sample)
-        if v is None or not v > threshold:
+        if v is None or not holds(v):
             return None
         values.append(v)
         if sample["taken_at"] <= start:
@@ -153,132 +290,39 @@ def sustained(window: Iterable[Sample], now: datetime, *, minutes: float, thresh
     return None  # the samples do not reach back far enough yet
 
 
-def _nodes(sample: Sample) -> dict[str, dict[str, Any]]:
-    return sample.get("nodes") or {}
+def _value_for(rule: Rule, node: str | None) -> Callable[[Sample], float | None]:
+    def value(sample: Sample) -> float | None:
+        return next((x.value for x in rule.read(sample) if x.node == node), None)
+
+    return value
 
 
-# -- the rules ------------------------------------------------------------------------
-
-
-def primary_rules(sample: Sample) -> list[Finding]:
-    nodes = _nodes(sample)
-    primaries = [n for n, f in nodes.items() if f.get("reachable") and f.get("role") == "primary"]
+def _judge(rule: Rule, window: Sequence[Sample], now: datetime, newest: Sample,
+           s: Settings, max_gap_s: float) -> list[Finding]:
+    minutes = rule.sustain_min(s)
     out = []
-    if nodes and not primaries:
-        down = [n for n, f in nodes.items() if not f.get("reachable")]
-        detail = f"unreachable: {', '.join(down)}" if down else "every node is in recovery"
-        out.append(_finding("no_primary", None, f"no node answers as the primary ({detail})",
-                            0, 1))
-    elif len(primaries) > 1:
-        out.append(_finding("multiple_primaries", None,
-                            f"{len(primaries)} nodes answer as the primary: "
-                            f"{', '.join(primaries)} (split brain)", len(primaries), 1))
-    for name, f in nodes.items():
-        if not f.get("reachable"):
-            out.append(_finding("node_unreachable", name,
-                                f"{name} does not answer: {f.get('error') or 'no reply'}",
-                                None, None))
-    app = sample.get("app") or {}
-    if app.get("reachable") is False:
-        out.append(_finding("database_unreachable", None,
-                            f"the application cannot reach the primary: "
-                            f"{app.get('error') or 'no reply'}", None, None))
-    return out
-
-
-def latency_rule(sample: Sample, settings: Settings) -> list[Finding]:
-    p95, limit = sample.get("latency_p95_ms"), settings.latency_p95_critical_ms
-    if p95 is None or not p95 > limit:
-        return []
-    return [_finding("latency_p95", sample.get("primary"),
-                     f"probe p95 latency {p95:.1f} ms is over {limit:g} ms", p95, limit)]
-
-
-def pool_rule(sample: Sample, settings: Settings) -> list[Finding]:
-    pct, limit = sample.get("pool_utilization_pct"), settings.pool_utilization_critical_pct
-    if pct is None or not pct > limit:
-        return []
-    pool = sample.get("pool") or {}
-    return [_finding("pool_utilization", sample.get("primary"),
-                     f"pool utilization {pct:.1f} % is over {limit:g} % (busiest: "
-                     f"{pool.get('busiest')}, {pool.get('busy')} of {pool.get('pool_max')})",
-                     pct, limit)]
-
-
-def node_rules(sample: Sample, settings: Settings) -> list[Finding]:
-    """Per node: replica lag, storage, and the PgBouncer trigger."""
-    out = []
-    for name, f in _nodes(sample).items():
-        if not f.get("reachable"):
+    for reading in rule.read(newest):
+        if not rule.holds(reading.value, s):
             continue
-        lag, lag_limit = f.get("lag_s"), settings.replica_lag_critical_s
-        if f.get("role") == "replica" and lag is not None and lag > lag_limit:
-            out.append(_finding("replica_lag", name,
-                                f"{name} is {lag:.1f} s behind the primary "
-                                f"({f.get('lag_bytes') or 0} bytes to replay), over "
-                                f"{lag_limit:g} s", lag, lag_limit))
-        used, used_limit = f.get("storage_pct"), settings.storage_critical_pct
-        if used is not None and used > used_limit:
-            out.append(_finding("storage", name,
-                                f"{name} storage is {used:.1f} % full, over {used_limit:g} %",
-                                used, used_limit))
-        conns, conn_limit = f.get("connections"), settings.pgbouncer_connections
-        if conns is not None and conns > conn_limit:
-            out.append(_finding("connections", name,
-                                f"{name} has {conns} connections, over {conn_limit}: "
-                                f"time for PgBouncer", conns, conn_limit))
-    return out
-
-
-def read_write_rule(sample: Sample, settings: Settings) -> list[Finding]:
-    rw = sample.get("read_write") or {}
-    reads, writes = rw.get("reads"), rw.get("writes")
-    if reads is None or writes is None or reads + writes < MIN_RATIO_ROWS:
-        return []
-    ratio, limit = reads / max(writes, 1), settings.read_replica_read_write_ratio
-    if not ratio > limit:
-        return []
-    return [_finding("read_write_ratio", sample.get("primary"),
-                     f"{ratio:.1f} rows read per row written ({reads} read, {writes} written "
-                     f"over {rw.get('window_s')} s), over {limit:g}:1", ratio, limit)]
-
-
-def sustained_rules(window: Sequence[Sample], now: datetime, settings: Settings,
-                    max_gap_s: float) -> list[Finding]:
-    s = settings
-    newest = latest(window, now, max_gap_s) or {}
-    host = (newest.get("host") or {}).get("name")
-    specs = (
-        ("latency_p95_sustained", "probe p95 latency", "ms", s.scale_latency_p95_ms,
-         s.scale_latency_for_min, newest.get("primary"), lambda x: x.get("latency_p95_ms")),
-        ("cpu_sustained", "CPU", "%", s.scale_cpu_pct, s.scale_cpu_for_min, host,
-         lambda x: (x.get("host") or {}).get("cpu_pct")),
-        ("memory_sustained", "memory in use", "%", s.scale_memory_pct, s.scale_memory_for_min,
-         host, lambda x: (x.get("host") or {}).get("memory_pct")),
-    )
-    out = []
-    for name, what, unit, threshold, minutes, node, value in specs:
-        values = sustained(window, now, minutes=minutes, threshold=threshold, value=value,
-                           max_gap_s=max_gap_s)
+        if minutes is None:
+            out.append(_finding(rule, reading, s))
+            continue
+        values = sustained(window, now, minutes=minutes, value=_value_for(rule, reading.node),
+                           holds=lambda v: rule.holds(v, s), max_gap_s=max_gap_s)
         if values:
-            out.append(_finding(name, node,
-                                f"{what} over {threshold:g} {unit} for {minutes:g} min "
-                                f"(now {values[0]:.1f} {unit}, lowest {min(values):.1f})",
-                                values[0], threshold))
+            out.append(_finding(rule, reading, s, minutes=minutes, lowest=min(values)))
     return out
 
 
 def evaluate(window: Sequence[Sample], now: datetime, settings: Settings, *,
              max_gap_s: float) -> list[Finding]:
     """Every condition that holds at `now`: instantaneous rules on the latest sample (if
-    it is recent), sustained rules over the window."""
-    out = sustained_rules(window, now, settings, max_gap_s)
-    sample = latest(window, now, max_gap_s)
-    if sample is not None:
-        out = [*primary_rules(sample), *latency_rule(sample, settings),
-               *pool_rule(sample, settings), *node_rules(sample, settings),
-               *read_write_rule(sample, settings), *out]
-    return out
+    it is recent), sustained rules over the window as well."""
+    newest = latest(window, now, max_gap_s)
+    if newest is None:
+        return []
+    return [f for rule in RULES.values()
+            for f in _judge(rule, window, now, newest, settings, max_gap_s)]
 
 
 @dataclass

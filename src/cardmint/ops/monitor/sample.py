@@ -38,14 +38,13 @@ from cardmint.ops.monitor.alerts import (
     reconcile,
     unrecorded,
 )
+from cardmint.ops.monitor.readings import OWN_TABLES
 from cardmint.ops.monitor.rules import RULE_NAMES, Sample, evaluate, worst_severity
 
 PROBE_QUERIES = 20
 GAP_INTERVALS = 2.5  # samples further apart than this many intervals break a sustained run
 LOCK_KEY = 0x63617264  # pg_advisory_xact_lock: one monitor reconciles at a time
 EXIT_CODES = {None: 0, "P2": 1, "P1": 2, "P0": 2}
-# the monitor's own bookkeeping is not the application's read/write mix
-OWN_TABLES = ("monitor_samples", "alerts", "incidents", "incident_events")
 _EXPECTED = (CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError,
              *db_errors.CONNECTION_ERRORS)
 __all__ = ["EXIT_CODES", "AlertMemory", "MonitorReport", "collect_sample", "latest_sample",
