@@ -108,7 +108,9 @@ async def reconcile(db: Database, findings: list[Finding], now: datetime,
             out.new_p0.append(row)
 
     # episodes that began and ended while nothing could be written: history only
-    for key, p in [(k, p) for k, p in pending.items() if p.resolved_at is not None]:
+    for key, p in list(pending.items()):
+        if p.resolved_at is None:
+            continue
         del pending[key]
         needs_incident(await insert(db, p.finding, p.started_at, p.resolved_at,
                                     p.resolved_at))
@@ -124,12 +126,12 @@ async def reconcile(db: Database, findings: list[Finding], now: datetime,
             out.fired.append(row)
         needs_incident(row)
     for key in plan.resolved:
-        row = await db.fetchrow(
+        resolved = await db.fetchrow(
             f"UPDATE alerts SET status = 'resolved', resolved_at = $2, last_seen_at = $2 "
             f"WHERE id = $1 AND status = 'firing' RETURNING {ALERT_COLUMNS}",
             firing[key]["id"], now)
-        if row:
-            out.resolved.append(dict(row))
+        if resolved:
+            out.resolved.append(dict(resolved))
     # announced as firing, over before it could be written
     for key, p in list(pending.items()):
         del pending[key]

@@ -136,4 +136,5 @@ def tests_document(s: Settings, rules_file: str, *, runbook: str = RUNBOOK) -> d
 
 
 def to_yaml(document: dict[str, Any], header: str = HEADER) -> str:
-    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
+    return header + str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True,
+                                       width=100))

@@ -38,15 +38,15 @@ from cardmint.ops.monitor.alerts import (
     reconcile,
     unrecorded,
 )
-from cardmint.ops.monitor.readings import OWN_TABLES
-from cardmint.ops.monitor.rules import RULE_NAMES, Sample, evaluate, worst_severity
+from cardmint.ops.monitor.readings import OWN_TABLES, Sample
+from cardmint.ops.monitor.rules import RULE_NAMES, evaluate, worst_severity
 
 PROBE_QUERIES = 20
 GAP_INTERVALS = 2.5  # samples further apart than this many intervals break a sustained run
 LOCK_KEY = 0x63617264  # pg_advisory_xact_lock: one monitor reconciles at a time
 EXIT_CODES = {None: 0, "P2": 1, "P1": 2, "P0": 2}
-_EXPECTED = (CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError,
-             *db_errors.CONNECTION_ERRORS)
+_EXPECTED: tuple[type[BaseException], ...] = (
+    CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError, *db_errors.CONNECTION_ERRORS)
 __all__ = ["EXIT_CODES", "AlertMemory", "MonitorReport", "collect_sample", "latest_sample",
            "list_alerts", "load_window", "open_database", "prune_samples", "run_once",
            "store_sample"]
@@ -154,7 +154,7 @@ def _delta(previous: Sample | None, key: str, primary: str | None,
     """Counters of the previous sample and these, if both came from the same primary
     (counters restart with a new primary or a stats reset)."""
     before = (previous or {}).get(key)
-    if not before or not now or previous.get("primary") != primary:
+    if not before or not now or previous is None or previous.get("primary") != primary:
         return None
     before = {**before, "at": datetime.fromisoformat(before["at"])}
     after = {**now, "at": datetime.fromisoformat(now["at"])}
@@ -248,8 +248,8 @@ async def collect_sample(settings: Settings, *, host: facts.HostSampler,
 
 async def store_sample(db: Database, sample: Sample) -> int:
     figures = plain({k: v for k, v in sample.items() if k != "taken_at"})
-    return await db.fetchval("INSERT INTO monitor_samples (taken_at, figures) "
-                             "VALUES ($1, $2) RETURNING id", sample["taken_at"], figures)
+    return int(await db.fetchval("INSERT INTO monitor_samples (taken_at, figures) "
+                                 "VALUES ($1, $2) RETURNING id", sample["taken_at"], figures))
 
 
 async def load_window(db: Database, *, since: datetime, until: datetime) -> list[Sample]:

@@ -28,7 +28,7 @@ import asyncpg
 
 from cardmint.clock import utc
 from cardmint.config import Settings
-from cardmint.db import Database
+from cardmint.db import Database, one
 from cardmint.db import errors as db_errors
 from cardmint.db.connect import connection
 from cardmint.dsn import redact
@@ -45,8 +45,8 @@ DATABASE_COUNTERS = ("xact_commit", "xact_rollback", "blks_read", "blks_hit",
                      "tup_returned", "tup_fetched", "tup_inserted", "tup_updated",
                      "tup_deleted")
 TABLE_COUNTERS = ("seq_tup_read", "idx_tup_fetch", "n_tup_ins", "n_tup_upd", "n_tup_del")
-_EXPECTED = (CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError,
-             *db_errors.CONNECTION_ERRORS)
+_EXPECTED: tuple[type[BaseException], ...] = (
+    CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError, *db_errors.CONNECTION_ERRORS)
 
 
 @dataclass
@@ -189,7 +189,7 @@ async def _read_node(conn: asyncpg.Connection, name: str, s: Settings,
 
     async def archiver() -> None:
         a = await facts.archiver(conn)
-        backlog = await conn.fetchrow(BACKLOG_SQL)
+        backlog = one(await conn.fetchrow(BACKLOG_SQL))
         out.archiver = {"archived_count": a.archived_count, "failed_count": a.failed_count,
                         "last_archive_age_s": a.last_archived_age_s,
                         "ready": backlog["ready"], "oldest_ready_s": backlog["oldest_s"]}
@@ -243,7 +243,7 @@ OUTCOMES_SQL = """
 
 async def _app(db: Database, *, outcomes: bool) -> AppScrape:
     try:
-        row = await db.fetchrow(APP_SQL)
+        row = one(await db.fetchrow(APP_SQL))
         finished = await db.fetch(OUTCOMES_SQL) if outcomes else None
     except DatabaseUnavailable as exc:
         return AppScrape(up=False, error=redact(str(exc)))
