@@ -245,11 +245,11 @@ async def latest_backup(conn: asyncpg.Connection | PooledConnection) -> dict[str
     """The newest successful backup in the catalog, or None (also when the table is not
     there yet: an unmigrated database has no backups)."""
     try:
-        row = one(await conn.fetchrow("""
+        row = await conn.fetchrow("""
             SELECT id, finished_at, verified,
                    extract(epoch FROM now() - finished_at)::float8 AS age_s
             FROM backups WHERE status = 'ok' ORDER BY finished_at DESC LIMIT 1
-        """))
+        """)
     except asyncpg.UndefinedTableError:
         return None
     return dict(row) if row else None
