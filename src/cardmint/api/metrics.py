@@ -110,8 +110,12 @@ def install(app: FastAPI) -> None:
 
     app.add_middleware(Observe, histogram=requests)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text exposition format",
+              "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
     async def metrics(request: Request) -> Response:
+        """Prometheus metrics: request latency, query latency, pools, replica lag, queue
+        depth and firing alerts."""
         collector.extra = await _database_counts(request.app.state.db)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
