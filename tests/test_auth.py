@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import Depends, Request
+from pydantic import BaseModel
 
 from cardmint import tokens
 from cardmint.api.app import create_app
@@ -21,6 +22,11 @@ from cardmint.api.auth import FailureLimiter, Principal, require_scope
 from cardmint.api.idempotency import idempotent
 from cardmint.db import Database, Transaction
 from support import TestCluster, serving
+
+
+class Opened(BaseModel):
+    id: int
+    owner: str
 
 
 def build_app(settings):
@@ -31,11 +37,11 @@ def build_app(settings):
                        who: Principal = Depends(require_scope("write"))) -> Any:
         body = json.loads(await request.body() or b"{}")
 
-        async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+        async def run(tx: Transaction) -> tuple[int, Opened]:
             new_id = await tx.fetchval(
                 "INSERT INTO incidents (title, severity) VALUES ($1, 'P2') RETURNING id",
                 f"auth-test {body.get('title', '')} by {who.owner}")
-            return 201, {"id": new_id, "owner": who.owner}
+            return 201, Opened(id=new_id, owner=who.owner)
 
         return await idempotent(request, who, run)
 

@@ -115,6 +115,7 @@ async def test_card_history_and_latest(api: Api) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert [p["priceCents"] for p in body["data"]] == [4, 12, 30, 10]  # ties: newest row first
+    assert body["data"][0]["observedAt"] == "2031-02-01T00:00:00+00:00"  # isoformat, not "Z"
     assert body["totalCount"] == 4 and body["count"] == 4
     latest = {(p["variantId"], p["condition"]): p["priceCents"] for p in body["latest"]}
     assert latest[(normal, "NM")] == 12 and latest[(normal, "HP")] == 4

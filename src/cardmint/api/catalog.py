@@ -1,20 +1,30 @@
 """Catalog routes: sets, cards, card search with the query language, identification.
 
 Thin: each route validates its input, calls one function of `cardmint.catalog`, and
-renders rows in the API's camelCase shape. A malformed query or orderBy is a 400 whose
-problem names the parameter (`query.q`, `query.orderBy`) and, for q, the character position.
+answers with a model of `api.models.catalog` built from the rows. A malformed query or
+orderBy is a 400 whose problem names the parameter (`query.q`, `query.orderBy`) and, for
+q, the character position.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cardmint.api.problems import problem
+from cardmint.api.models.catalog import (
+    Candidate,
+    Candidates,
+    Card,
+    CardList,
+    CardSummary,
+    OneCard,
+    OneSet,
+    SetInfo,
+    SetList,
+)
+from cardmint.api.problems import Refused, responses
 from cardmint.catalog import identify as identification
 from cardmint.catalog import search
 from cardmint.catalog.query import MAX_LENGTH
@@ -37,79 +47,32 @@ def _db(request: Request) -> Database:
     return request.app.state.db
 
 
-def _bad_request(exc: ValidationError, location: str) -> JSONResponse:
-    field = f"{location}.{exc.field}" if exc.field else location
-    return problem(400, "Bad Request", str(exc), errors=[{"field": field, "message": str(exc)}])
-
-
-def _list(page: search.Page, render: Any) -> dict[str, Any]:
-    data = [render(row) for row in page.rows]
-    return {"data": data, "page": page.page, "pageSize": page.page_size, "count": len(data),
-            "totalCount": page.total_count}
-
-
-# -- rendering --------------------------------------------------------------------------------
-
-def render_set(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"],
-            "series": {"id": row["series_id"], "name": row["series_name"]},
-            "releaseDate": row["release_date"], "printedTotal": row["printed_total"],
-            "cardCount": row["card_count"], "abbreviation": row["abbreviation"],
-            "tcgOnlineCode": row["tcg_online_code"]}
-
-
-def render_card(row: dict[str, Any]) -> dict[str, Any]:
-    card = {
-        "id": row["id"], "name": row["name"], "number": row["number"],
-        "set": {"id": row["set_id"], "name": row["set_name"], "series": row["series_id"],
-                "releaseDate": row["release_date"], "printedTotal": row["printed_total"]},
-        "category": row["category"], "rarity": row["rarity"], "hp": row["hp"],
-        "types": row["types"], "stage": row["stage"], "illustrator": row["illustrator"],
-        "retreat": row["retreat"], "regulationMark": row["regulation_mark"],
-        "dexIds": row["dex_ids"],
-        "legal": {"standard": row["legal_standard"], "expanded": row["legal_expanded"]},
-    }
-    if "attacks" in row:  # the single-card view
-        card.update({
-            "evolveFrom": row["evolve_from"], "trainerType": row["trainer_type"],
-            "energyType": row["energy_type"], "attacks": row["attacks"],
-            "abilities": row["abilities"], "weaknesses": row["weaknesses"],
-            "resistances": row["resistances"],
-            "variants": [{"id": v["id"], "type": v["type"], "subtype": v["subtype"],
-                          "size": v["size"], "stamps": v["stamps"], "foil": v["foil"],
-                          "tcgplayerProductId": v["tcgplayer_product_id"],
-                          "cardmarketId": v["cardmarket_id"]} for v in row["variants"]],
-        })
-    return card
-
-
-def render_candidate(c: identification.Candidate) -> dict[str, Any]:
-    evidence = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), k): v
-                for k, v in c.evidence.items()}
-    return {"cardId": c.card_id, "name": c.name, "setId": c.set_id, "setName": c.set_name,
-            "number": c.number, "confidence": c.confidence, "evidence": evidence}
+def _bad_request(exc: ValidationError, location: str) -> Refused:
+    return Refused(400, str(exc), f"{location}.{exc.field}" if exc.field else location)
 
 
 # -- routes -----------------------------------------------------------------------------------
 
-@router.get("/sets")
+@router.get("/sets", response_model=SetList, responses=responses(400, 422, 503))
 async def list_sets(request: Request, page: int = _page(),
                     page_size: int = Query(search.MAX_PAGE_SIZE, alias="pageSize", ge=1,
-                                           le=search.MAX_PAGE_SIZE)) -> dict[str, Any]:
+                                           le=search.MAX_PAGE_SIZE)) -> SetList:
     """Every set, in release order."""
-    return _list(await search.list_sets(_db(request), page=page, page_size=page_size),
-                 render_set)
+    result = await search.list_sets(_db(request), page=page, page_size=page_size)
+    return SetList.of([SetInfo.from_row(r) for r in result.rows], page=result.page,
+                      page_size=result.page_size, total_count=result.total_count)
 
 
-@router.get("/sets/{set_id}")
-async def get_set(request: Request, set_id: str = _id_path()) -> dict[str, Any]:
+@router.get("/sets/{set_id}", response_model=OneSet,
+            responses=responses(400, 404, 422, 503))
+async def get_set(request: Request, set_id: str = _id_path()) -> OneSet:
     row = await search.get_set(_db(request), set_id)
     if row is None:
         raise HTTPException(404, f"no set {set_id!r}")
-    return {"data": render_set(row)}
+    return OneSet(data=SetInfo.from_row(row))
 
 
-@router.get("/cards")
+@router.get("/cards", response_model=CardList, responses=responses(400, 422, 503))
 async def search_cards(
     request: Request,
     q: str | None = Query(None, max_length=MAX_LENGTH,
@@ -118,23 +81,25 @@ async def search_cards(
                                  description="Comma-separated keys, `-` for descending"),
     page: int = _page(),
     page_size: int = Query(50, alias="pageSize", ge=1, le=search.MAX_PAGE_SIZE),
-) -> Any:
+) -> CardList:
     """Cards matching a query, one page at a time."""
     try:
         result = await search.search_cards(_db(request), q, order_by=order_by, page=page,
                                            page_size=page_size)
     except ValidationError as exc:
-        return _bad_request(exc, "query")
-    return _list(result, render_card)
+        raise _bad_request(exc, "query") from exc
+    return CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
+                       page_size=result.page_size, total_count=result.total_count)
 
 
-@router.get("/cards/{card_id}")
-async def get_card(request: Request, card_id: str = _id_path()) -> dict[str, Any]:
+@router.get("/cards/{card_id}", response_model=OneCard,
+            responses=responses(400, 404, 422, 503))
+async def get_card(request: Request, card_id: str = _id_path()) -> OneCard:
     """One card with its game text and variants."""
     row = await search.get_card(_db(request), card_id)
     if row is None:
         raise HTTPException(404, f"no card {card_id!r}")
-    return {"data": render_card(row)}
+    return OneCard(data=Card.from_row(row))
 
 
 class IdentifyRequest(BaseModel):
@@ -169,13 +134,13 @@ class IdentifyRequest(BaseModel):
         return self
 
 
-@router.post("/identify")
-async def identify(request: Request, body: IdentifyRequest) -> Any:
+@router.post("/identify", response_model=Candidates, responses=responses(400, 413, 422, 503))
+async def identify(request: Request, body: IdentifyRequest) -> Candidates:
     """Ranked catalog candidates for what OCR read, each with a confidence in [0, 1]."""
     ocr = identification.OcrInput(name=body.name, number=body.number, set_code=body.set_code,
                                   hp=body.hp, text=body.text)
     try:
         candidates = await identification.identify(_db(request), ocr, limit=body.limit)
     except ValidationError as exc:
-        return _bad_request(exc, "body")
-    return {"data": [render_candidate(c) for c in candidates], "count": len(candidates)}
+        raise _bad_request(exc, "body") from exc
+    return Candidates(data=[Candidate.of(c) for c in candidates], count=len(candidates))

@@ -10,27 +10,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from fastapi import HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from cardmint.db import Database, Transaction
 from cardmint.tokens import Principal
 
 HEADER = "Idempotency-Key"
-Run = Callable[[Transaction], Awaitable[tuple[int, dict[str, Any]]]]
+Run = Callable[[Transaction], Awaitable[tuple[int, BaseModel]]]
 
 
 async def idempotent(request: Request, principal: Principal, run: Run) -> JSONResponse:
-    """Answer a POST by `run(tx)` once per key: (status, body) inside one transaction."""
+    """Answer a POST by `run(tx)` once per key: (status, response model) inside one
+    transaction. The answer is stored as the JSON it was sent as, and replayed as such."""
     db: Database = request.app.state.db
     key = request.headers.get(HEADER)
     if key is None:
         async with db.transaction() as tx:
-            status, body = await run(tx)
-        return JSONResponse(jsonable_encoder(body), status_code=status)
+            status, answer = await run(tx)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=status)
     if not 1 <= len(key) <= 200:
         raise HTTPException(400, f"{HEADER} must be 1 to 200 characters")
     fingerprint = hashlib.sha256(
@@ -42,8 +42,8 @@ async def idempotent(request: Request, principal: Principal, run: Run) -> JSONRe
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
             key, principal.owner, request.method, request.url.path, fingerprint)
         if inserted:
-            status, body = await run(tx)
-            body = jsonable_encoder(body)
+            status, answer = await run(tx)
+            body = answer.model_dump(mode="json")
             if status >= 500:
                 raise HTTPException(status, body.get("detail", "failed"))
             await tx.execute(

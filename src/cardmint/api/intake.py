@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import Field, field_validator
 
 from cardmint.api.auth import Principal, require_scope
 from cardmint.api.background import run_beside
 from cardmint.api.idempotency import idempotent
-from cardmint.api.models import Model
-from cardmint.api.problems import problem
+from cardmint.api.models.base import Condition, Model
+from cardmint.api.models.intake import Capture, OneCapture, ReviewQueue
+from cardmint.api.problems import AUTH, Refused, responses
 from cardmint.catalog import identify as identification
 from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE
 from cardmint.db import Database, Transaction
@@ -32,10 +32,10 @@ from cardmint.intake.worker import Worker
 router = APIRouter(prefix="/v1", tags=["intake"])
 log = logging.getLogger("cardmint.api")
 
-Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
 LANGUAGE = captures.LANGUAGE.pattern
 MAX_ID = 2**63 - 1
 Short = Field(None, min_length=1, max_length=64)
+LOCATION = {"Location": {"description": "The capture's URL", "schema": {"type": "string"}}}
 # NaN and Infinity are not JSON: jsonb would refuse them.
 MetadataValue = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
@@ -128,49 +128,6 @@ class ResolveRequest(Model):
     location: str | None = Field(None, min_length=1, max_length=100)
 
 
-# -- rendering --------------------------------------------------------------------------------
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def render(c: dict[str, Any]) -> dict[str, Any]:
-    fields, job, price, item = c["fields"] or {}, c["job"], c["price"], c["item"]
-    return {
-        "id": c["id"], "status": c["status"], "imageRef": c["image_ref"],
-        "ocrText": c["ocr_text"],
-        "ocr": {"name": fields.get("name"), "number": fields.get("number"),
-                "setCode": fields.get("set_code"), "hp": fields.get("hp")},
-        "variant": c["variant"], "condition": c["condition"], "language": c["language"],
-        "location": c["location"], "metadata": c["metadata"], "submittedBy": c["submitter"],
-        "cardId": c["card_id"], "variantId": c["variant_id"], "confidence": c["confidence"],
-        "candidates": [{"cardId": x["card_id"], "name": x["name"], "setId": x["set_id"],
-                        "setName": x["set_name"], "number": x["number"],
-                        "confidence": x["confidence"]} for x in c["candidates"]],
-        "reviewReasons": c["reasons"],
-        "price": None if price is None else {
-            "priceCents": price["price_cents"], "currency": price["currency"],
-            "source": price["source"], "observedAt": price["observed_at"]},
-        "item": None if item is None else {
-            "id": item["item_id"], "productId": item["product_id"], "sku": item["sku"]},
-        "resolvedBy": c["resolved_by"], "error": c["error"],
-        "job": None if job is None else {
-            "id": job["id"], "status": job["status"], "attempts": job["attempts"],
-            "maxAttempts": job["max_attempts"], "runAfter": _iso(job["run_after"]),
-            "lastError": job["last_error"], "finishedAt": _iso(job["finished_at"])},
-        "createdAt": _iso(c["created_at"]), "updatedAt": _iso(c["updated_at"]),
-    }
-
-
-class _Invalid(HTTPException):
-    """A domain ValidationError, raised out of the idempotent transaction (rolling it back)
-    and answered as a 422 naming the body field."""
-
-    def __init__(self, exc: ValidationError) -> None:
-        super().__init__(422, str(exc))
-        self.field = f"body.{exc.field}" if exc.field else "body"
-
-
 def _db(request: Request) -> Database:
     return request.app.state.db
 
@@ -179,21 +136,27 @@ def _capture_id() -> Any:
     return Path(..., ge=1, le=MAX_ID)
 
 
+def _invalid(exc: ValidationError) -> Refused:
+    """A domain ValidationError as a 422 naming the body field (raised out of the
+    idempotent transaction, it rolls it back)."""
+    return Refused(422, str(exc), f"body.{exc.field}" if exc.field else "body")
+
+
 # -- routes -----------------------------------------------------------------------------------
 
-@router.post("/captures", status_code=201,
-             responses={201: {"headers": {"Location": {"description": "The capture's URL"}}}})
+@router.post("/captures", status_code=201, response_model=OneCapture, responses={
+    201: {"headers": LOCATION}, **responses(400, 413, 422, 503, *AUTH)})
 async def create_capture(request: Request, body: CaptureRequest,
-                         who: Principal = Depends(require_scope("write"))) -> Any:
+                         who: Principal = Depends(require_scope("write"))) -> Response:
     """Submit a scanned card; a worker identifies it (`GET` it to follow)."""
     try:
         new = body.to_new()
     except ValidationError as exc:
-        return _problem(_Invalid(exc))
+        raise _invalid(exc) from exc
 
-    async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def run(tx: Transaction) -> tuple[int, OneCapture]:
         capture = await captures.create(tx, new, submitter=who.owner)
-        return 201, {"data": render(capture)}
+        return 201, OneCapture(data=Capture.of(capture))
 
     response = await idempotent(request, who, run)
     if response.status_code == 201:  # on a replay too: the id comes from the stored body
@@ -202,38 +165,39 @@ async def create_capture(request: Request, body: CaptureRequest,
     return response
 
 
-@router.get("/captures/{capture_id}")
+@router.get("/captures/{capture_id}", response_model=OneCapture,
+            responses=responses(400, 404, 503, *AUTH))
 async def get_capture(request: Request, capture_id: int = _capture_id(),
-                      _: Principal = Depends(require_scope("read"))) -> dict[str, Any]:
+                      _: Principal = Depends(require_scope("read"))) -> OneCapture:
     """One capture: its status, what processing found, its job."""
     capture = await captures.get(_db(request), capture_id)
     if capture is None:
         raise HTTPException(404, f"no capture {capture_id}")
-    return {"data": render(capture)}
+    return OneCapture(data=Capture.of(capture))
 
 
-@router.get("/review")
+@router.get("/review", response_model=ReviewQueue, responses=responses(400, 503, *AUTH))
 async def review_queue(
     request: Request,
     page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(50, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
     _: Principal = Depends(require_scope("read")),
-) -> dict[str, Any]:
+) -> ReviewQueue:
     """Captures waiting for an operator, oldest first, with reasons and candidate cards."""
     result = await captures.review_queue(_db(request), page=page, page_size=page_size)
-    data = [render(c) for c in result.rows]
-    return {"data": data, "page": result.page, "pageSize": result.page_size,
-            "count": len(data), "totalCount": result.total_count}
+    return ReviewQueue.of([Capture.of(c) for c in result.rows], page=result.page,
+                          page_size=result.page_size, total_count=result.total_count)
 
 
-@router.post("/captures/{capture_id}/resolve")
+@router.post("/captures/{capture_id}/resolve", response_model=OneCapture,
+             responses=responses(400, 404, 409, 413, 422, 503, *AUTH))
 async def resolve_capture(request: Request, body: ResolveRequest,
                           capture_id: int = _capture_id(),
-                          who: Principal = Depends(require_scope("write"))) -> Any:
+                          who: Principal = Depends(require_scope("write"))) -> Response:
     """The operator picks the card: the capture is processed and its item created. 409 if
     the capture is not in review."""
 
-    async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def run(tx: Transaction) -> tuple[int, OneCapture]:
         try:
             capture = await captures.resolve(
                 tx, capture_id, card_id=body.card_id, variant_id=body.variant_id,
@@ -244,18 +208,10 @@ async def resolve_capture(request: Request, body: ResolveRequest,
         except captures.NotReviewable as exc:
             raise HTTPException(409, str(exc)) from exc
         except ValidationError as exc:
-            raise _Invalid(exc) from exc
-        return 200, {"data": render(capture)}
+            raise _invalid(exc) from exc
+        return 200, OneCapture(data=Capture.of(capture))
 
-    try:
-        return await idempotent(request, who, run)
-    except _Invalid as exc:
-        return _problem(exc)
-
-
-def _problem(exc: _Invalid) -> JSONResponse:
-    return problem(422, "Unprocessable Content", str(exc.detail),
-                   errors=[{"field": exc.field, "message": str(exc.detail)}])
+    return await idempotent(request, who, run)
 
 
 # -- the in-process worker --------------------------------------------------------------------

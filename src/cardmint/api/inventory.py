@@ -18,8 +18,23 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from cardmint.api.auth import Principal, require_scope
-from cardmint.api.inventory_common import Refused, write
-from cardmint.api.models import Model
+from cardmint.api.inventory_common import write
+from cardmint.api.models.base import Condition, Model
+from cardmint.api.models.inventory import (
+    Grader,
+    Imported,
+    Item,
+    ItemList,
+    Ledger,
+    LedgerEntry,
+    OneImport,
+    OneItem,
+    OneValue,
+    Status,
+    Value,
+)
+from cardmint.api.models.problem import ProblemItem
+from cardmint.api.problems import AUTH, Refused, responses
 from cardmint.db import Database, Transaction
 from cardmint.inventory import csvio, items, ledger
 from cardmint.inventory.fields import MAX_CENTS
@@ -27,15 +42,14 @@ from cardmint.inventory.products import VariantRef
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
 
-Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
-Status = Literal["IN_STOCK", "RESERVED", "SOLD", "REMOVED"]
-Grader = Literal["PSA", "BGS", "CGC", "SGC"]
 Action = Literal["reserve", "release", "sell", "remove"]
 LANGUAGE = r"^[a-z]{2}(-[a-z]{2,4})?$"
 MAX_ID = 2**63 - 1
 MAX_PAGE_SIZE, MAX_PAGE = 250, 10_000
 MAX_CSV_BYTES = 1_000_000
-Cents = Field(None, ge=0, le=MAX_CENTS)
+ETAG = {"ETag": {"description": "The item's version, for If-Match",
+                 "schema": {"type": "string"}}}
+LOCATION = {"Location": {"description": "The item's URL", "schema": {"type": "string"}}}
 Location = Field(None, min_length=1, max_length=100)
 
 
@@ -81,38 +95,7 @@ class ChangeStatus(Model):
     reason: str | None = Field(None, max_length=200)
 
 
-# -- rendering --------------------------------------------------------------------------------
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def render(i: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": i["id"], "sku": i["sku"], "productId": i["product_id"], "cardId": i["card_id"],
-        "cardName": i["card_name"], "setId": i["set_id"], "number": i["number"],
-        "variant": {"id": i["variant_id"], "type": i["variant_type"],
-                    "subtype": i["variant_subtype"], "foil": i["variant_foil"],
-                    "stamps": i["variant_stamps"]},
-        "condition": i["condition"], "language": i["language"], "status": i["status"],
-        "location": i["location"], "acquisitionCostCents": i["acquisition_cost_cents"],
-        "acquiredOn": _iso(i["acquired_on"]),
-        "grading": None if i["grading_company"] is None else {
-            "company": i["grading_company"], "grade": float(i["grade"]),
-            "certNumber": i["cert_number"]},
-        "marketPriceCents": i["market_price_cents"], "pricedAt": _iso(i["priced_at"]),
-        "version": i["version"], "createdAt": _iso(i["created_at"]),
-        "updatedAt": _iso(i["updated_at"]),
-    }
-
-
-def render_entry(e: dict[str, Any]) -> dict[str, Any]:
-    return {"id": e["id"], "itemId": e["item_id"], "productId": e["product_id"],
-            "event": e["event"], "fromStatus": e["from_status"], "toStatus": e["to_status"],
-            "fromLocation": e["from_location"], "toLocation": e["to_location"],
-            "amountCents": e["amount_cents"], "actor": e["actor"], "reason": e["reason"],
-            "occurredAt": _iso(e["occurred_at"]), "changes": e["details"].get("changes")}
-
+# -- helpers --------------------------------------------------------------------------------
 
 def etag(version: int) -> str:
     return f'"{version}"'
@@ -161,9 +144,10 @@ LocationQ = Query(None, min_length=1, max_length=100)
 
 # -- items ------------------------------------------------------------------------------------
 
-@router.post("/items", status_code=201)
+@router.post("/items", status_code=201, response_model=OneItem, responses={
+    201: {"headers": {**LOCATION, **ETAG}}, **responses(400, 409, 413, 422, 503, *AUTH)})
 async def add_item(request: Request, body: AddItem,
-                   who: Principal = Depends(require_scope("write"))) -> Any:
+                   who: Principal = Depends(require_scope("write"))) -> Response:
     """Add one physical card (status IN_STOCK); its ledger row says who and when."""
     new = items.NewItem(
         variant=VariantRef(variant_id=body.variant_id, card_id=body.card_id,
@@ -173,9 +157,9 @@ async def add_item(request: Request, body: AddItem,
         acquisition_cost_cents=body.acquisition_cost_cents, acquired_on=body.acquired_on,
         grading_company=body.grading_company, grade=body.grade, cert_number=body.cert_number)
 
-    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def work(tx: Transaction) -> tuple[int, OneItem]:
         row = await items.add(tx, new, actor=who.owner, reason=body.reason)
-        return 201, {"data": render(await items.require(tx, row["id"]))}
+        return 201, OneItem(data=Item.of(await items.require(tx, row["id"])))
 
     response = await write(request, who, work)
     if response.status_code == 201:
@@ -185,69 +169,67 @@ async def add_item(request: Request, body: AddItem,
     return response
 
 
-@router.get("/items/{item_id}")
+@router.get("/items/{item_id}", response_model=OneItem, responses={
+    200: {"headers": ETAG}, **responses(400, 404, 503, *AUTH)})
 async def get_item(request: Request, response: Response, item_id: int = _item_id(),
-                   _: Principal = Depends(require_scope("read"))) -> Any:
+                   _: Principal = Depends(require_scope("read"))) -> OneItem:
     """One item, with its ETag (the version PATCH and the status actions expect)."""
     item = await items.get(_db(request), item_id)
     if item is None:
-        return Refused(404, f"no item {item_id}").response()
+        raise Refused(404, f"no item {item_id}")
     response.headers["ETag"] = etag(item["version"])
-    return {"data": render(item)}
+    return OneItem(data=Item.of(item))
 
 
-@router.patch("/items/{item_id}")
+@router.patch("/items/{item_id}", response_model=OneItem, responses={
+    200: {"headers": ETAG}, **responses(400, 404, 409, 412, 413, 422, 428, 503, *AUTH)})
 async def update_item(request: Request, body: UpdateItem, item_id: int = _item_id(),
                       match: str | None = Header(None, alias="If-Match", max_length=64),
-                      who: Principal = Depends(require_scope("write"))) -> Any:
+                      who: Principal = Depends(require_scope("write"))) -> Response:
     """Change fields or move the item; needs If-Match with its current ETag."""
-    try:
-        version = if_match(match, required=True)
-    except Refused as exc:
-        return exc.response()
+    version = if_match(match, required=True)
     changes = body.model_dump(exclude_unset=True, exclude={"reason"})
     for key in ("condition", "language"):  # required columns: null means "leave it"
         if changes.get(key, "") is None:
             del changes[key]
 
-    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def work(tx: Transaction) -> tuple[int, OneItem]:
         await items.update(tx, item_id, version=version or 0, changes=changes,
                            actor=who.owner, reason=body.reason)
-        return 200, {"data": render(await items.require(tx, item_id))}
+        return 200, OneItem(data=Item.of(await items.require(tx, item_id)))
 
     response = await write(request, who, work, idempotent_post=False)
     return _with_etag(response, _version(response))
 
 
-@router.post("/items/{item_id}/{action}")
+@router.post("/items/{item_id}/{action}", response_model=OneItem, responses={
+    200: {"headers": ETAG}, **responses(400, 404, 409, 412, 413, 422, 503, *AUTH)})
 async def change_status(request: Request, action: Action, item_id: int = _item_id(),
                         body: ChangeStatus | None = None,
                         match: str | None = Header(None, alias="If-Match", max_length=64),
-                        who: Principal = Depends(require_scope("write"))) -> Any:
+                        who: Principal = Depends(require_scope("write"))) -> Response:
     """reserve (IN_STOCK→RESERVED), release (RESERVED→IN_STOCK), sell (IN_STOCK or
     RESERVED→SOLD, with amountCents), remove (IN_STOCK or RESERVED→REMOVED). If-Match,
     when sent, must name the current version (412 otherwise); 409 if not allowed."""
     body = body or ChangeStatus()
-    try:
-        version = if_match(match, required=False)
-        if action == "sell" and body.amount_cents is None:
-            raise Refused(422, "a sale needs its amount", "body.amountCents")
-        if action != "sell" and body.amount_cents is not None:
-            raise Refused(422, "only a sale has an amount", "body.amountCents")
-    except Refused as exc:
-        return exc.response()
+    version = if_match(match, required=False)
+    if action == "sell" and body.amount_cents is None:
+        raise Refused(422, "a sale needs its amount", "body.amountCents")
+    if action != "sell" and body.amount_cents is not None:
+        raise Refused(422, "only a sale has an amount", "body.amountCents")
 
-    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def work(tx: Transaction) -> tuple[int, OneItem]:
         await items.transition(tx, item_id, action, version=version, actor=who.owner,
                                amount_cents=body.amount_cents, reason=body.reason)
-        return 200, {"data": render(await items.require(tx, item_id))}
+        return 200, OneItem(data=Item.of(await items.require(tx, item_id)))
 
     response = await write(request, who, work)
     return _with_etag(response, _version(response))
 
 
-@router.get("/items")
-@router.get("", summary="List Items (alias of /v1/inventory/items)")
+@router.get("/items", response_model=ItemList, responses=responses(400, 422, 503, *AUTH))
+@router.get("", summary="List Items (alias of /v1/inventory/items)", response_model=ItemList,
+            responses=responses(400, 422, 503, *AUTH))
 async def list_items(
     request: Request, set_id: str | None = SetQ, card_id: str | None = CardQ,
     condition: Condition | None = None, status: Status | None = None,
@@ -255,47 +237,47 @@ async def list_items(
     page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(50, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
     _: Principal = Depends(require_scope("read")),
-) -> dict[str, Any]:
+) -> ItemList:
     """Items, oldest first, filtered by set, card, condition, status, location, graded."""
     rows, total = await items.listing(
         _db(request), _filters(set_id, card_id, condition, status, location, graded),
         page=page, page_size=page_size)
-    data = [render(r) for r in rows]
-    return {"data": data, "page": page, "pageSize": page_size, "count": len(data),
-            "totalCount": total}
+    return ItemList.of([Item.of(r) for r in rows], page=page, page_size=page_size,
+                       total_count=total)
 
 
-@router.get("/items/{item_id}/ledger")
+@router.get("/items/{item_id}/ledger", response_model=Ledger,
+            responses=responses(400, 404, 503, *AUTH))
 async def item_ledger(request: Request, item_id: int = _item_id(),
-                      _: Principal = Depends(require_scope("read"))) -> Any:
+                      _: Principal = Depends(require_scope("read"))) -> Ledger:
     """Every change of the item, oldest first: who, when, what, before and after."""
     db = _db(request)
     if await items.get(db, item_id) is None:
-        return Refused(404, f"no item {item_id}").response()
-    entries = [render_entry(e) for e in await ledger.history(db, item_id)]
-    return {"data": entries, "count": len(entries)}
+        raise Refused(404, f"no item {item_id}")
+    entries = [LedgerEntry.of(e) for e in await ledger.history(db, item_id)]
+    return Ledger(data=entries, count=len(entries))
 
 
-@router.get("/value")
+@router.get("/value", response_model=OneValue, responses=responses(400, 422, 503, *AUTH))
 async def collection_value(
     request: Request, set_id: str | None = SetQ, card_id: str | None = CardQ,
     condition: Condition | None = None, status: Status | None = None,
     location: str | None = LocationQ, graded: bool | None = None,
     _: Principal = Depends(require_scope("read")),
-) -> dict[str, Any]:
+) -> OneValue:
     """Market value of the items held (IN_STOCK and RESERVED unless status says), each at
     the latest USD price of its variant and condition; `unpriced` counts the rest."""
     v = await items.value(_db(request),
                           _filters(set_id, card_id, condition, status, location, graded))
-    return {"data": {"items": v["items"], "priced": v["priced"], "unpriced": v["unpriced"],
-                     "valueCents": v["value_cents"], "costCents": v["cost_cents"],
-                     "withoutCost": v["without_cost"], "currency": v["currency"]}}
+    return OneValue(data=Value.model_validate(v))
 
 
 # -- CSV --------------------------------------------------------------------------------------
 
-@router.get("/export", response_class=Response,
-            responses={200: {"content": {"text/csv": {}}}})
+@router.get("/export", response_class=Response, responses={
+    200: {"description": "The CSV (Content-Disposition: attachment)",
+          "content": {"text/csv": {"schema": {"type": "string"}}}},
+    **responses(400, 422, 503, *AUTH)})
 async def export_csv(request: Request, format: csvio.Format = Query(...),
                      location: str | None = LocationQ, set_id: str | None = SetQ,
                      _: Principal = Depends(require_scope("read"))) -> Response:
@@ -306,33 +288,32 @@ async def export_csv(request: Request, format: csvio.Format = Query(...),
         "Content-Disposition": f'attachment; filename="cardmint-{format}.csv"'})
 
 
-@router.post("/import", openapi_extra={
+@router.post("/import", response_model=OneImport,
+             responses=responses(400, 413, 422, 503, *AUTH), openapi_extra={
     "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
 async def import_csv(request: Request, format: csvio.Format = Query(...),
                      location: str | None = LocationQ,
-                     who: Principal = Depends(require_scope("write"))) -> Any:
+                     who: Principal = Depends(require_scope("write"))) -> Response:
     """Import a CSV in the given layout: every bad row is reported with its line and
     reason, the good rows are imported in one transaction. `location` puts every imported
     item there (else Collectr's Portfolio Name is the location)."""
     raw = await request.body()
     if len(raw) > MAX_CSV_BYTES:
-        return Refused(413, f"at most {MAX_CSV_BYTES} bytes of CSV", "body").response()
+        raise Refused(413, f"at most {MAX_CSV_BYTES} bytes of CSV", "body")
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return Refused(400, "the CSV must be UTF-8", "body").response()
+    except UnicodeDecodeError as exc:
+        raise Refused(400, "the CSV must be UTF-8", "body") from exc
 
-    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def work(tx: Transaction) -> tuple[int, OneImport]:
         result = await csvio.import_csv(tx, text, format, actor=who.owner,
                                         location=location)
-        body = {"data": {"rows": result.rows, "importedRows": result.imported_rows,
-                         "itemsCreated": result.items_created, "itemIds": result.item_ids,
-                         "errors": result.errors}}
         if result.rows and not result.imported_rows:
             raise Refused(422, "no row could be imported", errors=[
-                {"field": f"body.line[{e['line']}]" + (f".{e['field']}" if e["field"] else ""),
-                 "message": e["message"], "line": e["line"]} for e in result.errors])
-        return 200, body
+                ProblemItem(field=f"body.line[{e['line']}]"
+                            + (f".{e['field']}" if e["field"] else ""),
+                            message=e["message"], line=e["line"]) for e in result.errors])
+        return 200, OneImport(data=Imported.of(result))
 
     return await write(request, who, work)
 

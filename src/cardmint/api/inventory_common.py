@@ -1,39 +1,20 @@
-"""What the inventory and price routes share: the request model base, turning the
-inventory's refusals into problem responses, and running a write in one transaction."""
+"""What the inventory and price routes share: the inventory's refusals as problems, and
+running a write in one transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from fastapi import HTTPException, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from cardmint.api.auth import Principal
 from cardmint.api.idempotency import idempotent
-from cardmint.api.problems import problem
+from cardmint.api.problems import Refused
 from cardmint.db import Database, Transaction
 from cardmint.errors import ValidationError
 from cardmint.inventory.errors import Conflict, NotFound, StaleVersion, TransitionNotAllowed
-
-TITLES = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
-          413: "Content Too Large", 422: "Unprocessable Content", 428: "Precondition Required"}
-
-
-class Refused(HTTPException):
-    """A refusal raised out of a write's transaction (rolling it back), answered as a
-    problem naming the field."""
-
-    def __init__(self, status: int, message: str, field: str | None = None,
-                 errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(status, message)
-        self.errors = errors if errors is not None else (
-            [{"field": field, "message": message}] if field else [])
-
-    def response(self) -> JSONResponse:
-        return problem(self.status_code, TITLES.get(self.status_code, "Error"),
-                       str(self.detail), errors=self.errors)
 
 
 def refusal(exc: Exception, location: str = "body") -> Refused | None:
@@ -51,15 +32,15 @@ def refusal(exc: Exception, location: str = "body") -> Refused | None:
     return None
 
 
-Work = Callable[[Transaction], Awaitable[tuple[int, dict[str, Any]]]]
+Work = Callable[[Transaction], Awaitable[tuple[int, BaseModel]]]
 
 
 async def write(request: Request, who: Principal, work: Work, *,
                 idempotent_post: bool = True) -> JSONResponse:
     """Run `work` in one transaction (idempotent for POSTs): a refusal rolls all of it
-    back and is answered as a problem."""
+    back and is raised as a `Refused` (the app answers it with a problem)."""
 
-    async def run(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def run(tx: Transaction) -> tuple[int, BaseModel]:
         try:
             return await work(tx)
         except Exception as exc:
@@ -68,12 +49,9 @@ async def write(request: Request, who: Principal, work: Work, *,
                 raise
             raise refused from exc
 
-    try:
-        if idempotent_post:
-            return await idempotent(request, who, run)
-        db: Database = request.app.state.db
-        async with db.transaction() as tx:
-            status, body = await run(tx)
-        return JSONResponse(jsonable_encoder(body), status_code=status)
-    except Refused as exc:
-        return exc.response()
+    if idempotent_post:
+        return await idempotent(request, who, run)
+    db: Database = request.app.state.db
+    async with db.transaction() as tx:
+        status, answer = await run(tx)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)

@@ -4,10 +4,11 @@ before any of it is processed, whether or not the client announced its length.""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cardmint.api.models.problem import Problem, ProblemItem
 
 
 class BodyTooLarge(Exception):
@@ -51,10 +52,10 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
-    body: dict[str, Any] = {"type": "about:blank", "title": "Content Too Large", "status": 413,
-                            "detail": f"the request body is larger than {max_bytes} bytes",
-                            "errors": [{"field": "body", "message": "too large"}]}
-    raw = json.dumps(body).encode()
+    raw = json.dumps(Problem(
+        title="Content Too Large", status=413,
+        detail=f"the request body is larger than {max_bytes} bytes",
+        errors=[ProblemItem(field="body", message="too large")]).body()).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/problem+json"),
                             (b"content-length", str(len(raw)).encode())]})

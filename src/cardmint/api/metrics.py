@@ -79,8 +79,12 @@ def install(app: FastAPI) -> None:
 
     app.add_middleware(Observe, histogram=requests)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text exposition format",
+              "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
     async def metrics(request: Request) -> Response:
+        """Prometheus metrics: request latency by route, the data layer, every node as
+        postgres_exporter names it, the queue, alerts, backups and drills."""
         nonlocal scraper
         state = request.app.state
         scraper = scraper or Scraper(state.settings)

@@ -3,19 +3,21 @@ the latest price of each of its printings and conditions (anonymous, like the ca
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
 from cardmint.api.auth import Principal, require_scope
-from cardmint.api.inventory_common import Refused, write
-from cardmint.api.models import Model
+from cardmint.api.inventory_common import write
+from cardmint.api.models.base import Condition, Model
+from cardmint.api.models.prices import CardPrices, Fed, OneFeed, RowError
+from cardmint.api.models.problem import ProblemItem
+from cardmint.api.problems import AUTH, Refused, responses
 from cardmint.db import Database, Transaction
 from cardmint.inventory import prices
 
 router = APIRouter(prefix="/v1", tags=["prices"])
-Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
 
 
 class PriceFeed(Model):
@@ -31,39 +33,27 @@ class PriceFeed(Model):
     rows: list[Any] = Field(..., min_length=1, max_length=prices.MAX_ROWS)
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def render(p: dict[str, Any]) -> dict[str, Any]:
-    out = {"variantId": p["variant_id"], "condition": p["condition"], "source": p["source"],
-           "priceCents": p["price_cents"], "currency": p["currency"],
-           "observedAt": _iso(p["observed_at"])}
-    if "id" in p:
-        out = {"id": p["id"], "cardId": p["card_id"], **out}
-    return out
-
-
-@router.post("/prices")
+@router.post("/prices", response_model=OneFeed,
+             responses=responses(400, 413, 422, 503, *AUTH))
 async def post_prices(request: Request, body: PriceFeed,
-                      who: Principal = Depends(require_scope("write"))) -> Any:
+                      who: Principal = Depends(require_scope("write"))) -> Response:
     """Store a batch of observed prices (up to 5,000 rows, integer cents)."""
 
-    async def work(tx: Transaction) -> tuple[int, dict[str, Any]]:
+    async def work(tx: Transaction) -> tuple[int, OneFeed]:
         result = await prices.ingest(tx, body.rows, source=body.source)
-        errors = [{"index": e["index"], "field": f"body.rows[{e['index']}]"
-                   + (f".{e['field']}" if e["field"] else ""), "message": e["message"]}
+        errors = [RowError(index=e["index"], field=f"body.rows[{e['index']}]"
+                           + (f".{e['field']}" if e["field"] else ""), message=e["message"])
                   for e in result.errors]
         if len(errors) == result.received:
-            raise Refused(422, "no row could be stored", errors=errors)
-        return 200, {"data": {"received": result.received, "inserted": result.inserted,
-                              "duplicates": result.duplicates, "rejected": len(errors),
-                              "errors": errors}}
+            raise Refused(422, "no row could be stored", errors=[
+                ProblemItem(index=e.index, field=e.field, message=e.message) for e in errors])
+        return 200, OneFeed(data=Fed.of(result, errors))
 
     return await write(request, who, work)
 
 
-@router.get("/cards/{card_id}/prices")
+@router.get("/cards/{card_id}/prices", response_model=CardPrices,
+            responses=responses(400, 404, 422, 503))
 async def card_prices(
     request: Request, card_id: str = Path(..., min_length=1, max_length=64),
     variant_id: int | None = Query(None, alias="variantId", ge=1, le=2**63 - 1),
@@ -71,16 +61,15 @@ async def card_prices(
     source: str | None = Query(None, min_length=1, max_length=64),
     page: int = Query(1, ge=1, le=10_000),
     page_size: int = Query(100, alias="pageSize", ge=1, le=250),
-) -> Any:
+) -> CardPrices:
     """The card's observed prices, newest first, and `latest`: the market price of each
     printing and condition (its latest USD price)."""
     db: Database = request.app.state.db
     if await db.fetchval("SELECT 1 FROM cards WHERE id = $1", card_id, stale_ok=True) is None:
-        return Refused(404, f"no card {card_id!r}").response()
+        raise Refused(404, f"no card {card_id!r}")
     rows, total = await prices.history(db, card_id, variant_id=variant_id,
                                        condition=condition, source=source, page=page,
                                        page_size=page_size)
     latest = await prices.latest_by_product(db, card_id)
-    data = [render(r) for r in rows]
-    return {"data": data, "page": page, "pageSize": page_size, "count": len(data),
-            "totalCount": total, "latest": [render(r) for r in latest]}
+    return CardPrices(data=rows, page=page, page_size=page_size, count=len(rows),
+                      total_count=total, latest=latest)
