@@ -5,13 +5,13 @@ database closes, and is awaited so it finishes what it was doing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
-Job = Callable[[FastAPI, asyncio.Event], Awaitable[None]]
+Job = Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run_beside(app: FastAPI, job: Job) -> None:

@@ -44,7 +44,8 @@ def _page() -> Any:
 
 
 def _db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 def _bad_request(exc: ValidationError, location: str) -> Refused:

@@ -33,7 +33,8 @@ def _unavailable(model: type[Ready | Primary | Replicas]) -> dict[int | str, dic
 
 def install(app: FastAPI) -> None:
     def db(request: Request) -> Database:
-        return request.app.state.db
+        db: Database = request.app.state.db
+        return db
 
     @app.get("/health", response_model=Alive)
     async def alive() -> Alive:

@@ -15,7 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from cardmint.db import Database, Transaction
+from cardmint.db import Database, Transaction, one
 from cardmint.tokens import Principal
 
 HEADER = "Idempotency-Key"
@@ -50,9 +50,9 @@ async def idempotent(request: Request, principal: Principal, run: Run) -> JSONRe
                 "UPDATE idempotency_keys SET status = $3, response = $4 "
                 "WHERE key = $1 AND owner = $2", key, principal.owner, status, body)
             return JSONResponse(body, status_code=status)
-        stored = await tx.fetchrow(
+        stored = one(await tx.fetchrow(
             "SELECT request_hash, status, response FROM idempotency_keys "
-            "WHERE key = $1 AND owner = $2", key, principal.owner)
+            "WHERE key = $1 AND owner = $2", key, principal.owner))
     if bytes(stored["request_hash"]) != fingerprint:
         raise HTTPException(422, f"this {HEADER} was used for a different request")
     return JSONResponse(stored["response"], status_code=stored["status"],

@@ -129,7 +129,8 @@ class ResolveRequest(Model):
 
 
 def _db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 def _capture_id() -> Any:

@@ -124,7 +124,8 @@ def if_match(value: str | None, *, required: bool) -> int | None:
 
 
 def _db(request: Request) -> Database:
-    return request.app.state.db
+    db: Database = request.app.state.db
+    return db
 
 
 def _item_id() -> Any:
@@ -325,5 +326,6 @@ def _body(response: JSONResponse) -> Any:
 def _version(response: JSONResponse) -> int | None:
     if response.status_code >= 300:
         return None
-    return _body(response)["data"]["version"]
+    version: int = _body(response)["data"]["version"]
+    return version
 

@@ -69,8 +69,8 @@ def downgrade(
 def current(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """The database's revision and the code's head."""
     dsn = _owner_dsn(home)
-    data = {"current": migrate.current(dsn), "head": migrate.head()}
-    data["up_to_date"] = data["current"] == data["head"]
+    current, head = migrate.current(dsn), migrate.head()
+    data = {"current": current, "head": head, "up_to_date": current == head}
     emit(data, as_json, lambda d: console.print(
         f"current {d['current'] or 'none'}, head {d['head']}"
         + ("" if d["up_to_date"] else "  [yellow](run `cardmint db upgrade`)[/]")))

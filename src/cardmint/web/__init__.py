@@ -31,8 +31,10 @@ Pages call the same functions the API calls (`cardmint.inventory`, `catalog`, `i
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from pathlib import Path
+from types import ModuleType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -68,7 +70,7 @@ def mount(app: FastAPI) -> None:
         _html_for_people(app, kind)
 
 
-def _page_modules() -> list[object]:
+def _page_modules() -> list[ModuleType]:
     found = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
@@ -111,7 +113,8 @@ def _html_for_people(app: FastAPI, kind: type[Exception]) -> None:
 
     async def handler(request: Request, exc: Exception) -> Response:
         if not _wants_page(request):
-            return await original(request, exc)  # type: ignore[no-any-return]
+            answer = original(request, exc)
+            return await answer if inspect.isawaitable(answer) else answer
         if isinstance(exc, DatabaseUnavailable):
             response = render(request, "message.html", status_code=503,
                               heading="The database is not available",

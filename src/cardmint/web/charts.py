@@ -60,7 +60,7 @@ def nice_max(value: float) -> float:
     """The smallest 1, 2, 2.5 or 5 times a power of ten at or above `value` (> 0)."""
     if value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * power * (1 + 1e-9):
             return step * power
@@ -99,7 +99,8 @@ def _segments(points: Sequence[Point]) -> list[list[tuple[float, float]]]:
 
 def _legend(names: list[str], width: int) -> list[tuple[str, float, float]]:
     """(name, x, baseline) of each legend entry, wrapped into rows that fit `width`."""
-    out, x, row = [], float(LEFT), 0
+    out: list[tuple[str, float, float]] = []
+    x, row = float(LEFT), 0
     for name in names:
         need = 30 + 6.5 * len(name)
         if x > LEFT and x + need > width - RIGHT:

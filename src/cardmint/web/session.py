@@ -15,6 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 from fastapi import Request, Response
@@ -28,6 +29,8 @@ __all__ = ["COOKIE", "CsrfRefused", "Session", "SignInRequired", "TooManyFailure
 COOKIE = "cardmint_session"
 COOKIE_MAX_AGE_S = 12 * 3600  # a working day; the token itself stays valid until revoked
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+ResponseT = TypeVar("ResponseT", bound=Response)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ async def current_session(request: Request, *, stale_ok: bool = False) -> Sessio
     return session
 
 
-def forget_stale(request: Request, response: Response) -> Response:
+def forget_stale(request: Request, response: ResponseT) -> ResponseT:
     """Delete the session cookie if this request found its token no longer valid."""
     if getattr(request.state, "stale_cookie", False):
         sign_out(request, response)
