@@ -314,11 +314,11 @@ async def test_env_takes_the_settings_dsn_or_says_what_is_missing(
     get_settings.cache_clear()
     try:
         with pytest.raises(ConfigError, match="CARDMINT_MIGRATION_URL"):
-            await asyncio.to_thread(command.upgrade, migrate._config(), "head")
+            await asyncio.to_thread(command.upgrade, migrate.alembic_config(), "head")
 
         monkeypatch.setenv("CARDMINT_MIGRATION_URL", empty_database)
         get_settings.cache_clear()
-        await asyncio.to_thread(command.upgrade, migrate._config(), "head")
+        await asyncio.to_thread(command.upgrade, migrate.alembic_config(), "head")
     finally:
         get_settings.cache_clear()
     assert await asyncio.to_thread(migrate.current, empty_database) == HEAD

@@ -51,7 +51,7 @@ async def test_many_clients_few_server_connections(work_root: Path,
         db = Database(settings)
         await db.open(monitor=False)
         try:
-            assert db._connect_args(dsn)["statement_cache_size"] == 0
+            assert db.connect_args(dsn)["statement_cache_size"] == 0
             results = await asyncio.gather(*(
                 db.fetchval("SELECT $1::int * 2", i) for i in range(500)))
             assert results == [i * 2 for i in range(500)]

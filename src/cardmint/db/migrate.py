@@ -31,7 +31,7 @@ T = TypeVar("T")
 # `cardmint` command ~0.4 s of start-up, and most commands never migrate.
 
 
-def _config(dsn: str | None = None, *, rev_id: str | None = None) -> Any:
+def alembic_config(dsn: str | None = None, *, rev_id: str | None = None) -> Any:
     from alembic.config import Config
 
     # quiet: alembic would otherwise print "Generating ..." on stdout (breaks --json).
@@ -80,14 +80,14 @@ def upgrade(dsn: str, revision: str = "head") -> None:
     """Migrate the database at `dsn` up to `revision` (all pending migrations by default)."""
     from alembic import command
 
-    _run(dsn, lambda: command.upgrade(_config(dsn), revision))
+    _run(dsn, lambda: command.upgrade(alembic_config(dsn), revision))
 
 
 def downgrade(dsn: str, revision: str) -> None:
     """Migrate the database at `dsn` down to `revision` ("base" removes everything)."""
     from alembic import command
 
-    _run(dsn, lambda: command.downgrade(_config(dsn), revision))
+    _run(dsn, lambda: command.downgrade(alembic_config(dsn), revision))
 
 
 def current(dsn: str) -> str | None:
@@ -110,7 +110,7 @@ def head() -> str:
     """The newest revision shipped with this package."""
     from alembic.script import ScriptDirectory
 
-    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if rev is None:
         raise UsageError("no migrations found in the cardmint package")
     return rev
@@ -120,7 +120,7 @@ def next_revision_id() -> str:
     """The id a new revision gets: the head's number plus one (0001 -> 0002)."""
     from alembic.script import ScriptDirectory
 
-    rev = ScriptDirectory.from_config(_config()).get_current_head()
+    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if rev is None:
         return "0001"
     if not rev.isdigit():
@@ -140,7 +140,7 @@ def revision(dsn: str, message: str, autogenerate: bool = True) -> str:
     def write() -> str:
         from alembic import command
 
-        cfg = _config(dsn, rev_id=rev_id)
+        cfg = alembic_config(dsn, rev_id=rev_id)
         script = command.revision(cfg, message=message, autogenerate=autogenerate,
                                   rev_id=rev_id)
         scripts = script if isinstance(script, list) else [script]

@@ -119,7 +119,7 @@ class Database:
             self._primary = await asyncpg.create_pool(
                 self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
                 init=init_connection, reset=self._reset_primary,
-                **self._connect_args(self._dsn_of(None)),
+                **self.connect_args(self._dsn_of(None)),
             )
         except Exception as exc:
             raise errors.translate(exc, "the primary") from exc
@@ -127,14 +127,14 @@ class Database:
             # min_size=0: no connection yet, so a replica that is down cannot stop start-up.
             replica.pool = await asyncpg.create_pool(
                 replica.dsn, min_size=0, max_size=s.replica_pool_max,
-                init=init_connection, reset=reset_clean, **self._connect_args(replica.dsn),
+                init=init_connection, reset=reset_clean, **self.connect_args(replica.dsn),
             )
         await self.check_replicas()
         if monitor and (self.replicas or self._follow):
             self._monitor = asyncio.create_task(self._watch_replicas())
         return self
 
-    def _connect_args(self, dsn: str) -> dict[str, Any]:
+    def connect_args(self, dsn: str) -> dict[str, Any]:
         """What every new connection of a pool gets besides its DSN."""
         s = self.settings
         replica = dsn != self._primary_dsn
@@ -168,7 +168,7 @@ class Database:
                 replica.dsn = new_dsn
         if pool is self._primary:
             self._primary_dsn = new_dsn
-        pool.set_connect_args(new_dsn, **self._connect_args(new_dsn))
+        pool.set_connect_args(new_dsn, **self.connect_args(new_dsn))
         return True
 
     async def _acquire_after_rotation(self, pool: asyncpg.Pool,
@@ -430,7 +430,7 @@ class Database:
                 replica.pool = await asyncpg.create_pool(
                     replica.dsn, min_size=0, max_size=self.settings.replica_pool_max,
                     init=init_connection, reset=reset_clean,
-                    **self._connect_args(replica.dsn))
+                    **self.connect_args(replica.dsn))
         self.replicas = kept
         for replica in gone:
             if replica.pool is not None:
