@@ -1,5 +1,6 @@
-"""Clusters: where the PostgreSQL nodes run and how to reach them.
-
-`local` runs a primary and streaming replicas on this machine; later providers
-(patroni, fly) implement the same operations.
+"""The engines that run the cluster's PostgreSQL nodes, behind one protocol (engine.py):
+`local` (servers on this machine), `patroni` (the same servers run by Patroni) and `fly`
+(a Fly Postgres app through flyctl), chosen by `provider.open_cluster`. What the engines
+that run PostgreSQL themselves share is in `pg/`, `home.py` and `handover.py`; the state
+file is `state.py`'s alone.
 """
