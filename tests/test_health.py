@@ -192,13 +192,18 @@ async def test_archive_failures_and_lost_nodes(work_root: Path, template_dir: Pa
         admin = await tc.admin()
         try:
             # archiving that works but lags: a backlog older than the threshold is a warning
+            # (the archiver waits while `hold` exists, however slow the health check is)
+            hold = tc.home / "archive-hold"
+            hold.touch()
             real = await admin.fetchval("SHOW archive_command")
+            waiting = f"while [ -e {hold} ]; do sleep 0.05; done; {real}"
             await admin.execute("ALTER SYSTEM SET archive_command = "
-                                f"'sleep 2; {real.replace(chr(39), chr(39) * 2)}'")
+                                f"'{waiting.replace(chr(39), chr(39) * 2)}'")
             await admin.execute("SELECT pg_reload_conf()")
             await admin.execute("CREATE TABLE wal_probe AS SELECT generate_series(1, 1000) x")
             await admin.execute("SELECT pg_switch_wal()")
-            await poll(lambda: _eq(_status(s, "wal_archiving"), "warn"))
+            await poll(lambda: _eq(_status(s, "wal_archiving"), "warn"), timeout=30)
+            hold.unlink()
 
             # a failing archive_command with segments waiting: critical, P0 (PITR at risk)
             await admin.execute("ALTER SYSTEM SET archive_command = '/bin/false'")
