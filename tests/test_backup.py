@@ -368,4 +368,4 @@ async def test_upgrade_without_backup_and_without_a_local_cluster(
     assert done.returncode == 0, done.stderr
     assert "no local cluster" in json.loads(done.stdout)["backup_skipped"]
     done = cardmint(nowhere, "backup", "create", "--json")
-    assert done.returncode == 3 and "no local cluster" in json.loads(done.stdout)["error"]
+    assert done.returncode == 3 and "no cluster at" in json.loads(done.stdout)["error"]

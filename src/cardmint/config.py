@@ -18,7 +18,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cardmint.dsn import redact
-from cardmint.errors import ConfigError
+from cardmint.errors import ConfigError, NoCluster
 
 SECRETS_FILE = "secrets.env"
 
@@ -166,6 +166,26 @@ class Settings(BaseSettings):
     def secrets_path(self) -> Path:
         return self.home / SECRETS_FILE
 
+    def no_cluster(self) -> NoCluster:
+        """The error for a command that found no cluster where these settings point."""
+        home = self.home if self.home.is_absolute() else Path(".") / self.home
+        shown = str(home) if home.is_absolute() else f"./{self.home}"
+        return NoCluster(f"no cluster at {shown}: set CARDMINT_HOME or --home to the "
+                         "cluster's home (or CARDMINT_DATABASE_URL for a database elsewhere); "
+                         "`cardmint cluster up` makes a new cluster there")
+
+    def owner_dsn(self) -> str:
+        """The owner role's DSN (migrations, catalog loads), or why there is none."""
+        return self.required_dsn(self.migration_url, "owner DSN", "CARDMINT_MIGRATION_URL")
+
+    def required_dsn(self, value: SecretStr | None, what: str, variable: str) -> str:
+        """`value`'s DSN; without it, no cluster here at all or, with others, which one."""
+        if value is not None and value.get_secret_value():
+            return value.get_secret_value()
+        if self.database_url is None:  # nothing configured at all: the wrong home
+            raise self.no_cluster()
+        raise ConfigError(f"no {what}: set {variable}")
+
     @property
     def topology(self) -> Topology | None:
         """What `cluster.state.with_topology` attached, for the data layer to follow."""
@@ -196,11 +216,9 @@ class Settings(BaseSettings):
 
 def admin_or_owner_dsn(settings: Settings) -> str:
     """The superuser's DSN, else the owner's: what needs the tables' owner (or more)."""
-    dsn = secret(settings.admin_url) or secret(settings.migration_url)
-    if not dsn:
-        raise ConfigError("no admin or owner DSN: set CARDMINT_ADMIN_URL or run "
-                          "`cardmint cluster up`")
-    return dsn
+    dsn = secret(settings.admin_url)
+    return dsn or settings.required_dsn(settings.migration_url, "admin or owner DSN",
+                                     "CARDMINT_ADMIN_URL")
 
 
 def secret(value: SecretStr | None) -> str | None:

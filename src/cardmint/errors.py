@@ -17,6 +17,11 @@ class ConfigError(CardmintError):
     """The settings are missing or contradictory (no cluster, no DSN, a bad value)."""
 
 
+class NoCluster(ConfigError):
+    """No cluster where the settings point (no cluster.json in the home, no DSN given):
+    a setting to correct, never an outage to page about."""
+
+
 class UsageError(CardmintError):
     """A command was asked for something it cannot do as asked (CLI exit 3)."""
 

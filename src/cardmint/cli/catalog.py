@@ -11,9 +11,7 @@ from rich.table import Table
 from cardmint.catalog.load import load_catalog
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit
-from cardmint.config import secret
 from cardmint.db.connect import connection
-from cardmint.errors import ConfigError
 
 app = typer.Typer(help="The card catalog.", no_args_is_help=True)
 
@@ -26,9 +24,7 @@ def load(
 ) -> None:
     """Load (or refresh) the catalog: idempotent, in one transaction."""
     s = settings(home)
-    dsn = secret(s.migration_url)
-    if not dsn:
-        raise ConfigError("no owner DSN: set CARDMINT_MIGRATION_URL or run `cardmint cluster up`")
+    dsn = s.owner_dsn()
 
     async def go(progress: Progress | None) -> Any:
         tasks: dict[str, Any] = {}

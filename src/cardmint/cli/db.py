@@ -8,9 +8,7 @@ import typer
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.output import console, emit, errors
-from cardmint.config import secret
 from cardmint.db import migrate
-from cardmint.errors import ConfigError
 from cardmint.ops import freeze as freezing
 from cardmint.ops.backups import backup
 
@@ -18,11 +16,7 @@ app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 
 
 def _owner_dsn(home: Any) -> str:
-    dsn = secret(settings(home).migration_url)
-    if not dsn:
-        raise ConfigError("no migration DSN: set CARDMINT_MIGRATION_URL (the owner role) or "
-                          "run `cardmint cluster up`")
-    return dsn
+    return settings(home).owner_dsn()
 
 
 @app.command()

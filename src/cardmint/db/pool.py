@@ -31,7 +31,7 @@ from cardmint.db import errors
 from cardmint.db.latency import LatencyHistogram
 from cardmint.db.pooled import behind_pooler
 from cardmint.dsn import password_of, redact, username, with_password
-from cardmint.errors import ConfigError, DatabaseUnavailable
+from cardmint.errors import DatabaseUnavailable
 
 Record = asyncpg.Record
 # A connection lent by a pool (what transaction() holds and connection() yields).
@@ -87,9 +87,7 @@ class Database:
         self._clock = clock
         dsn = primary_dsn or secret(settings.database_url)
         if not dsn:
-            raise ConfigError(
-                "no database configured: set CARDMINT_DATABASE_URL or run `cardmint cluster up`"
-            )
+            raise settings.no_cluster()
         self._primary_dsn = dsn
         follow = replica_dsns is None
         if replica_dsns is None:

@@ -82,9 +82,11 @@ class LocalCluster:
     def ready_state(self, *, ready: bool = True) -> ClusterState:
         """The saved state; with `ready`, only once `up` has finished making it."""
         state = load(self.home)
-        if state is None or (ready and state.status != READY):
-            raise ClusterError(f"no {'ready ' if ready else ''}cluster in {self.home}: run "
-                               "`cardmint cluster up`")
+        if state is None:
+            raise self.settings.no_cluster()
+        if ready and state.status != READY:
+            raise ClusterError(f"the cluster in {self.home} is not ready: `cardmint cluster up` "
+                               "was cut off; run it again to finish or clean up")
         return state
 
     @contextmanager

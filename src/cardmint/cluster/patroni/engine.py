@@ -445,9 +445,11 @@ class PatroniCluster:
 
     def ready_state(self) -> ClusterState:
         state = load(self.home)
-        if state is None or state.status != READY:
-            raise ClusterError(f"no ready cluster in {self.home}: run `cardmint cluster up "
-                               "--engine patroni`")
+        if state is None:
+            raise self.settings.no_cluster()
+        if state.status != READY:
+            raise ClusterError(f"the cluster in {self.home} is not ready: `cardmint cluster up "
+                               "--engine patroni` was cut off; run it again")
         if state.provider != self.provider or not state.patroni:
             raise UsageError(f"the cluster in {self.home} runs the {state.provider} engine")
         return state
@@ -459,7 +461,7 @@ class PatroniCluster:
         Patroni says of it (`patroni`: its member role and state, lag, REST port, PID)."""
         state = load(self.home)
         if state is None:
-            raise ClusterError(f"no cluster in {self.home}: run `cardmint cluster up`")
+            raise self.settings.no_cluster()
         before = [(n.name, n.role) for n in state.nodes]
         try:
             found = await self.refresh_roles(state)

@@ -272,9 +272,7 @@ async def status(settings: Settings, *, now: datetime | None = None) -> dict[str
     """WAL archiving health and the newest backup, judged against the backup-age
     thresholds health uses."""
     now = utc(now)
-    dsn = secret(settings.migration_url)
-    if not dsn:
-        raise ConfigError("no owner DSN: set CARDMINT_MIGRATION_URL or run `cardmint cluster up`")
+    dsn = settings.owner_dsn()
     async with connection(dsn, settings, application="cardmint-backup") as conn:
         archiver = await facts.archiver(conn)
         latest = await facts.latest_backup(conn)

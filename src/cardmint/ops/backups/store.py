@@ -31,7 +31,7 @@ from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import ClusterState, load
 from cardmint.config import Settings
 from cardmint.dsn import redact
-from cardmint.errors import BackupError, ConfigError, UsageError
+from cardmint.errors import BackupError, UsageError
 
 ID = re.compile(r"^\d{8}T\d{6}Z$")
 META = "backup.json"
@@ -68,8 +68,7 @@ def site(settings: Settings) -> Site:
     home = settings.home.resolve()
     state = load(home)
     if state is None:
-        raise ConfigError(f"no local cluster in {home} to back up or restore: run "
-                          "`cardmint cluster up` (or set CARDMINT_HOME)")
+        raise settings.no_cluster()
     user = OsUser.resolve(state.os_user or settings.pg_os_user)
     return Site(settings, home, state, PgBin(Path(state.bindir), state.pg_version), user)
 

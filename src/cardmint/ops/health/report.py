@@ -99,9 +99,12 @@ async def survey(settings: Settings) -> tuple[list[tuple[str, str]],
 
 
 async def check_health(settings: Settings, *, now: datetime | None = None) -> HealthReport:
-    """Run every check; never raises for what it finds (a dead node is a finding)."""
+    """Run every check; never raises for what it finds (a dead node is a finding), only
+    when the settings point at no cluster at all (`NoCluster`)."""
     checked_at = now or datetime.now(UTC)
     targets, answers = await survey(settings)
+    if not targets:  # nothing to check: a setting to correct, not an outage
+        raise settings.no_cluster()
     checks: list[Check] = []
     figures: dict[str, Any] = {"nodes": {}}
     nodes: list[facts.NodeFacts] = []

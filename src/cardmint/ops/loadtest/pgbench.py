@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cardmint.cluster.pg import pgbin
 from cardmint.cluster.state import load as load_state
-from cardmint.config import Settings, secret
+from cardmint.config import Settings
 from cardmint.db.connect import connection
 from cardmint.dsn import password_of, redact
 from cardmint.errors import ClusterError, ConfigError, UsageError
@@ -66,10 +66,8 @@ class PgbenchOptions:
 
 def admin_dsn(settings: Settings, database: str = DATABASE) -> str:
     """The superuser DSN (multi-host, read-write: the primary) on `database`."""
-    dsn = secret(settings.admin_url)
-    if not dsn:
-        raise ConfigError("no superuser DSN: run `cardmint cluster up` or set "
-                          "CARDMINT_ADMIN_URL (pgbench needs its own database)")
+    dsn = settings.required_dsn(settings.admin_url, "superuser DSN (pgbench needs its own "
+                                "database)", "CARDMINT_ADMIN_URL")
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
 

@@ -31,7 +31,7 @@ from cardmint.cluster.pg import roles
 from cardmint.cluster.provider import open_managed
 from cardmint.cluster.state import REPLICATION, ROLES, SUPERUSER, Node
 from cardmint.config import Settings
-from cardmint.errors import ClusterError, UsageError, ValidationError
+from cardmint.errors import ClusterError, ValidationError
 from cardmint.ops.maintenance import require_window
 
 
@@ -86,8 +86,7 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
         await cluster.refresh()  # Patroni may have moved the leader by itself
     state = cluster.state()
     if state is None:
-        raise UsageError(f"no cluster in {settings.home}: rotation needs its secrets "
-                         "file and nodes")
+        raise settings.no_cluster()
     began = time.perf_counter()
     passwords = cluster.passwords()
     admin = await _connect(state.primary, SUPERUSER, passwords[SUPERUSER], "postgres")
