@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
 
+    # Card photos (cardmint.scan): stored content-addressed under `image_dir` (default
+    # `$CARDMINT_HOME/images`; in production a volume), refused above these limits.
+    image_dir: Path | None = None
+    image_max_bytes: int = Field(20_000_000, ge=10_000)
+    image_max_pixels: int = Field(50_000_000, ge=10_000)
+    ocr_threads: int = Field(1, ge=1, le=64)  # per OCR call; the server runs one at a time
+
     @field_validator("replica_urls", "monitor_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -160,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def secrets_path(self) -> Path:
         return self.home / SECRETS_FILE
+
+    @property
+    def images_path(self) -> Path:
+        return self.image_dir if self.image_dir is not None else self.home / "images"
 
     def _fill_from_state(self) -> None:
         """Take DSNs the environment did not give from cluster.json plus the secrets file."""
