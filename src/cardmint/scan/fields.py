@@ -22,7 +22,7 @@ from cardmint.scan.ocr import Line
 
 # Words printed near the name that are not part of it (the stage, the card kind).
 STAGE = re.compile(r"(?i)^\s*(basic|stage\s*[12l|]|trainer|energy|item|supporter|stadium|"
-                   r"tool|pok[eé]mon\s+tool|mega|break|level[\s-]*up|restored|v[\s-]*union)"
+                   r"tool|pok[eé]mon\s+tool|break|level[\s-]*up|restored|v[\s-]*union)"
                    r"\b[\s:.-]*")
 # HP as printed or misread: `HP 120`, `HP12O`, `120 HP`, `H P 70`.
 HP_DIGITS = "0-9OoIlSB"

@@ -8,7 +8,10 @@ shape: the whole image is the card then.
 
 Which way up the card is cannot be told from its outline: a card photographed upside down
 comes out upside down, and the reader (`cardmint.scan.read`) tries it the other way round
-when the upright reading finds nothing.
+when the upright reading finds nothing. Other things on the table can have a card's shape
+(a box, a sleeve, the frame drawn by clutter around the card): `candidates` gives the
+likeliest few, outlines that touch the photo's edge last, and the reader goes down the list
+until one reads as a card.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ Image = npt.NDArray[np.uint8]
 CARD_ASPECT = 63 / 88  # width / height
 ASPECT_TOLERANCE = 0.14  # sides measured on a tilted photo are off by this much
 MIN_AREA, MAX_AREA = 0.06, 0.95  # of the photo: else something on the table, or the frame
+EDGE_MARGIN = 0.012  # of the photo's long side: a corner this close touches the edge
 WORK_SIDE = 640  # the long side of the copy the outline is searched on
 OUT_W, OUT_H = 630, 880  # the straightened card (10 px/mm)
 
@@ -68,9 +72,18 @@ def _edges(small: Image, low: int, high: int) -> Image:
     return cv2.dilate(edges, np.ones((3, 3), np.uint8))
 
 
+def _touches_edge(pts: npt.NDArray[np.float32], shape: tuple[int, ...]) -> bool:
+    """A corner on the photo's edge: more likely the frame around clutter than a card."""
+    h, w = shape[:2]
+    margin = EDGE_MARGIN * max(h, w)
+    return bool(np.any(pts[:, 0] < margin) or np.any(pts[:, 0] > w - margin)
+                or np.any(pts[:, 1] < margin) or np.any(pts[:, 1] > h - margin))
+
+
 def _quads(small: Image) -> list[npt.NDArray[np.float32]]:
-    """Four-cornered convex outlines with a card's proportions, largest first."""
-    found: list[tuple[float, npt.NDArray[np.float32]]] = []
+    """Four-cornered convex outlines with a card's proportions: those clear of the photo's
+    edges first, largest first; near-duplicates (the same outline found twice) dropped."""
+    found: list[tuple[bool, float, npt.NDArray[np.float32]]] = []
     whole = small.shape[0] * small.shape[1]
     for low, high in ((30, 90), (60, 180)):
         edges = _edges(small, low, high)
@@ -89,27 +102,47 @@ def _quads(small: Image) -> list[npt.NDArray[np.float32]]:
                     continue
                 pts = cv2.boxPoints(rect).astype(np.float32)
             if _aspect_ok(pts) and cv2.contourArea(pts) <= MAX_AREA * whole:
-                found.append((float(cv2.contourArea(pts)), pts))
+                found.append((_touches_edge(pts, small.shape), -float(cv2.contourArea(pts)),
+                              pts))
         if found:
             break
-    found.sort(key=lambda x: -x[0])
-    return [pts for _, pts in found]
+    found.sort(key=lambda x: (x[0], x[1]))
+    distinct: list[tuple[float, npt.NDArray[np.float32]]] = []
+    for _, negative_area, pts in found:
+        centre = pts.mean(axis=0)
+        if not any(abs(-negative_area - a) < 0.1 * a
+                   and np.linalg.norm(centre - q.mean(axis=0)) < 0.05 * max(small.shape)
+                   for a, q in distinct):
+            distinct.append((-negative_area, pts))
+    return [pts for _, pts in distinct]
 
 
-def locate(photo: Image) -> Located:
-    """The card in `photo` (RGB), straightened to OUT_W x OUT_H."""
+def _whole(photo: Image) -> Located:
+    h, w = photo.shape[:2]
+    upright = photo if h >= w else cv2.rotate(photo, cv2.ROTATE_90_CLOCKWISE)
+    return Located(cv2.resize(upright, (OUT_W, OUT_H), interpolation=cv2.INTER_AREA), None, 1.0)
+
+
+def candidates(photo: Image, limit: int = 3) -> list[Located]:
+    """Up to `limit` straightened candidates for the card in `photo` (RGB), likeliest
+    first; the whole photo when no outline is found."""
     h, w = photo.shape[:2]
     scale = WORK_SIDE / max(h, w)
     small = cv2.resize(photo, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    quads = _quads(small)
+    quads = _quads(small)[:limit]
     if not quads:
-        whole = photo if h >= w else cv2.rotate(photo, cv2.ROTATE_90_CLOCKWISE)
-        return Located(cv2.resize(whole, (OUT_W, OUT_H), interpolation=cv2.INTER_AREA),
-                       None, 1.0)
-    corners = _order(quads[0] / scale)
+        return [_whole(photo)]
     target = np.array([[0, 0], [OUT_W, 0], [OUT_W, OUT_H], [0, OUT_H]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(corners, target)
-    card = cv2.warpPerspective(photo, matrix, (OUT_W, OUT_H), flags=cv2.INTER_AREA,
-                               borderMode=cv2.BORDER_REPLICATE)
-    area = float(cv2.contourArea(corners)) / (h * w)
-    return Located(card, corners, area)
+    out = []
+    for quad in quads:
+        corners = _order(quad / scale)
+        matrix = cv2.getPerspectiveTransform(corners, target)
+        card = cv2.warpPerspective(photo, matrix, (OUT_W, OUT_H), flags=cv2.INTER_AREA,
+                                   borderMode=cv2.BORDER_REPLICATE)
+        out.append(Located(card, corners, float(cv2.contourArea(corners)) / (h * w)))
+    return out
+
+
+def locate(photo: Image) -> Located:
+    """The likeliest card in `photo` (RGB), straightened to OUT_W x OUT_H."""
+    return candidates(photo, limit=1)[0]

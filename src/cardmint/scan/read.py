@@ -6,7 +6,7 @@ the illustrator, number and set code at the bottom), stacked into one image so t
 detector runs once: the artwork and the attack text in between would cost most of the time
 and add nothing the identification needs. A card upside down reads as noise the right way
 up; when the upright reading finds fewer than two of name, HP and number, the card is read
-turned round too and the better reading kept.
+turned round too, then the next likeliest outline, and the best reading kept.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cardmint.scan.ocr import ENGINE_NAME, Line, OcrEngine, engine
 
 DECODE_SIDE = 2000  # px: JPEGs are decoded at a reduced scale down to about this
 TOP_BAND = (0.0, 0.13)  # of the straightened card's height
-BOTTOM_BAND = (0.88, 1.0)
+BOTTOM_BAND = (0.89, 1.0)
 GAP = 16  # px of white between the stacked bands
 
 
@@ -87,23 +87,39 @@ def _read_card(card: npt.NDArray[np.uint8], ocr: OcrEngine) -> tuple[CardText, l
     return card_text(top, bottom), top, bottom
 
 
+MAX_READS = 4  # OCR runs per photo at most: the likeliest outline both ways up, then others
+
+
 def read_pixels(rgb: npt.NDArray[np.uint8], *, ocr: OcrEngine | None = None) -> PhotoReading:
-    """Read a decoded photo (RGB)."""
+    """Read a decoded photo (RGB): the likeliest outline first, upright then turned round,
+    then the other outlines, until a reading has two of name, HP and number."""
     ocr = ocr or engine()
     t0 = time.perf_counter()
-    located = locating.locate(rgb)
+    found = locating.candidates(rgb)
     t1 = time.perf_counter()
-    fields, top, bottom = _read_card(located.card, ocr)
-    turned = False
-    if fields.found < 2:
-        again = _read_card(np.ascontiguousarray(located.card[::-1, ::-1]), ocr)
-        if again[0].found > fields.found:
-            (fields, top, bottom), turned = again, True
+    best: tuple[CardText, list[Line], list[Line], locating.Located, bool] | None = None
+    reads = 0
+    for i, located in enumerate(found):
+        for turned in (False, True):
+            if reads >= MAX_READS or (turned and i > 0 and best and best[0].found == 0):
+                break
+            card = np.ascontiguousarray(located.card[::-1, ::-1]) if turned else located.card
+            fields, top, bottom = _read_card(card, ocr)
+            reads += 1
+            if best is None or fields.found > best[0].found:
+                best = (fields, top, bottom, located, turned)
+            if best[0].found >= 2:
+                break
+        if best is not None and best[0].found >= 2:
+            break
+    assert best is not None
+    fields, top, bottom, located, turned = best
     t2 = time.perf_counter()
     corners = None if located.corners is None else \
         [[round(float(x), 1), round(float(y), 1)] for x, y in located.corners]
     return PhotoReading(fields=fields, top=top, bottom=bottom, corners=corners, turned=turned,
-                        timings_ms={"locate": (t1 - t0) * 1000, "ocr": (t2 - t1) * 1000})
+                        timings_ms={"locate": (t1 - t0) * 1000, "ocr": (t2 - t1) * 1000,
+                                    "reads": reads})
 
 
 def read_photo(data: bytes, *, ocr: OcrEngine | None = None) -> PhotoReading:
