@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv postgres pgbouncer patroni browser lint bench down clean
+.PHONY: run test venv postgres pgbouncer patroni browser fonts lint bench down clean
 
 run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint cluster up
@@ -14,7 +14,7 @@ run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint catalog load
 	$(BIN)/cardmint serve
 
-test: venv postgres pgbouncer patroni browser
+test: venv postgres pgbouncer patroni browser fonts
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -100,6 +100,20 @@ browser:
 	  test -x /usr/bin/chromium || command -v chromium >/dev/null || echo "chromium is" \
 	    "missing: the browser tests (tests/test_web_*browser.py) are skipped (Debian:" \
 	    "apt-get install chromium)"; }
+
+# Debian's DejaVu and Liberation fonts: the synthetic card photos of the scan tests and
+# bench/scan.py are rendered in them. Without them those tests are skipped with the reason.
+FONT_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf \
+  /usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf
+fonts:
+	@ls $(FONT_FILES) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing fonts (Debian packages fonts-dejavu-core, fonts-liberation)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      fonts-dejavu-core fonts-liberation >/dev/null; \
+	  fi; \
+	  ls $(FONT_FILES) >/dev/null 2>&1 || echo "fonts are missing: the tests on rendered" \
+	    "card photos are skipped (Debian: apt-get install fonts-dejavu-core fonts-liberation)"; }
 
 lint: venv
 	$(BIN)/ruff check src tests bench
