@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import statistics
@@ -47,7 +48,7 @@ from typing import Any
 
 from bench import cardphoto
 from bench.identify import fresh_cluster
-from cardmint.catalog.identify import OcrInput, identify
+from cardmint.catalog.identify import identify
 from cardmint.scan.images import accept
 from cardmint.scan.ocr import Line, engine
 from cardmint.scan.read import decode, read_pixels
@@ -71,10 +72,10 @@ class Tesseract:
 
     name = "tesseract"
 
-    def read(self, bgr: Any) -> list[Line]:
+    def read(self, bgr: Any, *, sensitive: bool = False) -> list[Line]:
         import cv2
 
-        ok, png = cv2.imencode(".png", bgr)
+        _, png = cv2.imencode(".png", bgr)
         done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11", "tsv"],
                               input=png.tobytes(), capture_output=True, check=True)
         lines: dict[tuple[str, str, str], list[tuple[str, float, int, int, int, int]]] = {}
@@ -179,8 +180,8 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         summary = summarize(results)
         if args.failures:
             misses = [r.__dict__ for r in results if r.rank != 0]
-            Path(args.failures).write_text(json.dumps(misses, indent=1, default=str))
-        import os
+            await asyncio.to_thread(Path(args.failures).write_text,
+                                    json.dumps(misses, indent=1, default=str))
         return {"benchmark": "scan", "engine": getattr(ocr, "name", "?"), "seed": args.seed,
                 "cards": len(cards), "photos": len(results),
                 "wall_s": round(time.monotonic() - started, 1),
@@ -220,7 +221,8 @@ def print_table(result: dict[str, Any]) -> None:
                   f"{r['name_read']:>6.3f} {r['number_read']:>7.3f} {r['total_ms_p50']:>7.0f} "
                   f"{r['total_ms_p95']:>7.0f}")
     for part, t in result["timing_ms"].items():
-        print(f"{part:<9} p50 {t['p50']:>6.1f} ms  p95 {t['p95']:>6.1f} ms  max {t['max']:>6.1f} ms")
+        print(f"{part:<9} p50 {t['p50']:>6.1f} ms  p95 {t['p95']:>6.1f} ms  "
+              f"max {t['max']:>6.1f} ms")
 
 
 def main() -> int:

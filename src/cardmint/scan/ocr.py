@@ -106,10 +106,13 @@ class OcrEngine:
         self._engine = RapidOCR(params=params)
         self._lock = threading.Lock()
 
-    def read(self, bgr: npt.NDArray[np.uint8]) -> list[Line]:
-        """Every line found in the image (BGR, as OpenCV holds it), top to bottom."""
+    def read(self, bgr: npt.NDArray[np.uint8], *, sensitive: bool = False) -> list[Line]:
+        """Every line found in the image (BGR, as OpenCV holds it), top to bottom.
+        `sensitive`: lower detection and recognition thresholds, for a second look at a
+        band where nothing usable was found (blurred small print)."""
+        options: dict[str, Any] = {"box_thresh": 0.3, "text_score": 0.3} if sensitive else {}
         with self._lock:
-            result: Any = self._engine(bgr, use_cls=False)
+            result: Any = self._engine(bgr, use_cls=False, **options)
         if result.txts is None or result.boxes is None:
             return []
         lines = [Line(str(text), float(score),
