@@ -45,7 +45,7 @@ OPTIONS = ("condition", "language", "location", "priority")
 def content_type(scope: Scope) -> str:
     for key, value in scope.get("headers") or []:
         if key == b"content-type":
-            return value.decode("latin-1").split(";")[0].strip().lower()
+            return str(value.decode("latin-1")).split(";")[0].strip().lower()
     return ""
 
 

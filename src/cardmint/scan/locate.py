@@ -17,12 +17,14 @@ until one reads as a card.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-Image = npt.NDArray[np.uint8]
+# Pixels as OpenCV hands them back (its stubs type every result loosely); RGB, uint8.
+Image = npt.NDArray[Any]
 
 CARD_ASPECT = 63 / 88  # width / height
 ASPECT_TOLERANCE = 0.14  # sides measured on a tilted photo are off by this much
@@ -66,9 +68,9 @@ def _edges(small: Image, low: int, high: int) -> Image:
     """Edges in any colour channel: a yellow border on a pink table differs in hue more than
     in brightness."""
     blurred = cv2.GaussianBlur(small, (5, 5), 0)
-    edges = np.zeros(small.shape[:2], np.uint8)
+    edges: Image = np.zeros(small.shape[:2], np.uint8)
     for channel in cv2.split(blurred):
-        edges |= cv2.Canny(channel, low, high)
+        edges = cv2.bitwise_or(edges, cv2.Canny(channel, low, high))
     return cv2.dilate(edges, np.ones((3, 3), np.uint8))
 
 

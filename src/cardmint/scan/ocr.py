@@ -106,7 +106,7 @@ class OcrEngine:
         self._engine = RapidOCR(params=params)
         self._lock = threading.Lock()
 
-    def read(self, bgr: npt.NDArray[np.uint8], *, sensitive: bool = False) -> list[Line]:
+    def read(self, bgr: npt.NDArray[Any], *, sensitive: bool = False) -> list[Line]:
         """Every line found in the image (BGR, as OpenCV holds it), top to bottom.
         `sensitive`: lower detection and recognition thresholds, for a second look at a
         band where nothing usable was found (blurred small print)."""

@@ -19,12 +19,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 from PIL import Image
 
 from cardmint.scan import locate as locating
 from cardmint.scan.fields import CardText, card_text
 from cardmint.scan.images import ImageRejected
+from cardmint.scan.locate import Image as Pixels
 from cardmint.scan.ocr import ENGINE_NAME, Line, OcrEngine, engine
 
 DECODE_SIDE = 2000  # px: JPEGs are decoded at a reduced scale down to about this
@@ -56,7 +56,7 @@ class PhotoReading:
                 "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
 
 
-def decode(data: bytes) -> npt.NDArray[np.uint8]:
+def decode(data: bytes) -> Pixels:
     """RGB pixels of a stored photo (a JPEG: decoded at 1/2, 1/4 … scale when that still
     leaves DECODE_SIDE pixels, which is much faster than decoding all and resizing)."""
     try:
@@ -67,7 +67,7 @@ def decode(data: bytes) -> npt.NDArray[np.uint8]:
         raise ImageRejected(f"the photo cannot be decoded: {type(exc).__name__}") from None
 
 
-def _bands(card: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], int]:
+def _bands(card: Pixels) -> tuple[Pixels, int]:
     """The card's top and bottom bands stacked with a white gap (BGR for the engine), and
     the y where the bottom band starts."""
     h, w = card.shape[:2]
@@ -78,7 +78,7 @@ def _bands(card: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], int]:
     return cv2.cvtColor(stacked, cv2.COLOR_RGB2BGR), top.shape[0] + GAP
 
 
-def _read_card(card: npt.NDArray[np.uint8], ocr: OcrEngine) -> tuple[CardText, list[Line],
+def _read_card(card: Pixels, ocr: OcrEngine) -> tuple[CardText, list[Line],
                                                                        list[Line]]:
     stacked, split = _bands(card)
     lines = ocr.read(stacked)
@@ -88,7 +88,7 @@ def _read_card(card: npt.NDArray[np.uint8], ocr: OcrEngine) -> tuple[CardText, l
     return card_text(top, bottom), top, bottom
 
 
-def _second_look(card: npt.NDArray[np.uint8], fields: CardText, top: list[Line],
+def _second_look(card: Pixels, fields: CardText, top: list[Line],
                  bottom: list[Line], ocr: OcrEngine) -> tuple[CardText, list[Line]]:
     """The bottom band sharpened and read with lower thresholds: the number of a blurred
     photo is often found then (a third of those missed, on the blur degradation)."""
@@ -108,7 +108,7 @@ def _second_look(card: npt.NDArray[np.uint8], fields: CardText, top: list[Line],
 MAX_READS = 4  # OCR runs per photo at most: the likeliest outline both ways up, then others
 
 
-def read_pixels(rgb: npt.NDArray[np.uint8], *, ocr: OcrEngine | None = None) -> PhotoReading:
+def read_pixels(rgb: Pixels, *, ocr: OcrEngine | None = None) -> PhotoReading:
     """Read a decoded photo (RGB): the likeliest outline first, upright then turned round,
     then the other outlines, until a reading has two of name, HP and number."""
     ocr = ocr or engine()
