@@ -87,7 +87,7 @@ async def _read_upload(request: Request, settings: Settings) -> tuple[bytes, dic
                                       if k in OPTIONS}
     try:
         form = await request.form(max_files=1, max_fields=len(OPTIONS) + 1,
-                                  max_part_size=settings.image_max_bytes + 1)
+                                  max_part_size=settings.image_max_bytes + 64 * 1024)
     except HTTPException:
         raise
     except Exception as exc:  # a body python-multipart cannot parse

@@ -69,7 +69,7 @@ async def send_photo(request: Request,
     settings = request.app.state.settings
     try:
         form = await request.form(max_files=1, max_fields=8,
-                                  max_part_size=settings.image_max_bytes + 1)
+                                  max_part_size=settings.image_max_bytes + 64 * 1024)
     except Exception:  # not multipart, or a body the parser cannot read
         return _failed(request, 400, "Send the photo from the scan page's form.")
     csrf = form.get("csrf")
