@@ -252,3 +252,35 @@ async def test_cardmint_scan_stocks_a_folder_and_resumes(pg: TestCluster, catalo
         "WHERE i.location = $1 ORDER BY p.card_id", f"tray-{tag}")
     assert [r["card_id"] for r in stocked] == sorted(ids)
     assert all(card(i) for i in ids)
+
+
+async def test_the_scan_form_without_javascript(client: Client) -> None:
+    """The page's form posted as is: several photos queued at once, CSRF required, a photo
+    refused with the reason on the page (and the ones before it kept)."""
+    from cardmint.web.session import csrf_for
+
+    token = client.tokens["write"]
+    client.c.cookies.set("cardmint_session", token)
+    try:
+        files = [("image", ("a.jpg", photo("sm5-43", "scan"), "image/jpeg")),
+                 ("image", ("b.jpg", photo("pl3-10", "scan"), "image/jpeg"))]
+        form = {"csrf": csrf_for(token), "condition": "MP", "location": "drawer 2"}
+        before = await client.count()
+        refused = await client.c.post("/scan/photos", data={"condition": "MP"}, files=files,
+                                      headers={"Accept": "text/html"})
+        assert refused.status_code == 403 and await client.count() == before  # no CSRF
+        sent = await client.c.post("/scan/photos", data=form, files=files,
+                                   headers={"Accept": "text/html"})
+        assert sent.status_code == 303, sent.text
+        assert sent.headers["location"].endswith("&count=2")
+        assert await client.count() == before + 2
+        page = await client.c.get(sent.headers["location"])
+        assert "2 photos from capture" in page.text
+        bad = [files[0], ("image", ("c.gif", b"GIF89a" + b"\0" * 64, "image/gif"))]
+        partly = await client.c.post("/scan/photos", data=form, files=bad,
+                                     headers={"Accept": "text/html"})
+        assert partly.status_code == 415
+        assert "Photo 2 of 2: the image must be a JPEG, PNG or WebP file" in partly.text
+        assert await client.count() == before + 3
+    finally:
+        client.c.cookies.clear()

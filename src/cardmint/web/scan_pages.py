@@ -33,6 +33,7 @@ from cardmint.web.session import Session, check_csrf, require_page
 router = APIRouter(include_in_schema=False)
 
 UPLOAD_PATH = "/scan/photos"
+MAX_FILES = 10  # photos in one form sent without JavaScript
 DONE = ("processed", "needs_review", "failed")
 
 
@@ -48,10 +49,13 @@ def _wants_json(request: Request) -> bool:
 async def scan(request: Request,
                session: Session = Depends(require_page("write"))) -> HTMLResponse:
     sent = positive_id(request.query_params.get("sent"))
+    count = positive_id(request.query_params.get("count")) or 1
     notice = None
     if sent is not None:
-        notice = {"kind": "ok", "text": f"Photo sent: capture {sent} is queued. It is stocked "
-                                        "or sent to review once a worker has read it."}
+        what = f"capture {sent} is" if count == 1 else \
+            f"{min(count, MAX_FILES)} photos from capture {sent} on are"
+        notice = {"kind": "ok", "text": f"Sent: {what} queued. Each is stocked or sent to "
+                                        "review once a worker has read it."}
     return render(request, "scan.html", condition_options=CONDITION_NAMES, notice=notice,
                   error=None)
 
@@ -66,34 +70,44 @@ def _failed(request: Request, status: int, message: str, field: str = "image") -
 @router.post(UPLOAD_PATH)
 async def send_photo(request: Request,
                      session: Session = Depends(require_page("write"))) -> Response:
+    """One photo from the page's script (JSON back), or the form itself without JavaScript,
+    which may carry several (the page comes back saying how many were queued)."""
     settings = request.app.state.settings
     try:
-        form = await request.form(max_files=1, max_fields=8,
+        form = await request.form(max_files=MAX_FILES, max_fields=MAX_FILES + 8,
                                   max_part_size=settings.image_max_bytes + 64 * 1024)
     except Exception:  # not multipart, or a body the parser cannot read
-        return _failed(request, 400, "Send the photo from the scan page's form.")
+        return _failed(request, 400, "Send the photos from the scan page's form "
+                                     f"(at most {MAX_FILES} at once).")
     csrf = form.get("csrf")
     check_csrf(session, csrf if isinstance(csrf, str) else None)
-    image = form.get("image")
-    if not isinstance(image, UploadFile):
+    images = [f for f in form.getlist("image") if isinstance(f, UploadFile)]
+    if not images:
         return _failed(request, 422, "Choose or take a photo first.")
     condition = form.get("condition")
     location = form.get("location")
-    try:
-        where = fields.text(location if isinstance(location, str) else None, "location",
-                            max_length=fields.MAX_TEXT)
-        capture = await photos.submit(
-            _db(request), await image.read(), settings=settings,
-            submitter=session.principal.owner,
-            condition=condition if isinstance(condition, str) and condition else "NM",
-            location=where, metadata={"source": "scan-page"})
-    except ImageRejected as exc:
-        return _failed(request, exc.status, f"{exc}.")
-    except ValidationError as exc:
-        return _failed(request, 422, f"{exc}.", exc.field or "form")
+    sent: list[dict[str, Any]] = []
+    for n, image in enumerate(images, 1):
+        which = f"Photo {n} of {len(images)}: " if len(images) > 1 else ""
+        try:
+            where = fields.text(location if isinstance(location, str) else None, "location",
+                                max_length=fields.MAX_TEXT)
+            sent.append(await photos.submit(
+                _db(request), await image.read(), settings=settings,
+                submitter=session.principal.owner,
+                condition=condition if isinstance(condition, str) and condition else "NM",
+                location=where, metadata={"source": "scan-page"}))
+        except ImageRejected as exc:
+            return _failed(request, exc.status, f"{which}{exc}.{_queued(sent)}")
+        except ValidationError as exc:
+            return _failed(request, 422, f"{which}{exc}.{_queued(sent)}", exc.field or "form")
     if _wants_json(request):
-        return JSONResponse(summary(capture), status_code=201)
-    return RedirectResponse(f"/scan?sent={capture['id']}", status_code=303)
+        return JSONResponse(summary(sent[0]), status_code=201)
+    return RedirectResponse(f"/scan?sent={sent[0]['id']}&count={len(sent)}", status_code=303)
+
+
+def _queued(sent: list[dict[str, Any]]) -> str:
+    return f" The {len(sent)} before it were queued." if sent else ""
 
 
 def summary(c: dict[str, Any]) -> dict[str, Any]:
