@@ -8,6 +8,7 @@ import hashlib
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -91,6 +92,10 @@ def test_png_with_transparency_and_webp_are_taken() -> None:
     assert Image.open(io.BytesIO(png.jpeg)).getpixel((10, 10)) > (240, 240, 240)  # on white
     webp = accept(picture(fmt="WEBP"), **LIMITS)
     assert webp.source_format == "WEBP"
+    grey16 = io.BytesIO()  # a 16-bit scan: mid-grey stays mid-grey, not clipped to white
+    Image.fromarray(np.full((300, 300), 32768, dtype=np.uint16)).save(grey16, "PNG")
+    level = Image.open(io.BytesIO(accept(grey16.getvalue(), **LIMITS).jpeg)).getpixel((9, 9))
+    assert 120 <= level[0] <= 135
 
 
 @pytest.mark.parametrize("data, status, words", [

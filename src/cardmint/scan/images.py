@@ -102,6 +102,13 @@ def _encode(img: Image.Image) -> bytes:
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
         img = flat
+    elif img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float scans
+        import numpy as np
+
+        wide = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or float(wide.max()) > 255 else 255.0
+        img = Image.fromarray(np.clip(wide * (255.0 / top), 0, 255).astype(np.uint8), "L")
+        img = img.convert("RGB")
     elif img.mode != "RGB":
         img = img.convert("RGB")
     clean = Image.frombytes("RGB", img.size, img.tobytes())  # a new image: no info carried
