@@ -4,6 +4,8 @@ full catalog; top-1/top-3 by degradation and the time per photo on this machine'
     .venv/bin/python -m bench.scan [--per-kind 40] [--seed 11] [--json]
     .venv/bin/python -m bench.scan --home DIR            # a running cluster, catalog loaded
     .venv/bin/python -m bench.scan --engine tesseract    # the same photos through Tesseract
+                                                         # (Debian's tesseract-ocr, installed
+                                                         # by hand: only for this comparison)
     .venv/bin/python -m bench.scan --failures out.json   # every miss with what OCR read
 
 Without --home it starts a fresh cluster under /tmp, migrates it, loads the full catalog
@@ -181,6 +183,9 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     try:
         rng = random.Random(args.seed)
         cards = cardphoto.sample_cards(cardphoto.cards_from_catalog(), args.per_kind, rng)
+        if args.engine == "tesseract" and shutil.which("tesseract") is None:
+            raise SystemExit("--engine tesseract needs Debian's tesseract-ocr "
+                             "(apt-get install tesseract-ocr); it serves this comparison only")
         ocr = Tesseract() if args.engine == "tesseract" else engine(args.threads)
         kinds = args.kinds.split(",") if args.kinds else KINDS
         await evaluate(db, cards[:3], ["table"], args.seed + 1, ocr)  # warm up
