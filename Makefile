@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv postgres pgbouncer patroni browser promtool lint bench down clean
+.PHONY: run test venv postgres pgbouncer patroni browser promtool fonts lint bench down clean
 
 run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint cluster up
@@ -15,7 +15,7 @@ run: venv postgres pgbouncer patroni
 	$(BIN)/cardmint serve
 
 # The contracts (lint) first: a broken one fails at once, before any setup or test.
-test: lint postgres pgbouncer patroni browser promtool
+test: lint postgres pgbouncer patroni browser promtool fonts
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -123,6 +123,20 @@ promtool: venv
 	  command -v promtool >/dev/null || test -x $(PROMTOOL) || echo "promtool is missing:" \
 	    "tests/test_prometheus.py's promtool checks are skipped (Debian: apt-get install" \
 	    "prometheus)"; }
+
+# Debian's DejaVu and Liberation fonts: the synthetic card photos of the scan tests and
+# bench/scan.py are rendered in them. Without them those tests are skipped with the reason.
+FONT_FILES := /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf \
+  /usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf
+fonts:
+	@ls $(FONT_FILES) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing fonts (Debian packages fonts-dejavu-core, fonts-liberation)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      fonts-dejavu-core fonts-liberation >/dev/null; \
+	  fi; \
+	  ls $(FONT_FILES) >/dev/null 2>&1 || echo "fonts are missing: the tests on rendered" \
+	    "card photos are skipped (Debian: apt-get install fonts-dejavu-core fonts-liberation)"; }
 
 # Style, layering (import-linter) and types (mypy): their settings are in pyproject.toml.
 lint: venv

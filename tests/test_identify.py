@@ -18,12 +18,14 @@ from cardmint.catalog.identify import (
     confidences,
     fold_code,
     fold_name,
+    gather,
     identify,
     name_query,
     name_similarity,
     parse_hp,
     parse_number,
     read,
+    split_hp,
 )
 from cardmint.db import Database
 from support import TestCluster, serving
@@ -69,6 +71,14 @@ NUMBERS = [
     ("4l102", "4", (102,)),
     ("4 \\ 102", "4", (102,)),
     ("A", "a", ()),
+    # what the OCR engine made of rendered card photos (bench/scan.py): the slash read as a
+    # digit or a letter, or dropped
+    ("80182", "80", (82,)),
+    ("431156", "43", (156,)),
+    ("80782", "80", (82,)),
+    ("235217", "235", (217,)),
+    ("JIJ28", "j", ()),
+    ("43I156", "43", (156,)),
 ]
 
 
@@ -163,7 +173,33 @@ EXAMPLES = [
     (OcrInput(name="Charizard", number="4", set_code="base1"), "base1-4"),
     (OcrInput(name="Charizard", number="4", set_code="BS"), "base1-4"),
     (OcrInput(text="Charizard\nHP 120\nIllus. Mitsuhiro Arita\n4/102"), "base1-4"),
+    # as the OCR engine reads photos: slash lost or misread, HP glued to the name
+    (OcrInput(name="Charizard", number="41102", hp="120"), "base1-4"),
+    (OcrInput(name="Rainbow Energy", number="80182"), "base5-80"),
+    (OcrInput(name="Togekiss", number="235217", hp="140", set_code="ASC"), "me02.5-235"),
+    (OcrInput(name="CharizardHP120", number="4/102"), "base1-4"),
+    (OcrInput(name="Electabuzz HP80", number="43156"), "sm5-43"),
 ]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("CharizardHP120", ("Charizard", "120")), ("Charizard HP 12O", ("Charizard", "12O")),
+    ("Pikachu 60 HP", ("Pikachu", "60")), ("Mew", ("Mew", None)), ("HP 60", ("HP 60", None)),
+    ("Porygon2", ("Porygon2", None)),
+])
+def test_hp_glued_to_the_name_is_split_off(name: str, expected: tuple[str, str | None]) -> None:
+    assert split_hp(name) == expected
+
+
+async def test_a_name_close_to_a_cards_always_gives_candidates(catalog: Database) -> None:
+    """Too damaged for the trigram search (`%` needs similarity 0.3), still close by edit
+    distance: the nearest catalog names are searched for."""
+    for damaged, expected in (("Mcw", "Mew"), ("Onlx", "Onix"), ("Ahra", "Abra"),
+                              ("Mvk", "Muk")):
+        assert await gather(catalog, read(OcrInput(name=damaged))) == []  # the premise
+        found = await identify(catalog, OcrInput(name=damaged))
+        assert found, damaged
+        assert found[0].name == expected, (damaged, [c.name for c in found])
 
 
 @pytest.mark.parametrize(("ocr", "card_id"), EXAMPLES)

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
 
+    # Card photos (cardmint.scan): stored content-addressed under `image_dir` (default
+    # `$CARDMINT_HOME/images`; in production a volume), refused above these limits.
+    image_dir: Path | None = None
+    image_max_bytes: int = Field(20_000_000, ge=10_000)
+    image_max_pixels: int = Field(50_000_000, ge=10_000)
+    ocr_threads: int = Field(1, ge=1, le=64)  # per OCR call; the server runs one at a time
+
     @field_validator("replica_urls", "monitor_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -173,6 +180,10 @@ class Settings(BaseSettings):
         return NoCluster(f"no cluster at {shown}: set CARDMINT_HOME or --home to the "
                          "cluster's home (or CARDMINT_DATABASE_URL for a database elsewhere); "
                          "`cardmint cluster up` makes a new cluster there")
+
+    @property
+    def images_path(self) -> Path:
+        return self.image_dir if self.image_dir is not None else self.home / "images"
 
     def owner_dsn(self) -> str:
         """The owner role's DSN (migrations, catalog loads), or why there is none."""

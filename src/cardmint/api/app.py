@@ -11,7 +11,17 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import FastAPI
 
 from cardmint import __version__, web
-from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
+from cardmint.api import (
+    catalog,
+    health,
+    intake,
+    inventory,
+    limits,
+    metrics,
+    prices,
+    problems,
+    scan,
+)
 from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
@@ -41,12 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
     app.state.auth_failures = FailureLimiter()
-    limits.install(app, max_body_bytes=settings.api_max_body_bytes)
+    # photo uploads: the photo's limit plus room for a form's other parts
+    upload_bytes = settings.image_max_bytes + 64 * 1024
+    limits.install(app, max_body_bytes=settings.api_max_body_bytes,
+                   uploads={scan.UPLOAD_PATH: upload_bytes, web.SCAN_UPLOAD_PATH: upload_bytes})
     problems.install(app)
     metrics.install(app)
     health.install(app)
 
     app.include_router(catalog.router)
+    app.include_router(scan.router)  # before intake's: it takes the uploads to /v1/captures
     app.include_router(intake.router)
     app.include_router(inventory.router)
     app.include_router(prices.router)

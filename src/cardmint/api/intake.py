@@ -145,11 +145,30 @@ def _invalid(exc: ValidationError) -> Refused:
 
 # -- routes -----------------------------------------------------------------------------------
 
-@router.post("/captures", status_code=201, response_model=OneCapture, responses={
-    201: {"headers": LOCATION}, **responses(400, 413, 422, 503, *AUTH)})
+# A photo may be sent instead of the JSON body; `api/scan.py` takes those requests.
+_PHOTO = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP"}
+UPLOAD_OPENAPI: dict[str, Any] = {"requestBody": {"content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"],
+        "properties": {"image": _PHOTO,
+                       "condition": {"type": "string", "enum": ["NM", "LP", "MP", "HP", "DMG"]},
+                       "language": {"type": "string", "pattern": LANGUAGE},
+                       "location": {"type": "string", "maxLength": 100},
+                       "priority": {"type": "integer", "minimum": 0, "maximum": 1000}}}},
+    **{kind: {"schema": _PHOTO} for kind in ("image/jpeg", "image/png", "image/webp")},
+}}}
+
+
+@router.post("/captures", status_code=201, response_model=OneCapture,
+             openapi_extra=UPLOAD_OPENAPI, responses={
+                 201: {"headers": LOCATION}, **responses(400, 413, 415, 422, 503, *AUTH)})
 async def create_capture(request: Request, body: CaptureRequest,
                          who: Principal = Depends(require_scope("write"))) -> Response:
-    """Submit a scanned card; a worker identifies it (`GET` it to follow)."""
+    """Submit a scanned card; a worker identifies it (`GET` it to follow). Either what OCR
+    read (JSON), or the photo (multipart with an `image` part, or the image as the body with
+    condition, language, location and priority as query parameters): the worker then reads
+    it. 413 above the photo size limit, 415 for another format, 422 for a photo that cannot
+    be read."""
     try:
         new = body.to_new()
     except ValidationError as exc:

@@ -1,9 +1,13 @@
 """Bounds on what a request may send: a body larger than the limit is refused with 413
-before any of it is processed, whether or not the client announced its length."""
+before any of it is processed, whether or not the client announced its length. Photo
+uploads (multipart or an image body, on the paths given in `uploads`) have their own,
+larger limit."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,17 +19,30 @@ class BodyTooLarge(Exception):
     pass
 
 
+UPLOAD_TYPES = (b"multipart/form-data", b"image/")
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 uploads: Mapping[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.uploads = app, max_bytes, dict(uploads or {})
+
+    def limit(self, scope: Scope, headers: dict[bytes, bytes]) -> int:
+        upload = self.uploads.get(scope.get("path", ""))
+        kind = headers.get(b"content-type", b"").lower()
+        if upload is not None and kind.startswith(UPLOAD_TYPES):
+            return upload
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        headers = dict(scope.get("headers") or [])
+        max_bytes = self.limit(scope, headers)
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await _too_large(send, max_bytes)
             return
         seen = 0
         started = False
@@ -35,7 +52,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge
             return message
 
@@ -48,7 +65,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await _too_large(send, self.max_bytes)
+                await _too_large(send, max_bytes)
 
 
 async def _too_large(send: Send, max_bytes: int) -> None:
@@ -62,5 +79,6 @@ async def _too_large(send: Send, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": raw})
 
 
-def install(app: FastAPI, *, max_body_bytes: int) -> None:
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+def install(app: FastAPI, *, max_body_bytes: int,
+            uploads: Mapping[str, int] | None = None) -> None:
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, uploads=uploads)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -130,9 +130,14 @@ def _readings(part: str) -> list[tuple[str, int, str]]:
     return out
 
 
+TOTAL_LIKE = re.compile(r"^[A-Z]{0,4}[0-9]{2,3}$")  # what a printed total can look like
+
+
 def _splits(text: str) -> list[tuple[str, str]]:
     """(number, total) ways to cut what was read: at the slash; without one, at a space
-    ("4 102") or at an l/I/| between digits (a slash misread), else the whole is the number."""
+    ("4 102"), at a character OCR makes of a slash (l, I, |, 1, 7: "80182", "JIJ28") or
+    where a slash was dropped ("235217"), wherever what follows can be a printed total;
+    and always the whole as the number. The totals then tell the cuts apart."""
     s = re.sub(r"[^A-Z0-9/|!\s]", "", strip_accents(text).upper().replace("\\", "/"))
     if "/" in s:
         left, _, right = s.partition("/")
@@ -142,9 +147,14 @@ def _splits(text: str) -> list[tuple[str, str]]:
     cuts = [(joined, "")]
     if len(parts) >= 2:
         cuts.append((parts[0], "".join(parts[1:])))
-    cuts.extend((joined[:m.start()], joined[m.end():])
-                for m in re.finditer(r"(?<=[0-9])[LI|!](?=[0-9])", joined))
-    return cuts
+    slashes = "LI|!17" if joined.isdigit() else "LI|!1"
+    for i, ch in enumerate(joined):
+        if ch in slashes and 0 < i <= 6 and TOTAL_LIKE.match(joined[i + 1:]):
+            cuts.append((joined[:i], joined[i + 1:]))
+    if joined.isdigit() and 4 <= len(joined) <= 6:  # the slash lost: 235217 is 235/217
+        cuts.extend((joined[:i], joined[i:]) for i in range(1, 4)
+                    if TOTAL_LIKE.match(joined[i:]))
+    return list(dict.fromkeys(cuts))
 
 
 def parse_number(text: str | None) -> NumberReading:
@@ -203,6 +213,18 @@ class Reading:
     text: str  # folded free text, for evidence ('' if none)
 
 
+# HP read into the name line: "CharizardHP120", "Charizard HP 12O", "Charizard 120 HP".
+NAME_HP = re.compile(r"(?i)^(.*?[a-z].*?)\s*(?:H\s?P\s*([0-9OIlSB]{2,3})|([0-9OIlSB]{2,3})\s*HP)$")
+
+
+def split_hp(name: str) -> tuple[str, str | None]:
+    """The name without an HP glued to its end, and that HP as read (or None)."""
+    m = NAME_HP.match(name.strip())
+    if not m or len(m.group(1).strip()) < 2:
+        return name, None
+    return m.group(1).strip(), m.group(2) or m.group(3)
+
+
 def read(ocr: OcrInput) -> Reading:
     """The input read for the query and the scoring. Lengths are capped here as well as in
     the API (a trigram search over a page of text would be slow), and what is left is
@@ -211,6 +233,10 @@ def read(ocr: OcrInput) -> Reading:
     name = (ocr.name or "").strip()[:MAX_NAME]
     if not name and text:
         name = text.splitlines()[0][:MAX_NAME]
+    name, glued_hp = split_hp(name)
+    if ocr.hp is None and glued_hp is not None:
+        ocr = OcrInput(name=ocr.name, number=ocr.number, set_code=ocr.set_code, hp=glued_hp,
+                       text=ocr.text)
     number_text: str | None = (ocr.number or "")[:MAX_NUMBER]
     if not (number_text or "").strip() and text:
         m = TEXT_NUMBER.search(text)
@@ -411,13 +437,44 @@ async def gather(db: Database, reading: Reading) -> list[tuple[Any, dict[str, fl
     return [(row, features(reading, row, details.get(row["id"]))) for row in rows]
 
 
+# The trigram search misses a name read with too many errors for its length ("Mcwth"); then
+# the catalog names nearest by trigrams are re-ranked by edit distance and searched for.
+NAME_CLOSE = 0.5  # edit-distance similarity from which a name is close to a card's
+CLOSEST_SQL = """
+SELECT search_name FROM (SELECT DISTINCT search_name FROM cards) AS d
+ORDER BY similarity(search_name, $1::text) DESC LIMIT 20
+"""
+
+
+async def _closest_names(db: Database, reading: Reading) -> list[str]:
+    rows = await db.fetch(CLOSEST_SQL, reading.query, stale_ok=True)
+    scored = sorted(((name_similarity(reading.key, fold_name(r["search_name"]))[0],
+                      r["search_name"]) for r in rows), reverse=True)
+    return [name for sim, name in scored[:2] if sim >= NAME_CLOSE]
+
+
+async def gather_close(db: Database, reading: Reading) -> list[tuple[Any, dict[str, float]]]:
+    """`gather`, and when no candidate's name is close to the name read, also the cards of
+    the nearest catalog names: a name alone that is close to a card's always gives it."""
+    found = await gather(db, reading)
+    if not reading.key or any(f["name_sim"] >= NAME_CLOSE for _, f in found):
+        return found
+    seen = {row["id"] for row, _ in found}
+    for name in await _closest_names(db, reading):
+        for row, f in await gather(db, replace(reading, query=name)):
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                found.append((row, f))
+    return found
+
+
 async def identify(db: Database, ocr: OcrInput, *, limit: int = DEFAULT_LIMIT) -> list[Candidate]:
     """Ranked candidates for what OCR read, best first, each with a confidence in [0, 1]
     and the evidence behind it (the non-zero features)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     reading = read(ocr)
-    found = await gather(db, reading)
+    found = await gather_close(db, reading)
     if not found:
         return []
     scores = [score(f) for _, f in found]

@@ -22,6 +22,7 @@ from cardmint.cli import (
     monitor,
     ops,
     pooler,
+    scan,
     security,
     serve,
     storage,
@@ -64,6 +65,7 @@ serve.register(app)
 ops.register(app)
 monitor.register(app)
 worker.register(app)
+scan.register(app)
 
 
 def exit_code(exc: CardmintError) -> int:

@@ -178,15 +178,22 @@ captures = sa.Table(
     sa.Column("error", sa.Text),
     _created_at(),
     _updated_at(),
+    # An uploaded photo: its address in the image store (the stored, cleaned JPEG) and the
+    # digest of the bytes as uploaded (`cardmint scan DIR` skips files already sent).
+    sa.Column("image_sha256", sa.Text),
+    sa.Column("source_sha256", sa.Text),
     sa.ForeignKeyConstraint(["card_id"], ["cards.id"]),
     sa.ForeignKeyConstraint(["variant_id", "card_id"],
                             ["card_variants.id", "card_variants.card_id"]),
     sa.CheckConstraint(_in("status", CAPTURE_STATUSES), name="status"),
     sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence_range"),
     sa.CheckConstraint("variant_id IS NULL OR card_id IS NOT NULL", name="variant_needs_card"),
+    sa.CheckConstraint("image_sha256 ~ '^[0-9a-f]{64}$'", name="image_sha256_hex"),
+    sa.CheckConstraint("source_sha256 ~ '^[0-9a-f]{64}$'", name="source_sha256_hex"),
     comment="Scanned images going through identification.",
 )
 sa.Index(None, captures.c.status, captures.c.created_at)
+sa.Index(None, captures.c.source_sha256, postgresql_where=captures.c.source_sha256.isnot(None))
 sa.Index(None, captures.c.card_id, postgresql_where=captures.c.card_id.isnot(None))
 
 processing_jobs = sa.Table(

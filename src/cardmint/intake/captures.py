@@ -7,7 +7,9 @@ given; an operator resolves it into `processed`) or `failed` (the job ran out of
 What the schema has no column for lives in the `ocr` jsonb document, under fixed keys:
 `fields` (name, number, set_code, hp as read), `metadata` (the submitter's, opaque),
 `submitter`, the item's `condition`, `language`, `location`, the `variant` hint, and what
-processing found: `reasons`, `price`, `item`, `resolved_by`, `resolved_at`.
+processing found: `reasons`, `price`, `item`, `resolved_by`, `resolved_at`; for a photo,
+`reading` (the OCR lines with their scores and boxes, the card's outline, timings) and the
+`fields` OCR read.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class NewCapture:
     location: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     priority: int = queue.DEFAULT_PRIORITY
+    image_sha256: str | None = None  # a photo in the image store (cardmint.intake.photos)
+    source_sha256: str | None = None  # of the photo's bytes as uploaded
 
     def __post_init__(self) -> None:
         # The API's models enforce these too; this guards every other caller.
@@ -71,7 +75,7 @@ def check_item_fields(condition: str | None, language: str | None) -> None:
 
 SELECT_SQL = """
 SELECT c.id, c.image_ref, c.status, c.ocr_text, c.ocr, c.candidates, c.card_id, c.variant_id,
-       c.confidence, c.error, c.created_at, c.updated_at,
+       c.confidence, c.error, c.created_at, c.updated_at, c.image_sha256, c.source_sha256,
        j.id AS job_id, j.status AS job_status, j.attempts, j.max_attempts, j.run_after,
        j.last_error, j.finished_at
 FROM captures c
@@ -79,7 +83,8 @@ LEFT JOIN LATERAL (SELECT * FROM processing_jobs p WHERE p.capture_id = c.id
                    ORDER BY p.id DESC LIMIT 1) j ON true
 """
 INSERT_SQL = """
-INSERT INTO captures (image_ref, status, ocr_text, ocr) VALUES ($1, 'queued', $2, $3)
+INSERT INTO captures (image_ref, status, ocr_text, ocr, image_sha256, source_sha256)
+VALUES ($1, 'queued', $2, $3, $4, $5)
 RETURNING id
 """
 VARIANTS_SQL = """
@@ -90,7 +95,8 @@ FROM card_variants WHERE card_id = $1 ORDER BY position
 OUTCOME_SQL = """
 UPDATE captures
 SET status = $2, card_id = $3, variant_id = $4, confidence = $5, candidates = $6,
-    ocr = coalesce(ocr, '{}'::jsonb) || $7::jsonb, error = NULL, updated_at = now()
+    ocr = coalesce(ocr, '{}'::jsonb) || $7::jsonb, ocr_text = coalesce($8, ocr_text),
+    error = NULL, updated_at = now()
 WHERE id = $1
 """
 
@@ -112,6 +118,8 @@ def view(row: Row) -> dict[str, Any]:
         "confidence": row["confidence"], "candidates": row["candidates"] or [],
         "reasons": doc.get("reasons", []), "price": doc.get("price"), "item": doc.get("item"),
         "resolved_by": doc.get("resolved_by"), "error": row["error"], "job": job,
+        "image_sha256": row["image_sha256"], "source_sha256": row["source_sha256"],
+        "reading": doc.get("reading"),
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     }
 
@@ -131,7 +139,8 @@ async def create(ex: Executor, new: NewCapture, *, submitter: str) -> dict[str, 
         "variant": new.variant.as_dict() if new.variant and not new.variant.empty else None,
     }
     async with atomic(ex) as tx:
-        capture_id = await tx.fetchval(INSERT_SQL, new.image_ref, new.ocr.text, doc)
+        capture_id = await tx.fetchval(INSERT_SQL, new.image_ref, new.ocr.text, doc,
+                                       new.image_sha256, new.source_sha256)
         await queue.enqueue(tx, capture_id, priority=new.priority)
         row = one(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id))
     return view(row)
@@ -163,10 +172,12 @@ async def variants_of(ex: Executor, card_id: str) -> list[dict[str, Any]]:
 
 async def record_outcome(ex: Executor, capture_id: int, *, status: str, card_id: str | None,
                          variant_id: int | None, confidence: float | None,
-                         candidates: list[dict[str, Any]], found: dict[str, Any]) -> None:
-    """What processing found (`found` merges into the document: reasons, price, item)."""
+                         candidates: list[dict[str, Any]], found: dict[str, Any],
+                         ocr_text: str | None = None) -> None:
+    """What processing found (`found` merges into the document: reasons, price, item, and
+    for a photo what OCR read; `ocr_text`, when given, replaces the capture's text)."""
     await ex.execute(OUTCOME_SQL, capture_id, status, card_id, variant_id, confidence,
-                     candidates, found)
+                     candidates, found, ocr_text)
 
 
 async def resolve(ex: Executor, capture_id: int, *, card_id: str, actor: str,

@@ -1,7 +1,8 @@
 """The intake worker: takes identify jobs off the queue and turns each capture into an
 inventory item, or into a review case with its reasons.
 
-One job: identify the card from the capture's OCR, pick the printing, look up its latest
+One job: for a photo, OCR it (in a thread: `cardmint.intake.photos.read`); identify the card
+from the capture's OCR, pick the printing, look up its latest
 price (reads, outside any transaction), then in ONE transaction complete the job (which
 fails if the lease was lost, rolling everything back) and write the outcome: product, item
 and ledger row, or the capture's review reasons. A failure is recorded with backoff; after
@@ -20,7 +21,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ import asyncpg
 from cardmint.catalog.identify import OcrInput, identify
 from cardmint.db import Database, Transaction
 from cardmint.errors import CardmintError
-from cardmint.intake import captures, pricing, queue, stock
+from cardmint.intake import captures, photos, pricing, queue, stock
 from cardmint.intake.rules import (
     FIRST_EDITION,
     Reason,
@@ -57,6 +58,8 @@ class Decision:
     confidence: float | None
     price: dict[str, Any] | None
     reasons: list[Reason]
+    read: dict[str, Any] = field(default_factory=dict)  # a photo's OCR, for the document
+    ocr_text: str | None = None  # the text OCR read off the photo
 
 
 def ocr_of(capture: dict[str, Any]) -> OcrInput:
@@ -66,14 +69,27 @@ def ocr_of(capture: dict[str, Any]) -> OcrInput:
                     text=capture["ocr_text"])
 
 
+def _readable(ocr: OcrInput) -> bool:
+    return any(v and str(v).strip() for v in (ocr.name, ocr.number, ocr.text))
+
+
 async def decide(db: Database, capture: dict[str, Any]) -> Decision:
-    """Identify, choose the printing, price it, and apply the review rules."""
+    """OCR the photo if the capture has one and nothing read yet; then identify, choose the
+    printing, price it, and apply the review rules."""
     ocr = ocr_of(capture)
-    readable = any(v and str(v).strip() for v in (ocr.name, ocr.number, ocr.text))
-    found = await identify(db, ocr, limit=CANDIDATES_KEPT) if readable else []
+    read: dict[str, Any] = {}
+    ocr_text = None
+    if capture.get("image_sha256") and not _readable(ocr):
+        reading = await photos.read(db.settings, capture["image_sha256"])
+        ocr = reading.fields.ocr_input()
+        ocr_text = ocr.text
+        read = {"fields": {"name": ocr.name, "number": ocr.number, "set_code": ocr.set_code,
+                           "hp": ocr.hp}, "reading": reading.as_dict()}
+    found = await identify(db, ocr, limit=CANDIDATES_KEPT) if _readable(ocr) else []
     if not found:
         return Decision([], None, None, None, None,
-                        review_reasons(matched=False, confidence=None, price_cents=None))
+                        review_reasons(matched=False, confidence=None, price_cents=None),
+                        read, ocr_text)
     top = found[0]
     hint = VariantHint.from_dict(capture["variant"])
     if reads_first_edition(ocr.text) and FIRST_EDITION not in hint.stamps:
@@ -86,7 +102,8 @@ async def decide(db: Database, capture: dict[str, Any]) -> Decision:
         price_cents=price["price_cents"] if price else None,
         stamps=variant["stamps"] if variant else (), variant_found=variant is not None)
     return Decision([captures.candidate_dict(c) for c in found], top.card_id,
-                    dict(variant) if variant else None, top.confidence, price, reasons)
+                    dict(variant) if variant else None, top.confidence, price, reasons,
+                    read, ocr_text)
 
 
 async def apply(tx: Transaction, job: queue.Job, capture: dict[str, Any],
@@ -97,8 +114,8 @@ async def apply(tx: Transaction, job: queue.Job, capture: dict[str, Any],
         await captures.record_outcome(
             tx, capture["id"], status="needs_review", card_id=d.card_id, variant_id=variant_id,
             confidence=d.confidence, candidates=d.candidates,
-            found={"reasons": [r.as_dict() for r in d.reasons], "price": d.price,
-                   "item": None})
+            found={**d.read, "reasons": [r.as_dict() for r in d.reasons], "price": d.price,
+                   "item": None}, ocr_text=d.ocr_text)
         return "needs_review"
     stocked = await stock.receive(
         tx, card_id=d.card_id, variant_id=d.variant["id"],
@@ -111,7 +128,8 @@ async def apply(tx: Transaction, job: queue.Job, capture: dict[str, Any],
     await captures.record_outcome(
         tx, capture["id"], status="processed", card_id=d.card_id, variant_id=variant_id,
         confidence=d.confidence, candidates=d.candidates,
-        found={"reasons": [], "price": d.price, "item": stocked.as_dict()})
+        found={**d.read, "reasons": [], "price": d.price, "item": stocked.as_dict()},
+        ocr_text=d.ocr_text)
     return "processed"
 
 

@@ -44,6 +44,7 @@ from starlette.exceptions import HTTPException
 
 from cardmint.errors import DatabaseUnavailable
 from cardmint.web.render import render
+from cardmint.web.scan_pages import UPLOAD_PATH as SCAN_UPLOAD_PATH
 from cardmint.web.session import (
     CsrfRefused,
     SignInRequired,
@@ -52,7 +53,7 @@ from cardmint.web.session import (
     signin_url,
 )
 
-__all__ = ["mount"]
+__all__ = ["SCAN_UPLOAD_PATH", "mount"]
 
 STATIC = Path(__file__).parent / "static"
 API_PREFIXES = ("/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi")

@@ -94,6 +94,7 @@ class Capture(Schema):
     job: Job | None
     created_at: Timestamp
     updated_at: Timestamp
+    image_url: str | None = Field(description="The photo (read scope), when one was sent")
 
     @classmethod
     def of(cls, c: dict[str, Any]) -> Self:
@@ -105,6 +106,7 @@ class Capture(Schema):
             "submitted_by": c["submitter"], "review_reasons": c["reasons"],
             "item": None if item is None else {
                 "id": item["item_id"], "product_id": item["product_id"], "sku": item["sku"]},
+            "image_url": f"/v1/captures/{c['id']}/image" if c.get("image_sha256") else None,
         })
 
 
