@@ -27,6 +27,7 @@ MEANINGS = {
     409: "Not possible in the current state",
     412: "If-Match names an older version than the current one",
     413: "The request body is too large",
+    415: "The body is not one of the accepted media types",
     422: "Well-formed, but not something that can be stored; `errors` names the fields",
     428: "This change needs If-Match",
     429: "Too many failed authentications from this client (Retry-After)",

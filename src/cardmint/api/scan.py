@@ -30,7 +30,8 @@ from cardmint.api.auth import Principal, require_scope
 from cardmint.api.idempotency import idempotent
 from cardmint.api.intake import MAX_ID
 from cardmint.api.models.intake import Capture, OneCapture
-from cardmint.api.problems import problem
+from cardmint.api.models.problem import ProblemItem
+from cardmint.api.problems import AUTH, problem, responses
 from cardmint.config import Settings
 from cardmint.db import Transaction
 from cardmint.errors import ValidationError
@@ -78,7 +79,7 @@ def _rejected(exc: ValidationError) -> JSONResponse:
     title = {413: "Content Too Large", 415: "Unsupported Media Type"}.get(
         status, "Unprocessable Content")
     return problem(status, title, str(exc),
-                   errors=[{"field": f"body.{exc.field or 'image'}", "message": str(exc)}])
+                   errors=[ProblemItem(field=f"body.{exc.field or 'image'}", message=str(exc))])
 
 
 async def _read_upload(request: Request, settings: Settings) -> tuple[bytes, dict[str, str]]:
@@ -146,8 +147,11 @@ async def upload_capture(request: Request,
     return response
 
 
-@router.get("/captures/{capture_id}/image", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}}, "description": "The photo"}})
+@router.get("/captures/{capture_id}/image", response_class=Response, responses={
+    200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+          "description": "The photo"},
+    304: {"description": "Not modified since the ETag given in If-None-Match"},
+    **responses(400, 404, 503, *AUTH)})
 async def capture_image(request: Request, capture_id: int = Path(..., ge=1, le=MAX_ID),
                         _: Principal = Depends(require_scope("read"))) -> Response:
     """The capture's photo as stored: upright, JPEG, without EXIF. 404 if it has none."""
