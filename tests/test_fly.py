@@ -388,8 +388,8 @@ def test_cli_refuses_what_fly_does_itself_and_what_two_machines_cannot(
         assert done.returncode == 3, (args, done.stdout, done.stderr)
         assert words in done.stdout + done.stderr and "Traceback" not in done.stderr
     assert fly.sent() == []
-    for args in (("cluster", "failover"), ("cluster", "resize", "--vm-size",
-                                           "performance-2x", "--force")):
+    for args in (("cluster", "switchover"), ("drill", "failover", "--force"),
+                 ("cluster", "resize", "--vm-size", "performance-2x", "--force")):
         done = fly.cli(tmp_path, *args)
         assert done.returncode == 3, (args, done.stdout, done.stderr)
         assert "at least 3 machines" in done.stdout + done.stderr

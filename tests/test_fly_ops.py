@@ -273,9 +273,7 @@ async def test_rotate_refuses_to_lock_out_the_operator(
 
 
 async def test_drill_stops_the_primary_so_it_stays_down_and_repmgr_promotes(
-        fly: Fly, pg: TestCluster, catalog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fly_drills, "FLY_RECOVERY_TIMEOUT_S", 20, raising=False)
-    monkeypatch.setattr(fly_drills, "FLY_POLL_S", 0.05, raising=False)
+        fly: Fly, pg: TestCluster, catalog: Any) -> None:
     settings = pg.settings(provider="fly", fly_app=APP)
     report = await fly_drills.drill(settings, fly=fly.cluster)
     assert report["error"] is None, report["error"]

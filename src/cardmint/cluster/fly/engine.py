@@ -159,7 +159,8 @@ class FlyCluster:
                                              check=False)
         if result.returncode == 0:
             return True
-        if "could not find app" in (result.stderr + result.stdout).lower():
+        said = (result.stderr + result.stdout).lower()
+        if "could not find app" in said or "could not resolve app" in said:  # new, old API
             return False
         raise ClusterError(f"flyctl status -a {app} failed (exit {result.returncode}): "
                            f"{self.flyctl.error_text(result)}")
