@@ -41,8 +41,11 @@ def create(
 
     def render(d: dict[str, Any]) -> None:
         if "snapshot" in d:  # Fly
-            console.print(f"snapshot {d['snapshot'].get('id')} of volume {d['volume']} "
-                          f"(primary {d['machine']})")
+            snap = d["snapshot"] or {}
+            console.print(f"snapshot {snap.get('id') or '(pending)'} of volume {d['volume']} "
+                          f"(primary {d['machine']}): {snap.get('status') or 'scheduled'}")
+            if d.get("detail"):
+                console.print(f"[yellow]note:[/] {d['detail']}")
             return
         console.print(f"backup {d['id']}: {sz(d['size_bytes'])} on disk ({sz(d['data_bytes'])} "
                       f"of data) in {d['duration_s']:.2f} s, {d['throughput_mb_s']} MB/s; "
@@ -190,11 +193,13 @@ def restore(
 
     def render(d: dict[str, Any]) -> None:
         if "app" in d:  # Fly
-            console.print(
-                f"created {d['app']} from snapshot {d['snapshot']}; its connection string "
-                "holds a password, so it is not shown: give the app's role a new one with "
-                "`cardmint security rotate` (CARDMINT_FLY_APP set to the new app), which "
-                "sets DATABASE_URL")
+            mark = "[green]verified[/]" if d["ok"] else "[red]NOT verified[/]"
+            console.print(f"created {d['app']} from snapshot {d['snapshot']} in "
+                          f"{d['create_s']:.0f} s: {mark}; its {d['superuser']} password is "
+                          f"saved as {d['password_saved_as']} (not shown)")
+            for c in d["verification"]["checks"]:
+                if not c["ok"]:
+                    console.print(f"  [red]{c['name']}[/]: {c['detail']}")
             return
         mark = "[green]verified[/]" if d["verification"]["ok"] else "[red]NOT verified[/]"
         target = " ".join(str(v) for v in d["target"].values() if v)

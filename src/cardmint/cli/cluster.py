@@ -70,11 +70,13 @@ def down(
 
 
 def status_code(report: dict[str, Any], lag_warn_s: float, lag_critical_s: float) -> int:
-    """critical without a running primary; warn for a replica down, not streaming or late."""
+    """critical without a running primary or with two; warn for a replica down, not
+    streaming or late, or for what the engine warns of."""
     nodes = report["nodes"]
-    if not any(n["role"] == "primary" and n["running"] and not n["error"] for n in nodes):
+    heads = [n for n in nodes if n["role"] == "primary" and n["running"] and not n["error"]]
+    if len(heads) != 1:
         return CRITICAL
-    code = OK
+    code = WARN if report.get("warnings") else OK
     for n in nodes:
         if n["role"] != "replica":
             continue
@@ -107,6 +109,8 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             table.add_row(str(n["name"]), n["role"], str(n["port"]), state,
                           str(n["timeline"] or ""), n["lsn"] or "", lag)
         console.print(table)
+        for warning in d.get("warnings") or []:
+            console.print(f"[yellow]warning:[/] {warning}")
 
     emit(report, as_json, render)
     code = status_code(report, cfg.replica_lag_warn_s, cfg.replica_lag_critical_s)

@@ -98,4 +98,5 @@ def extend(
     """Fly: grow a volume (the runbook's answer to storage over 90 %)."""
     data = run(storage.extend(settings(home), volume, size_gb))
     emit(data, as_json, lambda d: console.print(
-        f"volume {d['volume']}: {d['size_gb_before']} GB -> {d['size_gb']} GB"))
+        f"volume {d['volume']}: {d['size_gb_before']} GB -> {d['size_gb']} GB"
+        + (f"\n[yellow]restart needed:[/] {d['detail']}" if d.get("needs_restart") else "")))

@@ -51,7 +51,7 @@ async def restore(settings: Settings, *, backup_id: str | None = None, to: Path 
         if not to_app or not backup_id or to or target_time or target_lsn or latest or repoint:
             raise UsageError("on Fly, restore takes a snapshot ID and --to-app NEW_APP only "
                              "(Fly restores whole volumes, not to a moment)")
-        return await fly.restore(on_fly, backup_id, to_app)
+        return await fly.restore(settings, on_fly, backup_id, to_app)
     if to is None or to_app is not None:
         raise UsageError("restore needs --to DIRECTORY (--to-app is for Fly)")
     return await pitr.restore(settings, to=to, backup_id=backup_id,
