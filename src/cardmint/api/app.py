@@ -9,9 +9,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cardmint import __version__, web
-from cardmint.api import catalog, health, intake, inventory, limits, metrics, prices, problems
+from cardmint.api import (
+    catalog,
+    health,
+    intake,
+    inventory,
+    limits,
+    metrics,
+    prices,
+    problems,
+    urlcheck,
+)
 from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
@@ -42,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
     app.state.auth_failures = FailureLimiter()
     limits.install(app, max_body_bytes=settings.api_max_body_bytes)
+    urlcheck.install(app)
     problems.install(app)
     metrics.install(app)
     health.install(app)
@@ -51,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(prices.router)
     web.mount(app)  # the server-rendered pages (cardmint.web), outside the OpenAPI schema
+    if settings.trusted_proxies:  # added last, so it runs first: before the limiter reads
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

@@ -8,6 +8,7 @@ import json
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cardmint import inputs
 from cardmint.api.models.problem import Problem, ProblemItem
 
 
@@ -24,7 +25,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        size = None if declared is None else inputs.whole(declared.decode("latin-1"))
+        if size is not None and size > self.max_bytes:
             await _too_large(send, self.max_bytes)
             return
         seen = 0
