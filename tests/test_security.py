@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import asyncpg
 import pytest
 
 from cardmint.cluster.home import secret_stores
+from cardmint.cluster.pg import tls
+from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import APP, ROLES
 from cardmint.config import secret
 from cardmint.db import Database, migrate
@@ -404,5 +408,71 @@ async def test_rotation_leaves_no_new_password_anywhere(work_root: Path,
             needle = password.encode()
             hits += [str(p) for p in files if needle in p.read_bytes()]
         assert hits == []
+    finally:
+        await tc.cluster.down(purge=True)
+
+
+def test_an_operators_tls_key_is_never_readable_by_others(work_root: Path) -> None:
+    """Issue 15, item 10: the operator's key was copied with the default umask, then
+    chmod 0600. Here it arrives through a pipe (as `<(vault read ...)` gives it): while
+    the copy waits for it, the file being written is already 0600."""
+    source = work_root / "operator-tls"
+    source.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(source / "k.pem"),
+                    "-out", str(source / "c.pem"), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    pipe = source / "key.pipe"
+    os.mkfifo(pipe)
+    target = work_root / "tls-from-operator"
+    old_umask = os.umask(0o022)
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            tls.ensure(target, OsUser.resolve("postgres"), cert=source / "c.pem", key=pipe)
+        except BaseException as exc:  # reported by the test below
+            failed.append(exc)
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not failed and not [p for p in target.glob("*key*")]:
+            assert time.monotonic() < deadline, "the key file was never created"
+            time.sleep(0.01)
+        assert failed == []
+        for early in target.glob("*key*"):  # being written: nobody else may read it
+            assert early.stat().st_mode & 0o077 == 0, oct(early.stat().st_mode)
+        with open(pipe, "wb") as writer:
+            writer.write((source / "k.pem").read_bytes())
+    finally:
+        worker.join(timeout=10)
+        os.umask(old_umask)
+    assert failed == []
+    key = target / "server.key"
+    assert key.read_bytes() == (source / "k.pem").read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600 and not list(target.glob(".*part"))
+
+
+async def test_down_purge_says_what_it_keeps(work_root: Path, template_dir: Path) -> None:
+    """Issue 15, item 10: `cluster down --purge` left backups/ behind without a word."""
+    tc = await start_cluster(work_root, template_dir, "purge", replicas=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env.update(CARDMINT_HOME=str(tc.home), COLUMNS="200")
+    try:
+        (tc.home / "backups").mkdir(mode=0o700)
+        (tc.home / "backups" / "20261201T000000Z").mkdir()
+        helped = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "down", "--help"],
+            capture_output=True, text=True, env=env, timeout=60)
+        assert "backups/" in helped.stdout and "are kept" in helped.stdout
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "down", "--purge"],
+            capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "kept in the cluster's home: backups/" in done.stdout
+        assert (tc.home / "backups" / "20261201T000000Z").is_dir()
+        assert not (tc.home / "secrets.env").exists() and not (tc.home / "nodes").exists()
     finally:
         await tc.cluster.down(purge=True)

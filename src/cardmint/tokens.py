@@ -23,6 +23,7 @@ from cardmint.errors import DatabaseUnavailable, UsageError, ValidationError
 
 SCOPES = TOKEN_SCOPES
 PREFIX = "cm_"
+MAX_CLIENTS = 10_000  # addresses the failure limiter remembers at most
 TOUCH_EVERY_S = 60  # last_used_at is refreshed at most this often (a write per use is waste)
 
 
@@ -132,6 +133,10 @@ class FailureLimiter:
             record.strikes = 0  # quiet for a whole window and past its wait: afresh
         return record
 
+    def __len__(self) -> int:
+        """How many client addresses are remembered."""
+        return len(self._failures)
+
     def retry_after(self, client: str) -> int | None:
         """Seconds the client is told to wait before its next attempt, or None."""
         record = self._failures.get(client)
@@ -146,9 +151,10 @@ class FailureLimiter:
         record = self._recent(client)
         now = self.clock()
         record.times.append(now)
-        if len(self._failures) > 10_000:  # bound the memory a scan of addresses could take
-            self._failures = {c: r for c, r in self._failures.items()
-                              if r.times or r.wait_until > now}
+        if len(self._failures) > MAX_CLIENTS:  # a scan of addresses cannot grow it unbounded
+            kept = [(c, r) for c, r in self._failures.items()
+                    if c != client and (r.times or r.wait_until > now)]
+            self._failures = dict(kept[-(MAX_CLIENTS // 2):])  # the most recent half
             self._failures[client] = record
         if len(record.times) <= self.limit:
             return None

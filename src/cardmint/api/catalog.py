@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cardmint.api.models.base import Model, OcrHp
+from cardmint.api.models.base import OcrHp
 from cardmint.api.models.catalog import (
     Candidate,
     Candidates,
@@ -104,10 +104,12 @@ async def get_card(request: Request, card_id: str = _id_path()) -> OneCard:
     return OneCard(data=Card.from_row(row))
 
 
-class IdentifyRequest(Model):
-    """What OCR read off one card; at least a name, a number or some text."""
+class IdentifyRequest(BaseModel):
+    """What OCR read off one card; at least a name, a number or some text. Not a `Model`:
+    nothing here is stored or shown, and OCR output is what it is (the reading drops
+    what the database could not take); HP is a number or text, never a boolean."""
 
-    MULTILINE = frozenset({"text"})
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str | None = Field(None, max_length=identification.MAX_NAME,
                              description="The name line")

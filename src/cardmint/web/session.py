@@ -145,7 +145,8 @@ def require_page(scope: str = "read", *,
 
 def check_csrf(session: Session, submitted: str | None) -> None:
     """Refuse a write whose form does not carry this session's CSRF token."""
-    if not submitted or not hmac.compare_digest(submitted, session.csrf):
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if not submitted or not hmac.compare_digest(submitted.encode(), session.csrf.encode()):
         raise CsrfRefused
 
 

@@ -243,7 +243,7 @@ class LocalCluster:
 
     async def clean(self, state: ClusterState | None) -> None:
         """Remove a half-created cluster, stopping whatever it left running."""
-        for node_dir in sorted((self.home / "nodes").glob("*")):
+        for node_dir in sorted(p for p in (self.home / "nodes").glob("*") if p.is_dir()):
             pid = process.postmaster_pid(node_dir)
             if pid is not None:
                 await process.stop(pid)
