@@ -79,8 +79,13 @@ NAMES = sorted(_names_read_in_source()
 
 
 def fill(path: str, values: dict[str, str]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: quote(values.get(m.group(1), "x"), safe="") or "x",
-                  path)
+    """The path with its `{holes}` filled, each value %-encoded as UTF-8 (a lone surrogate
+    cannot be: it travels as its replacement)."""
+    def one(m: re.Match[str]) -> str:
+        value = values.get(m.group(1), "x").encode("utf-8", "replace")
+        return quote(value, safe="") or "x"
+
+    return re.sub(r"\{(\w+)\}", one, path)
 
 
 @pytest.fixture(scope="module")
