@@ -84,6 +84,8 @@ def text_problem(value: str, *, multiline: bool = False) -> str | None:
     """What makes `value` unfit to store and show, or None. Refused everywhere: NUL and
     other control characters, lone surrogates, line and paragraph separators, and the
     characters that reorder text; `multiline` lets tabs and line feeds through (OCR text)."""
+    if value.isascii() and value.isprintable():
+        return None  # the common case, in C: no control character, nothing to reorder
     for ch in value:
         if multiline and ch in "\t\n\r":
             continue
