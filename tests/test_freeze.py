@@ -18,8 +18,15 @@ import pytest
 from cardmint.cluster.state import APP, MONITOR
 from cardmint.db import Database
 from cardmint.db.errors import translate
-from cardmint.errors import DatabaseError, DatabaseUnavailable, Frozen, UsageError
+from cardmint.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    Frozen,
+    PermissionDenied,
+    UsageError,
+)
 from cardmint.ops import freeze
+from cardmint.ops.backups.restore_check import verify_restored
 from support import TestCluster, poll
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +46,67 @@ ORDER BY 1, 2
 """
 
 
-def test_a_refused_write_is_frozen_a_refused_ddl_is_not() -> None:
-    frozen = translate(asyncpg.InsufficientPrivilegeError("permission denied for table items"))
-    assert isinstance(frozen, Frozen) and isinstance(frozen, DatabaseUnavailable)
-    assert "frozen" in str(frozen) and frozen.retry_after_s == 30
+def test_a_refused_privilege_alone_is_not_called_a_freeze() -> None:
+    """Issue 15, item 9: every "permission denied for table" was reported as a freeze.
+    Alone, the refusal is PermissionDenied naming the table; only the database can say
+    whether a freeze is in force (`diagnose`, tested below on the cluster)."""
+    refused = translate(asyncpg.InsufficientPrivilegeError("permission denied for table items"))
+    assert type(refused) is PermissionDenied and refused.relation == "items"
+    assert "frozen" not in str(refused)
     ddl = translate(asyncpg.InsufficientPrivilegeError("permission denied for schema public"))
-    assert type(ddl) is DatabaseError
+    assert type(ddl) is PermissionDenied and ddl.relation is None
+    assert isinstance(ddl, DatabaseError) and not isinstance(ddl, DatabaseUnavailable)
+
+
+async def test_a_missing_grant_names_the_table_and_the_role(pg: TestCluster,
+                                                            db: Database) -> None:
+    """A table made by hand as the superuser (`cardmint cluster connect`): the application
+    role may not touch it, and no freeze is in force, so nothing says "frozen"."""
+    admin = await pg.admin()
+    try:
+        await admin.execute("CREATE TABLE by_hand (x int)")
+        attempts = [db.execute("INSERT INTO by_hand VALUES (1)"),
+                    db.fetchval("SELECT count(*) FROM by_hand")]
+        for attempt in attempts:
+            with pytest.raises(PermissionDenied) as refused:
+                await attempt
+            assert "by_hand" in str(refused.value) and APP in str(refused.value)
+            assert "frozen" not in str(refused.value) and refused.value.role == APP
+        with pytest.raises(PermissionDenied, match="by_hand") as refused:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO by_hand VALUES (1)")
+        assert "frozen" not in str(refused.value)
+        # frozen, the same refusal on a CardMint table is the freeze
+        await freeze.freeze(pg.settings(), reason="test", by="tester")
+        try:
+            with pytest.raises(Frozen, match="frozen"):
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO incidents (title, severity) "
+                                     "VALUES ('no', 'P2')")
+        finally:
+            await freeze.thaw(pg.settings())
+    finally:
+        await admin.execute("DROP TABLE IF EXISTS by_hand")
+        await admin.close()
+
+
+async def test_restore_verification_counts_around_a_table_the_owner_cannot_read(
+        pg: TestCluster, catalog: Database) -> None:
+    """`backup restore --repoint` refused a copy whose verification could not count a
+    table the superuser had made: now it is named in a warning, and nothing says frozen."""
+    admin = await pg.admin()
+    try:
+        await admin.execute("CREATE TABLE made_by_hand (x int)")
+        report = await verify_restored(pg.settings())
+    finally:
+        await admin.execute("DROP TABLE IF EXISTS made_by_hand")
+        await admin.close()
+    checks = {c["name"]: c for c in report["checks"]}
+    assert "connect" not in checks, checks
+    assert checks["row_counts"]["ok"] and "made_by_hand" in checks["row_counts"]["detail"]
+    assert checks["promoted"]["ok"] and checks["not_frozen"]["ok"] and checks["schema"]["ok"]
+    assert report["row_counts"]["incidents"] >= 0 and "made_by_hand" not in report["row_counts"]
+    assert "writes are frozen" not in json.dumps(report["checks"]) and report["ok"]
 
 
 async def app_conn(pg: TestCluster, role: str = APP) -> asyncpg.Connection:

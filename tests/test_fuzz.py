@@ -40,7 +40,14 @@ PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
 
 @pytest.fixture(scope="session")
-async def fuzz_server(work_root: Path, template_dir: Path) -> AsyncIterator[tuple[str, str]]:
+def fuzz_log(work_root: Path) -> Path:
+    """What `cardmint serve` printed while fuzzed."""
+    return work_root / "fuzz-serve.log"
+
+
+@pytest.fixture(scope="session")
+async def fuzz_server(work_root: Path, template_dir: Path,
+                      fuzz_log: Path) -> AsyncIterator[tuple[str, str]]:
     tc = await start_cluster(work_root, template_dir, "fuzz", replicas=0)
     try:
         s = tc.settings()
@@ -53,7 +60,8 @@ async def fuzz_server(work_root: Path, template_dir: Path) -> AsyncIterator[tupl
             token, _ = await tokens.create_token(db, owner="fuzz", scope="admin")
         finally:
             await db.close()
-        async with serving(tc.settings(), extra_args=("--no-worker",)) as (url, _pid):
+        async with serving(tc.settings(), extra_args=("--no-worker",),
+                           log_to=fuzz_log) as (url, _pid):
             yield url, token
     finally:
         await tc.cluster.down(purge=True)
@@ -61,7 +69,7 @@ async def fuzz_server(work_root: Path, template_dir: Path) -> AsyncIterator[tupl
 
 @pytest.mark.slow
 def test_no_request_gets_a_server_error_or_an_undocumented_answer(
-        fuzz_server: tuple[str, str]) -> None:
+        fuzz_server: tuple[str, str], fuzz_log: Path) -> None:
     url, token = fuzz_server
     api = schemathesis.openapi.from_url(f"{url}/openapi.json")
     headers = {"Authorization": f"Bearer {token}"}
@@ -82,6 +90,10 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:2000])
     assert operations >= 20
     assert failures == []
+    # nor anything the server logged as an error: a traceback, or a 500 it answered
+    logged = fuzz_log.read_text(errors="replace")
+    assert not [w for w in ("Traceback", "ERROR:", "answered 500") if w in logged], \
+        logged[-3000:]
 
 
 def fuzz(operation: Any, headers: dict[str, str], checks: list[Any]) -> None:

@@ -5,6 +5,7 @@ with the latest price per printing and condition (anonymous)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -106,16 +107,19 @@ async def test_card_history_and_latest(api: Api) -> None:
     source = f"hist-{api.tag}"
     normal = await api.variant("sv01-001", "normal")
     reverse = await api.variant("sv01-001", "reverse")
+    # recent, so the latest of all sources, and past: a future observation is refused
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    at = {n: (day - timedelta(days=n)).isoformat() for n in (1, 16, 31)}
     await api.post("/v1/prices", {"source": source, "rows": [
-        row(variantId=normal, priceCents=10, observedAt="2031-01-01T00:00:00Z"),
-        row(variantId=normal, priceCents=12, observedAt="2031-02-01T00:00:00Z"),
-        row(variantId=normal, priceCents=4, condition="HP", observedAt="2031-02-01T00:00:00Z"),
-        row(variantId=reverse, priceCents=30, observedAt="2031-01-15T00:00:00Z")]})
+        row(variantId=normal, priceCents=10, observedAt=at[31]),
+        row(variantId=normal, priceCents=12, observedAt=at[1]),
+        row(variantId=normal, priceCents=4, condition="HP", observedAt=at[1]),
+        row(variantId=reverse, priceCents=30, observedAt=at[16])]})
     r = await api.get("/v1/cards/sv01-001/prices", scope="none", source=source)
     assert r.status_code == 200, r.text
     body = r.json()
     assert [p["priceCents"] for p in body["data"]] == [4, 12, 30, 10]  # ties: newest row first
-    assert body["data"][0]["observedAt"] == "2031-02-01T00:00:00+00:00"  # isoformat, not "Z"
+    assert body["data"][0]["observedAt"] == at[1]  # isoformat ("+00:00"), not "Z"
     assert body["totalCount"] == 4 and body["count"] == 4
     latest = {(p["variantId"], p["condition"]): p["priceCents"] for p in body["latest"]}
     assert latest[(normal, "NM")] == 12 and latest[(normal, "HP")] == 4

@@ -199,7 +199,7 @@ ROUTE_ERRORS = [
     ({"q": "name:char* colour:red"}, "query.q", "at character 12"),
     ({"q": "(charizard"}, "query.q", "at character 11"),
     ({"q": "a" * 501}, "query.q", ""),
-    ({"q": "x\x00"}, "query.q", "at character 2"),
+    ({"q": "x\x00"}, "query.q", "must not contain NUL"),  # refused before any route
     ({"orderBy": "-colour"}, "query.orderBy", "colour"),
     ({"pageSize": "251"}, "query.pageSize", ""),
     ({"pageSize": "many"}, "query.pageSize", ""),

@@ -100,10 +100,14 @@ async def test_failed_sign_ins_meet_the_api_limiter(pg: TestCluster, catalog: Da
     async with serving(app) as c:
         for _ in range(10):
             assert (await c.post("/signin", data={"token": "cm_wrong"})).status_code == 401
-        r = await c.post("/signin", data={"token": await token(catalog, "read")})
-        assert r.status_code == 429 and r.headers["retry-after"]
+        r = await c.post("/signin", data={"token": "cm_wrong"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
         api = await c.get("/v1/inventory/items", headers={"authorization": "Bearer cm_x"})
         assert api.status_code == 429  # one limiter for the API and the pages
+        assert api.headers["retry-after"] == "2"  # backing off
+        # a valid token is never refused: the others behind the address are not locked out
+        r = await c.post("/signin", data={"token": await token(catalog, "read")})
+        assert r.status_code == 303
 
 
 async def test_write_forms_need_the_csrf_token(app_client: httpx.AsyncClient,

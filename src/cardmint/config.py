@@ -10,6 +10,7 @@ the settings never shows a password; `describe()` gives a redacted view for peop
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -136,6 +137,13 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or networks,
+    # comma-separated. Empty (the default), no forwarded header is believed: the failure
+    # limiter keys on the connection's own address and the cookie's Secure flag on its own
+    # scheme, so a client cannot choose either by sending a header.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Login roles `security audit` accepts besides CardMint's (e.g. Fly's flypgadmin,repmgr).
+    audit_known_roles: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Card photos (cardmint.scan): stored content-addressed under `image_dir` (default
     # `$CARDMINT_HOME/images`; in production a volume), refused above these limits.
@@ -144,11 +152,23 @@ class Settings(BaseSettings):
     image_max_pixels: int = Field(50_000_000, ge=10_000)
     ocr_threads: int = Field(1, ge=1, le=64)  # per OCR call; the server runs one at a time
 
-    @field_validator("replica_urls", "monitor_urls", mode="before")
+    @field_validator("replica_urls", "monitor_urls", "trusted_proxies", "audit_known_roles",
+                     mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry[:60]!r} is not an address or "
+                                 "network (e.g. 127.0.0.1 or 10.0.0.0/8)") from None
         return value
 
     @model_validator(mode="after")

@@ -56,6 +56,16 @@ class QueryTimeout(DatabaseUnavailable):
     """The statement ran past statement_timeout and was cancelled by the server."""
 
 
+class PermissionDenied(DatabaseError):
+    """The role may not do this to `relation` (a table, view or sequence, when named),
+    and no freeze explains it: a grant is missing, or the object is not CardMint's."""
+
+    def __init__(self, message: str, *, relation: str | None = None, role: str | None = None,
+                 sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.relation, self.role = relation, role
+
+
 class Frozen(DatabaseUnavailable):
     """A write refused because `cardmint db freeze` withdrew the app role's write
     privileges; reads keep working. The API answers 503 until `cardmint db thaw`."""

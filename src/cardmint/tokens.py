@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from cardmint.errors import DatabaseUnavailable, UsageError, ValidationError
 
 SCOPES = TOKEN_SCOPES
 PREFIX = "cm_"
+MAX_CLIENTS = 10_000  # addresses the failure limiter remembers at most
 TOUCH_EVERY_S = 60  # last_used_at is refreshed at most this often (a write per use is waste)
 
 
@@ -97,29 +99,66 @@ async def revoke_token(db: Database, token_id: int, *, now: datetime | None = No
         raise UsageError(f"no active token {token_id}")
 
 
+@dataclass
+class _Failures:
+    times: deque[float]
+    strikes: int = 0  # failures past the limit, since the client was last quiet
+    wait_until: float = 0.0
+
+
 class FailureLimiter:
-    """At most `limit` failed authentications per client within `window_s`: in memory,
-    one per process, shared by the API and the pages."""
+    """Failed authentications per client address, with backoff; in memory, one per
+    process, shared by the API and the pages.
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0,
+    A client may fail `limit` times within `window_s`. Each failure beyond that makes it
+    wait before trying again, 1 s and doubling up to `max_wait_s`, and is answered 429
+    with that Retry-After. It is a slow-down, not a lock: a valid token is always
+    accepted and never counts (see `require_scope`, `check_token`), so one client sending
+    bad tokens cannot lock out the others behind the same address (a proxy, a NAT, every
+    local client on loopback). Guessing is not what the limit must prevent (a token has
+    256 random bits); it keeps a misbehaving client slow, told and visible."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0, max_wait_s: float = 900.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self.clock = limit, window_s, clock
-        self._failures: dict[str, deque[float]] = {}
+        self.limit, self.window_s, self.max_wait_s = limit, window_s, max_wait_s
+        self.clock = clock
+        self._failures: dict[str, _Failures] = {}
 
-    def _recent(self, client: str) -> deque[float]:
-        times = self._failures.setdefault(client, deque())
-        while times and self.clock() - times[0] > self.window_s:
-            times.popleft()
-        return times
+    def _recent(self, client: str) -> _Failures:
+        now = self.clock()
+        record = self._failures.setdefault(client, _Failures(deque(maxlen=self.limit + 1)))
+        while record.times and now - record.times[0] > self.window_s:
+            record.times.popleft()
+        if not record.times and now >= record.wait_until:
+            record.strikes = 0  # quiet for a whole window and past its wait: afresh
+        return record
+
+    def __len__(self) -> int:
+        """How many client addresses are remembered."""
+        return len(self._failures)
 
     def retry_after(self, client: str) -> int | None:
-        """Seconds the client must wait, or None if it may try now."""
-        times = self._recent(client)
-        if len(times) < self.limit:
+        """Seconds the client is told to wait before its next attempt, or None."""
+        record = self._failures.get(client)
+        if record is None:
             return None
-        return max(1, int(self.window_s - (self.clock() - times[0])) + 1)
+        left = record.wait_until - self.clock()
+        return math.ceil(left) if left > 0 else None
 
-    def fail(self, client: str) -> None:
-        self._recent(client).append(self.clock())
-        if len(self._failures) > 10_000:  # bound the memory a scan of addresses could take
-            self._failures = {c: t for c, t in self._failures.items() if t}
+    def fail(self, client: str) -> int | None:
+        """Count a failed attempt; the seconds the client must now wait (past the limit),
+        else None."""
+        record = self._recent(client)
+        now = self.clock()
+        record.times.append(now)
+        if len(self._failures) > MAX_CLIENTS:  # a scan of addresses cannot grow it unbounded
+            kept = [(c, r) for c, r in self._failures.items()
+                    if c != client and (r.times or r.wait_until > now)]
+            self._failures = dict(kept[-(MAX_CLIENTS // 2):])  # the most recent half
+            self._failures[client] = record
+        if len(record.times) <= self.limit:
+            return None
+        record.strikes += 1
+        wait = min(self.max_wait_s, 2.0 ** min(record.strikes - 1, 30))
+        record.wait_until = max(record.wait_until, now + wait)
+        return max(1, math.ceil(record.wait_until - now))

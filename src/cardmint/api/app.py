@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cardmint import __version__, web
 from cardmint.api import (
@@ -21,6 +22,7 @@ from cardmint.api import (
     prices,
     problems,
     scan,
+    urlcheck,
 )
 from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, get_settings
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upload_bytes = settings.image_max_bytes + 64 * 1024
     limits.install(app, max_body_bytes=settings.api_max_body_bytes,
                    uploads={scan.UPLOAD_PATH: upload_bytes, web.SCAN_UPLOAD_PATH: upload_bytes})
+    urlcheck.install(app)
     problems.install(app)
     metrics.install(app)
     health.install(app)
@@ -65,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(prices.router)
     web.mount(app)  # the server-rendered pages (cardmint.web), outside the OpenAPI schema
+    if settings.trusted_proxies:  # added last, so it runs first: before the limiter reads
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

@@ -1,7 +1,10 @@
 """Bearer-token authentication for the API, with scopes and a limit on failures.
 
 Catalog reads may be anonymous; every write needs a token whose scope allows it. A
-client that keeps presenting bad tokens is told to wait (429) before it may try again.
+client that keeps presenting bad tokens is told to wait (429, backing off) before it may
+try again; a valid token is always accepted (`cardmint.tokens.FailureLimiter`). The
+client is the connection's address, or the address a configured proxy forwarded
+(`CARDMINT_TRUSTED_PROXIES`): never a header anyone else sends.
 """
 
 from __future__ import annotations
@@ -25,19 +28,19 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         raise ValueError(f"unknown scope {scope!r}")
 
     async def dependency(request: Request) -> Principal:
-        limiter: FailureLimiter = request.app.state.auth_failures
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(client)
-        if wait is not None:
-            raise HTTPException(429, "too many failed authentications; try again later",
-                                headers={"Retry-After": str(wait)})
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise _unauthorized("this needs a token: Authorization: Bearer <token>")
+        # checked first: a valid token passes whatever others did from this address
         principal = await authenticate(request.app.state.db, token.strip())
         if principal is None:
-            limiter.fail(client)
+            limiter: FailureLimiter = request.app.state.auth_failures
+            wait = limiter.fail(request.client.host if request.client else "unknown")
+            if wait is not None:
+                raise HTTPException(429, "too many failed authentications from this "
+                                         "address; wait before trying again",
+                                    headers={"Retry-After": str(wait)})
             raise _unauthorized("the token is not valid")  # never echo what was sent
         if not principal.allows(scope):
             raise HTTPException(403, f"the token's scope ({principal.scope}) does not allow "

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cardmint.api.models.base import OcrHp
 from cardmint.api.models.catalog import (
     Candidate,
     Candidates,
@@ -104,7 +105,9 @@ async def get_card(request: Request, card_id: str = _id_path()) -> OneCard:
 
 
 class IdentifyRequest(BaseModel):
-    """What OCR read off one card; at least a name, a number or some text."""
+    """What OCR read off one card; at least a name, a number or some text. Not a `Model`:
+    nothing here is stored or shown, and OCR output is what it is (the reading drops
+    what the database could not take); HP is a number or text, never a boolean."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -114,19 +117,10 @@ class IdentifyRequest(BaseModel):
                                description="As printed: 4/102, TG05/TG30, SV001")
     set_code: str | None = Field(None, alias="setCode", max_length=identification.MAX_NUMBER,
                                  description="TCGdex set id or printed abbreviation")
-    hp: int | str | None = Field(None, description="HP as read: 120, or '12O'")
+    hp: OcrHp = Field(None, description="HP as read: 120, or '12O'")
     text: str | None = Field(None, max_length=identification.MAX_TEXT,
                              description="Any other text read")
     limit: int = Field(identification.DEFAULT_LIMIT, ge=1, le=identification.MAX_LIMIT)
-
-    @field_validator("hp")
-    @classmethod
-    def _hp_bounded(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and not 0 <= value <= 9999:
-            raise ValueError("must be between 0 and 9999")
-        if isinstance(value, str) and len(value) > 8:
-            raise ValueError("at most 8 characters")
-        return value
 
     @model_validator(mode="after")
     def _something_to_go_on(self) -> IdentifyRequest:

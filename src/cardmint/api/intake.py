@@ -85,6 +85,8 @@ class VariantFields(Model):
 class CaptureRequest(Model):
     """A scanned card: where its image is, what OCR read, and how to stock it."""
 
+    MULTILINE = frozenset({"ocr_text"})
+
     image_ref: str = Field(..., alias="imageRef", min_length=1, max_length=2048,
                            pattern=r"^\S+$", description="Where the scan is stored (URI)")
     ocr_text: str | None = Field(None, alias="ocrText", max_length=identification.MAX_TEXT)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from cardmint import inputs
 from cardmint.api.auth import Principal, require_scope
 from cardmint.api.inventory_common import write
 from cardmint.api.models.base import Condition, Model
@@ -118,9 +119,10 @@ def if_match(value: str | None, *, required: bool) -> int | None:
     tag = value.strip()
     if tag.startswith('"') and tag.endswith('"') and len(tag) >= 2:
         tag = tag[1:-1]
-    if not tag.isdigit() or len(tag) > 9:
+    version = inputs.whole(tag, minimum=1, maximum=2**31 - 1)
+    if version is None:
         raise Refused(400, 'If-Match must be the item\'s ETag, e.g. "3"', "header.If-Match")
-    return int(tag)
+    return version
 
 
 def _db(request: Request) -> Database:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cardmint import inputs
 from cardmint.api.models.problem import Problem, ProblemItem
 
 
@@ -40,7 +41,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         max_bytes = self.limit(scope, headers)
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        size = None if declared is None else inputs.whole(declared.decode("latin-1"))
+        if size is not None and size > max_bytes:
             await _too_large(send, max_bytes)
             return
         seen = 0

@@ -23,10 +23,13 @@ router = APIRouter(prefix="/v1", tags=["prices"])
 class PriceFeed(Model):
     """Observed prices. Each row: variantId (or cardId and variantType, with
     variantSubtype, variantFoil, variantStamps to tell printings apart), condition (NM),
-    priceCents, currency (USD), source (else the feed's), observedAt (ISO 8601 with
-    offset). Rows are checked one by one: bad ones are reported by index, good ones
-    written together; a row already stored (same source, variant, condition and
-    observedAt) is counted as a duplicate and left as it was."""
+    priceCents, currency (three ASCII capitals; USD), source (else the feed's),
+    observedAt (ISO 8601 with offset, from 1990, at most 5 minutes ahead of the server's
+    clock). A bad row refuses only itself: every row is checked, each bad one is reported
+    in `errors` by index with the field and why, and the good ones are written together;
+    a row already stored (same source, variant, condition and observedAt) is counted as a
+    duplicate and left as it was. Only when no row at all can be stored is the answer a
+    422 (listing every row)."""
 
     source: str | None = Field(None, min_length=1, max_length=64,
                                description="Default source for rows without one")
@@ -37,7 +40,8 @@ class PriceFeed(Model):
              responses=responses(400, 413, 422, 503, *AUTH))
 async def post_prices(request: Request, body: PriceFeed,
                       who: Principal = Depends(require_scope("write"))) -> Response:
-    """Store a batch of observed prices (up to 5,000 rows, integer cents)."""
+    """Store a batch of observed prices (up to 5,000 rows, integer cents). A bad row
+    refuses only itself and is reported by index; see the body's description."""
 
     async def work(tx: Transaction) -> tuple[int, OneFeed]:
         result = await prices.ingest(tx, body.rows, source=body.source)

@@ -3,6 +3,7 @@ description of it: `responses(400, 404, ...)` for a route's `responses=`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,8 +14,17 @@ from starlette.exceptions import HTTPException
 
 from cardmint.api.models.problem import Problem, ProblemItem
 from cardmint.dsn import redact
-from cardmint.errors import CardmintError, DatabaseUnavailable, ValidationError
+from cardmint.errors import (
+    CardmintError,
+    DatabaseUnavailable,
+    Frozen,
+    NoPrimary,
+    PoolExhausted,
+    QueryTimeout,
+    ValidationError,
+)
 
+log = logging.getLogger("cardmint.api")
 MEDIA_TYPE = "application/problem+json"
 TITLES = {400: "Bad Request", 404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
           413: "Content Too Large", 422: "Unprocessable Content", 428: "Precondition Required"}
@@ -57,6 +67,20 @@ class Refused(HTTPException):
                        str(self.detail), errors=self.errors)
 
 
+def unavailable_detail(exc: DatabaseUnavailable) -> str:
+    """Why a 503, in our words: the server's message may name hosts, roles or tables."""
+    if isinstance(exc, Frozen):
+        return "writes are frozen (`cardmint db freeze`); reads still work"
+    if isinstance(exc, NoPrimary):
+        return "the database is unavailable for writes just now (no primary; a failover " \
+               "may be under way)"
+    if isinstance(exc, QueryTimeout):
+        return "the database is unavailable: the query ran too long and was cancelled"
+    if isinstance(exc, PoolExhausted):
+        return "the database is unavailable: every connection is busy"
+    return "the database is unavailable just now"
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """A route's `responses=`: each status answered with a problem."""
     return {status: {"description": MEANINGS[status],
@@ -67,16 +91,19 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DatabaseUnavailable)
     async def unavailable(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        return problem(503, "Service Unavailable", redact(str(exc)),
+        log.warning("answered 503: %s", redact(str(exc)))  # the server's words stay here
+        return problem(503, "Service Unavailable", unavailable_detail(exc),
                        headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(ValidationError)
     async def invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        # our words only: db/errors.py never puts the server's message in one of these
         errors = [ProblemItem(field=exc.field, message=str(exc))] if exc.field else []
         return problem(422, "Unprocessable Content", redact(str(exc)), errors=errors)
 
     @app.exception_handler(CardmintError)
     async def failed(_: Request, exc: CardmintError) -> JSONResponse:
+        log.error("answered 500: %s: %s", type(exc).__name__, redact(str(exc)))
         return problem(500, "Internal Server Error", type(exc).__name__)
 
     @app.exception_handler(RequestValidationError)

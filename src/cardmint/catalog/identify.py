@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+from cardmint import inputs
 from cardmint.db import Database
 from cardmint.errors import ValidationError
 
@@ -109,7 +110,7 @@ class NumberReading:
 
 def _digits(text: str) -> int | None:
     folded = text.translate(TO_DIGIT)
-    return int(folded) if folded.isdigit() and len(folded) <= 4 else None
+    return inputs.whole(folded, maximum=9999) if len(folded) <= 4 else None
 
 
 def _readings(part: str) -> list[tuple[str, int, str]]:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cardmint import inputs
 from cardmint.errors import ValidationError
 
 MAX_LENGTH = 500  # characters
@@ -459,7 +460,7 @@ class _Parser:
 
 
 def _is_int(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= len(str(MAX_INT))
+    return inputs.is_digits(text) and len(text) <= len(str(MAX_INT))
 
 
 def _check_text(text: str) -> None:

@@ -52,10 +52,13 @@ def up(
 @app.command()
 def down(
     home: HomeOpt = None,
-    purge: Annotated[bool, typer.Option(help="Also delete the cluster's data.")] = False,
+    purge: Annotated[bool, typer.Option(
+        help="Also delete the cluster's data: its nodes, WAL archive, logs, certificates, "
+             "state and secrets. backups/ (and drill or incident reports) are kept, and "
+             "listed: delete them yourself once you no longer need them.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop every server of the cluster, by PID."""
+    """Stop every server of the cluster, by PID (with --purge, delete it; backups/ stay)."""
     report = run(_cluster(home).down(purge=purge))
 
     def render(d: dict[str, Any]) -> None:
@@ -65,6 +68,9 @@ def down(
             console.print(f"stopped {s['node']} (pid {s['pid']}, {s['mode']} shutdown)")
         if d["purged"]:
             console.print("cluster data deleted")
+        if d["kept"]:
+            console.print(f"kept in the cluster's home: {', '.join(d['kept'])} (backups "
+                          "hold the whole database: delete them yourself once not needed)")
 
     emit({"ok": True, **report.to_dict()}, as_json, render)
 

@@ -16,8 +16,10 @@ STYLE = {"P0": "bold red", "P1": "red", "P2": "yellow"}
 
 @app.command()
 def audit(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Roles, privileges, pg_hba rules, password storage, TLS and sessions.
-    Exit 0 clean, 1 only P2 findings, 2 a P1 or P0 finding."""
+    """Roles and memberships, privileges in every schema, functions, extensions; on every
+    node pg_hba rules, logging settings, passwords in logs and pg_stat_statements,
+    sessions; secrets at rest; API tokens. Exit 0 clean, 1 only P2 findings, 2 a P1 or P0
+    finding."""
     from cardmint.ops.security.audit import audit as run_audit
 
     report = run(run_audit(settings(home)))
@@ -33,11 +35,12 @@ def audit(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
                 table.add_row(f"[{STYLE[f['severity']]}]{f['severity']}[/]", f["id"],
                               f["object"], f["detail"], f["fix"])
             console.print(table)
-        sessions = Table(title="connections")
-        for col in ("user", "application", "client", "count"):
+        sessions = Table(title=f"connections (nodes audited: {', '.join(d['nodes'])})")
+        for col in ("node", "user", "application", "client", "count"):
             sessions.add_column(col)
         for c in d["connections"]:
-            sessions.add_row(c["user"], c["application"], c["client_addr"], str(c["count"]))
+            sessions.add_row(c["node"], c["user"], c["application"], c["client_addr"],
+                             str(c["count"]))
         console.print(sessions)
 
     emit(report.to_dict(), as_json, render)

@@ -52,5 +52,8 @@ def register(app: typer.Typer) -> None:
             from cardmint.api.background import run_sync_guard_in
 
             run_sync_guard_in(api)
+        # proxy_headers off: uvicorn would believe X-Forwarded-* from loopback, i.e. from
+        # anyone here; the app believes them only from CARDMINT_TRUSTED_PROXIES
         uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
-                    http="httptools", log_level="info", access_log=False)
+                    http="httptools", log_level="info", access_log=False,
+                    proxy_headers=False, server_header=False)

@@ -5,6 +5,7 @@ at a time, and the `up` every engine shares (adopt what is there, else clean and
 from __future__ import annotations
 
 import fcntl
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -17,10 +18,17 @@ from cardmint.cluster.engine import UpReport
 from cardmint.cluster.pg import roles
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import READY, ClusterState, load
-from cardmint.config import Settings
+from cardmint.config import SECRETS_FILE, Settings
 from cardmint.errors import ClusterError, UsageError
 
 LOCK_TIMEOUT_S = 120.0
+# The files of a home that hold a secret, each mode 0600 (owner only): the database
+# roles' passwords (secrets.env), a replica's replication password (local engine, beside
+# its data directory), Patroni's configurations and password files, PgBouncer's SCRAM
+# verifiers, the TLS keys. A password is written nowhere else under the home: the
+# rotation's test reads every other file for it, and `security audit` checks these modes.
+SECRET_STORES = ("secrets.env", "nodes/*.pgpass", "patroni/*.yml", "patroni/*.pgpass",
+                 "pooler/userlist.txt", "tls/*.key")
 
 
 @contextmanager
@@ -75,6 +83,23 @@ def new_home(settings: Settings, home: Path, user: OsUser,
         **extra_secrets,
     })
     return passwords
+
+
+def secret_stores(home: Path) -> list[Path]:
+    """The secret stores (SECRET_STORES) present under `home`."""
+    return sorted(p for pattern in SECRET_STORES for p in home.glob(pattern) if p.is_file())
+
+
+def purge(home: Path, dirs: tuple[str, ...]) -> list[str]:
+    """Delete a cluster's own files under `home` (`dirs`, its state and its secrets);
+    the names of what is left on purpose (backups/, drill and incident reports), so
+    `cluster down --purge` can say so."""
+    for name in dirs:
+        shutil.rmtree(home / name, ignore_errors=True)
+    for name in ("cluster.json", SECRETS_FILE):
+        (home / name).unlink(missing_ok=True)
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in home.iterdir()
+                  if p.name != ".lock") if home.is_dir() else []
 
 
 def free_ports(count: int) -> list[int]:

@@ -28,7 +28,7 @@ async def connection(dsn: str, settings: Settings, *, application: str = "cardmi
     try:
         yield conn
     except asyncpg.PostgresError as exc:
-        raise errors.translate(exc, where) from exc
+        raise await errors.diagnose(conn, exc, where) from exc
     finally:
         await conn.close()
 

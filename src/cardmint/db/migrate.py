@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from cardmint import inputs
 from cardmint.db.errors import translate
 from cardmint.dsn import redact
 from cardmint.errors import CardmintError, UsageError
@@ -123,7 +124,7 @@ def next_revision_id() -> str:
     rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if rev is None:
         return "0001"
-    if not rev.isdigit():
+    if not inputs.is_digits(rev):
         raise UsageError(f"head revision {rev!r} is not numbered; pass a revision id")
     return f"{int(rev) + 1:0{len(rev)}d}"
 

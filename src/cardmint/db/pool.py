@@ -31,7 +31,7 @@ from cardmint.db import errors
 from cardmint.db.latency import LatencyHistogram
 from cardmint.db.pooled import behind_pooler
 from cardmint.dsn import password_of, redact, username, with_password
-from cardmint.errors import DatabaseUnavailable
+from cardmint.errors import DatabaseUnavailable, PermissionDenied
 
 Record = asyncpg.Record
 # A connection lent by a pool (what transaction() holds and connection() yields).
@@ -276,8 +276,11 @@ class Database:
             try:
                 async with conn.transaction(isolation=isolation, readonly=readonly):
                     yield tx
+            except PermissionDenied as exc:  # rolled back now: the connection can be asked
+                cause = exc.__cause__ if exc.__cause__ is not None else exc
+                raise await errors.diagnose(conn, cause, "the primary") from exc
             except asyncpg.PostgresError as exc:
-                raise errors.translate(exc, "the primary") from exc
+                raise await errors.diagnose(conn, exc, "the primary") from exc
             except errors.CONNECTION_ERRORS as exc:
                 await _expire_if_lost(pool, exc)
                 raise errors.translate(exc, "the primary") from exc
@@ -297,7 +300,7 @@ class Database:
         try:
             yield conn
         except asyncpg.PostgresError as exc:
-            raise errors.translate(exc, "the primary") from exc
+            raise await errors.diagnose(conn, exc, "the primary") from exc
         except errors.CONNECTION_ERRORS as exc:  # lost mid-way: a 503, never a 500
             await _expire_if_lost(pool, exc)
             raise errors.translate(exc, "the primary") from exc
@@ -365,6 +368,8 @@ class Database:
             conn = await self._acquire(pool, target)
             try:
                 return await getattr(conn, method)(sql, *args)
+            except asyncpg.InsufficientPrivilegeError as exc:  # a freeze, or a missing grant
+                raise await errors.diagnose(conn, exc, target) from exc
             finally:
                 await pool.release(conn)
         except Exception as exc:
@@ -498,6 +503,16 @@ class Transaction:
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
         rows: list[Record] = await self._call("fetch", sql, *args)
         return rows
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A transaction nested in this one: a failure in the block undoes the block only
+        (and is raised); the outer transaction goes on."""
+        try:
+            async with self.connection.transaction():
+                yield
+        except asyncpg.PostgresError as exc:
+            raise errors.translate(exc, "the primary") from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
         row: Record | None = await self._call("fetchrow", sql, *args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from cardmint import inputs
 from cardmint.config import Settings
 
 
@@ -22,7 +23,7 @@ def dsn_ports(dsn: str) -> set[int]:
     ports = set()
     for host in hosts.split(","):
         _, _, port = host.rpartition(":")
-        if port.isdigit():
+        if inputs.is_digits(port):
             ports.add(int(port))
     return ports
 

@@ -486,16 +486,20 @@ api_tokens = sa.Table(
 
 idempotency_keys = sa.Table(
     "idempotency_keys", metadata,
+    # keys are per token: two tokens of one owner (two scripts) never share one
+    sa.Column("token_id", sa.BigInteger, sa.ForeignKey("api_tokens.id", ondelete="CASCADE"),
+              primary_key=True),
     sa.Column("key", sa.Text, primary_key=True),
-    sa.Column("owner", sa.Text, primary_key=True),  # keys are per client
     sa.Column("method", sa.Text, nullable=False),
     sa.Column("path", sa.Text, nullable=False),
+    # SHA-256 of method, path, query and body: the same key for another request is refused
     sa.Column("request_hash", sa.LargeBinary, nullable=False),
     sa.Column("status", sa.Integer),  # null while the first request is still running
     sa.Column("response", JSONB),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
               server_default=sa.func.now()),
     sa.CheckConstraint("char_length(key) BETWEEN 1 AND 200", name="key_length"),
-    comment="Responses to POSTs sent with an Idempotency-Key, replayed on a retry.",
+    comment="Responses to POSTs sent with an Idempotency-Key, replayed on a retry for "
+            "24 hours.",
 )
-sa.Index(None, idempotency_keys.c.created_at)
+sa.Index(None, idempotency_keys.c.created_at)  # pruning expired keys

@@ -38,6 +38,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from cardmint import inputs
 from cardmint.db import Row, Transaction
 from cardmint.errors import ValidationError
 from cardmint.inventory import fields, ledger
@@ -186,7 +187,7 @@ def _dollars(cents: int | None) -> str:
 
 def _number(row: Mapping[str, Any]) -> str:
     local, total = row["local_id"], row["printed_total"]
-    return f"{local}/{total}" if total and local.isdigit() else local
+    return f"{local}/{total}" if total and inputs.is_digits(local) else local
 
 
 async def export(ex: Any, fmt: str, filters: Filters) -> str:
@@ -259,9 +260,7 @@ def _clean(value: str | None) -> str:
 
 
 def _quantity(value: str, column: str) -> int:
-    if not value.strip().isdigit() or int(value) > MAX_QUANTITY:
-        raise ValidationError(f"must be a whole number from 0 to {MAX_QUANTITY}", field=column)
-    return int(value)
+    return inputs.whole_or_refuse(value, column, maximum=MAX_QUANTITY)
 
 
 def _number_key(value: str, column: str) -> str:
@@ -275,9 +274,11 @@ def _number_key(value: str, column: str) -> str:
 def _date(value: str, column: str) -> date | None:
     if not value:
         return None
+    if not value.isascii():  # strptime's %Y takes any Unicode digit
+        raise ValidationError(f"{value[:20]!r} is not a date (YYYY-MM-DD)", field=column)
     for form in ("%Y-%m-%d", "%m/%d/%Y"):
         try:
-            return datetime.strptime(value[:10], form).date()
+            return fields.day(datetime.strptime(value[:10], form).date(), column)
         except ValueError:
             pass
     raise ValidationError(f"{value!r} is not a date (YYYY-MM-DD)", field=column)

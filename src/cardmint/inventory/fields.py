@@ -5,10 +5,11 @@ skipped instead of failing at the database."""
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cardmint import inputs
 from cardmint.db.values import CONDITIONS
 from cardmint.errors import ValidationError
 
@@ -16,6 +17,8 @@ GRADERS = ("PSA", "BGS", "CGC", "SGC")
 LANGUAGE = re.compile(r"^[a-z]{2}(-[a-z]{2,4})?$")
 MAX_CENTS = 100_000_000_00  # $100M: beyond any card, and far inside bigint
 MAX_TEXT = 100
+# Dates a card can have been acquired on: the game began in 1996; tomorrow covers any zone.
+FIRST_DAY = date(1990, 1, 1)
 
 
 def text(value: Any, field: str, *, max_length: int = MAX_TEXT,
@@ -29,13 +32,7 @@ def text(value: Any, field: str, *, max_length: int = MAX_TEXT,
     cleaned = value.strip()
     if len(cleaned) > max_length:
         raise ValidationError(f"at most {max_length} characters", field=field)
-    if "\x00" in cleaned:
-        raise ValidationError("must not contain NUL characters", field=field)
-    try:
-        cleaned.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
-        raise ValidationError("must be valid Unicode", field=field) from None
-    return cleaned
+    return inputs.short_text(cleaned, field)  # no NUL, control, bidi or lone surrogate
 
 
 def cents(value: Any, field: str, *, required: bool = False) -> int | None:
@@ -56,16 +53,7 @@ def cents(value: Any, field: str, *, required: bool = False) -> int | None:
 
 def dollars(value: str, field: str) -> int | None:
     """'12.34' or '$1,234.5' as cents; empty is None. More than 2 decimals is refused."""
-    raw = value.strip().replace("$", "").replace(",", "")
-    if not raw:
-        return None
-    try:
-        amount = Decimal(raw)
-    except InvalidOperation:
-        raise ValidationError(f"{value!r} is not an amount of dollars", field=field) from None
-    if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")):
-        raise ValidationError(f"{value!r} has more than 2 decimals", field=field)
-    return cents(int(amount * 100), field)
+    return inputs.cents(value, field, maximum=MAX_CENTS)
 
 
 def condition(value: Any, field: str = "condition") -> str:
@@ -90,10 +78,13 @@ def grading(company: Any, grade: Any, cert: Any) -> tuple[str | None, Decimal | 
     if grade is not None:
         if isinstance(grade, bool):
             raise ValidationError("must be a number from 1 to 10", field="grade")
-        try:
-            parsed = Decimal(str(grade))
-        except InvalidOperation:
-            raise ValidationError("must be a number from 1 to 10", field="grade") from None
+        if isinstance(grade, str):  # typed: ASCII digits only ('١٠' is not 10 here)
+            parsed = inputs.decimal(grade, "grade", "must be a number from 1 to 10")
+        else:
+            try:
+                parsed = Decimal(str(grade))
+            except InvalidOperation:
+                raise ValidationError("must be a number from 1 to 10", field="grade") from None
         if not parsed.is_finite() or not 1 <= parsed <= 10 or parsed * 2 % 1 != 0:
             raise ValidationError("must be 1 to 10 in steps of 0.5", field="grade")
     if company is not None and parsed is None:
@@ -106,15 +97,27 @@ def grading(company: Any, grade: Any, cert: Any) -> tuple[str | None, Decimal | 
     return company, parsed, cert
 
 
-def day(value: Any, field: str) -> date | None:
-    if value is None or isinstance(value, date):
-        return value
-    if not isinstance(value, str) or not value.strip():
+def day(value: Any, field: str, *, today: date | None = None) -> date | None:
+    """A calendar date from FIRST_DAY to tomorrow (no acquisition in year 1 or 9999)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime) or not isinstance(value, date | str):
         raise ValidationError("must be a date (YYYY-MM-DD)", field=field)
-    try:
-        return date.fromisoformat(value.strip()[:10])
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a date (YYYY-MM-DD)", field=field) from None
+    if isinstance(value, str):
+        raw = value.strip()
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw, re.ASCII) is None:
+            raise ValidationError(f"{raw[:20]!r} is not a date (YYYY-MM-DD)", field=field)
+        try:
+            parsed = date.fromisoformat(raw)
+        except ValueError:
+            raise ValidationError(f"{raw!r} is not a date (YYYY-MM-DD)", field=field) from None
+    else:
+        parsed = value
+    last = (today or datetime.now(UTC).date()) + timedelta(days=1)
+    if not FIRST_DAY <= parsed <= last:
+        raise ValidationError(f"must be from {FIRST_DAY.isoformat()} to {last.isoformat()}",
+                              field=field)
+    return parsed
 
 
 def instant(value: Any, field: str) -> datetime:
@@ -129,8 +132,12 @@ def instant(value: Any, field: str) -> datetime:
                                   field=field) from None
     else:
         raise ValidationError("must be an ISO 8601 timestamp", field=field)
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValidationError("must carry a UTC offset (e.g. Z)", field=field)
+    try:  # in UTC first: 2200-12-31T23:00-05:00 is in 2201
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("is out of range", field=field) from None
     if not 1990 <= parsed.year <= 2200:
         raise ValidationError("is out of range", field=field)
     return parsed

@@ -96,6 +96,7 @@ async def add(tx: Transaction, new: NewItem, *, actor: str, reason: str | None =
     fields.language(new.language)
     location = fields.text(new.location, "location")
     cost = fields.cents(new.acquisition_cost_cents, "acquisitionCostCents")
+    fields.day(new.acquired_on, "acquiredOn")
     company, grade, cert = fields.grading(new.grading_company, new.grade, new.cert_number)
     variants = variants or await Variants.load(tx, [new.variant])
     card_id, variant_id = variants.resolve(new.variant)
@@ -138,6 +139,8 @@ async def update(tx: Transaction, item_id: int, *, version: int, changes: dict[s
     fields.language(wanted["language"])
     wanted["location"] = fields.text(wanted["location"], "location")
     fields.cents(wanted["acquisition_cost_cents"], "acquisitionCostCents")
+    if "acquired_on" in changes:  # an old item keeps whatever date it was stored with
+        fields.day(wanted["acquired_on"], "acquiredOn")
     company, grade, cert = fields.grading(wanted["grading_company"], wanted["grade"],
                                           wanted["cert_number"])
     wanted.update(grading_company=company, grade=grade, cert_number=cert)

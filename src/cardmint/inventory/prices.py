@@ -1,16 +1,21 @@
-"""Market prices: a bulk feed (each bad row reported by index and skipped, the good rows
-written in one statement), a card's price history, and the latest price of a product.
+"""Market prices: a bulk feed, a card's price history, and the latest price of a product.
 
-A row is identified by (source, variant, condition, observed_at): sending it again is a
-no-op, so a feed may be replayed; the first observation stored wins.
+The feed's policy: a bad row refuses only itself. Every row is checked here first (each
+bad one reported by index with the field and why), and the good ones are written in one
+statement; should the database still refuse that statement, each good row is tried on
+its own so that only the rows it refuses are reported. A row is identified by (source,
+variant, condition, observed_at): sending it again is a no-op, so a feed may be replayed;
+the first observation stored wins. An observation may not lie in the future beyond
+MAX_SKEW (a far-future price would be the "latest" for years).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cardmint import inputs
 from cardmint.db import Transaction
 from cardmint.errors import ValidationError
 from cardmint.inventory import fields
@@ -18,6 +23,7 @@ from cardmint.inventory.products import VariantRef, Variants
 
 MAX_ROWS = 5000
 CURRENCY = "USD"
+MAX_SKEW = timedelta(minutes=5)  # clocks differ; a feed from the future does not
 
 INSERT_SQL = """
 INSERT INTO prices (card_id, variant_id, condition, source, price_cents, currency, observed_at)
@@ -62,7 +68,8 @@ class FeedResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def parse_row(raw: Any, default_source: str | None) -> tuple[VariantRef, dict[str, Any]]:
+def parse_row(raw: Any, default_source: str | None, *, now: datetime | None = None
+              ) -> tuple[VariantRef, dict[str, Any]]:
     """A feed row's variant reference and checked values, or ValidationError."""
     if not isinstance(raw, dict):
         raise ValidationError("must be an object", field=None)
@@ -85,21 +92,23 @@ def parse_row(raw: Any, default_source: str | None) -> tuple[VariantRef, dict[st
         subtype=fields.text(raw.get("variantSubtype"), "variantSubtype", max_length=64),
         foil=fields.text(raw.get("variantFoil"), "variantFoil", max_length=64),
         stamps=tuple(stamps) if stamps is not None else None)
-    currency = raw.get("currency", CURRENCY)
-    if not isinstance(currency, str) or not (len(currency) == 3 and currency.isalpha()
-                                             and currency.isupper()):
-        raise ValidationError("must be a 3-letter currency code", field="currency")
+    currency = inputs.currency(raw.get("currency", CURRENCY))
     source = fields.text(raw.get("source", default_source), "source", max_length=64,
                          required=True)
+    observed_at = fields.instant(raw.get("observedAt"), "observedAt")
+    latest = (now or datetime.now(UTC)) + MAX_SKEW
+    if observed_at > latest:
+        raise ValidationError(f"is in the future (after {latest.isoformat(timespec='seconds')}"
+                              ")", field="observedAt")
     return ref, {
         "condition": fields.condition(raw.get("condition", "NM")),
         "price_cents": fields.cents(raw.get("priceCents"), "priceCents", required=True),
-        "currency": currency, "source": source,
-        "observed_at": fields.instant(raw.get("observedAt"), "observedAt"),
+        "currency": currency, "source": source, "observed_at": observed_at,
     }
 
 
-async def ingest(tx: Transaction, rows: list[Any], *, source: str | None = None) -> FeedResult:
+async def ingest(tx: Transaction, rows: list[Any], *, source: str | None = None,
+                 now: datetime | None = None) -> FeedResult:
     """Check every row, then write the good ones in one statement. Bad rows are listed
     as {index, field, message}; they never stop the good ones."""
     if len(rows) > MAX_ROWS:
@@ -108,28 +117,44 @@ async def ingest(tx: Transaction, rows: list[Any], *, source: str | None = None)
     parsed: list[tuple[int, VariantRef, dict[str, Any]]] = []
     for index, raw in enumerate(rows):
         try:
-            ref, values = parse_row(raw, source)
+            ref, values = parse_row(raw, source, now=now)
         except ValidationError as exc:
             result.errors.append(_error(index, exc))
             continue
         parsed.append((index, ref, values))
     variants = await Variants.load(tx, [ref for _, ref, _ in parsed])
-    good: list[Price] = []
+    good: list[tuple[int, Price]] = []
     for index, ref, values in parsed:
         try:
             card_id, variant_id = variants.resolve(ref)
         except ValidationError as exc:
             result.errors.append(_error(index, exc))
             continue
-        good.append(Price(card_id=card_id, variant_id=variant_id, **values))
+        good.append((index, Price(card_id=card_id, variant_id=variant_id, **values)))
     if good:
-        columns = list(zip(*((p.card_id, p.variant_id, p.condition, p.source, p.price_cents,
-                              p.currency, p.observed_at) for p in good), strict=True))
-        inserted = await tx.fetch(INSERT_SQL, *map(list, columns))
-        result.inserted = len(inserted)
-        result.duplicates = len(good) - len(inserted)
+        try:
+            async with tx.savepoint():
+                result.inserted = await _insert(tx, [p for _, p in good])
+            stored = len(good)
+        except ValidationError:  # a rule only the database knew: find its rows
+            stored = 0
+            for index, price in good:
+                try:
+                    async with tx.savepoint():
+                        result.inserted += await _insert(tx, [price])
+                    stored += 1
+                except ValidationError as exc:
+                    result.errors.append(_error(index, exc))
+        result.duplicates = stored - result.inserted
     result.errors.sort(key=lambda e: e["index"])
     return result
+
+
+async def _insert(tx: Transaction, rows: list[Price]) -> int:
+    """Write `rows` in one statement; how many were new."""
+    columns = list(zip(*((p.card_id, p.variant_id, p.condition, p.source, p.price_cents,
+                          p.currency, p.observed_at) for p in rows), strict=True))
+    return len(await tx.fetch(INSERT_SQL, *map(list, columns)))
 
 
 async def history(ex: Any, card_id: str, *, variant_id: int | None, condition: str | None,

@@ -30,10 +30,11 @@ from cardmint.cluster.pg.roles import ident, literal
 from cardmint.cluster.state import APP
 from cardmint.config import Settings, admin_or_owner_dsn, secret
 from cardmint.db.connect import connection
+from cardmint.db.errors import FREEZE_COMMENT_SQL, FREEZE_MARKER
 from cardmint.dsn import username
 from cardmint.errors import UsageError
 
-MARKER = "cardmint:frozen "
+MARKER = FREEZE_MARKER  # the data layer reads it too, to tell a freeze from a missing grant
 LOCK_KEY = 0x636D667A  # serialises freeze and thaw
 USER_SCHEMAS = ("n.nspname NOT IN ('pg_catalog', 'information_schema') "
                 "AND n.nspname NOT LIKE 'pg\\_%'")
@@ -78,10 +79,7 @@ WHERE {USER_SCHEMAS} AND (
 ORDER BY 1 LIMIT 10
 """
 
-COMMENT_SQL = """
-SELECT shobj_description(oid, 'pg_database') FROM pg_database
-WHERE datname = current_database()
-"""
+COMMENT_SQL = FREEZE_COMMENT_SQL
 
 
 async def freeze_state(conn: asyncpg.Connection) -> dict[str, Any] | None:

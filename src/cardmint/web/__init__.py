@@ -43,6 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cardmint.errors import DatabaseUnavailable
+from cardmint.web.forms import FormRefused
 from cardmint.web.render import render
 from cardmint.web.scan_pages import UPLOAD_PATH as SCAN_UPLOAD_PATH
 from cardmint.web.session import (
@@ -67,6 +68,7 @@ def mount(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _to_sign_in)  # type: ignore[arg-type]
     app.add_exception_handler(TooManyFailures, _too_many)  # type: ignore[arg-type]
     app.add_exception_handler(CsrfRefused, _csrf_refused)  # type: ignore[arg-type]
+    app.add_exception_handler(FormRefused, _form_refused)  # type: ignore[arg-type]
     for kind in (DatabaseUnavailable, HTTPException, RequestValidationError):
         _html_for_people(app, kind)
 
@@ -99,6 +101,13 @@ async def _csrf_refused(request: Request, exc: CsrfRefused) -> HTMLResponse:
                           "(it may come from another site, or from before you signed in "
                           "again). Nothing was changed. Go back, reload the page and submit "
                           "it again.")
+
+
+async def _form_refused(request: Request, exc: FormRefused) -> HTMLResponse:
+    what = "The form" if exc.field == "form" else f"The field {exc.field[:40]!r}"
+    return render(request, "message.html", status_code=400, heading="Form refused",
+                  message=f"{what} {exc.message}. Nothing was changed. Go back, correct "
+                          "it and submit the form again.")
 
 
 def _wants_page(request: Request) -> bool:

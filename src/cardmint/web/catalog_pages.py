@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from cardmint import inputs
 from cardmint.catalog import search
 from cardmint.catalog.query import MAX_LENGTH
 from cardmint.db import Database
@@ -41,7 +42,7 @@ def _int(value: str | None, default: int) -> int | None:
     """A page number from the query string; None when it is not one (shown as an error)."""
     if value is None or value == "":
         return default
-    return int(value) if value.isdigit() and len(value) <= 6 else None
+    return inputs.whole(value, minimum=1, maximum=search.MAX_PAGE)
 
 
 @router.get("/catalog")
@@ -55,7 +56,8 @@ async def catalog(request: Request, q: str = "", page: str | None = None,
     if len(q) > MAX_LENGTH:
         error = {"field": "q", "message": f"the query is longer than {MAX_LENGTH} characters"}
     elif number is None:
-        error = {"field": "page", "message": "page must be a whole number"}
+        error = {"field": "page",
+                 "message": f"page must be a whole number from 1 to {search.MAX_PAGE}"}
     elif sort not in SORTS:
         error = {"field": "sort", "message": f"unknown sort {sort[:40]!r}"}
     else:

@@ -6,18 +6,39 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-__all__ = ["CONDITION_NAMES", "read_form"]
+from cardmint import inputs
+
+__all__ = ["CONDITION_NAMES", "FormRefused", "read_form"]
+
+MAX_FIELDS = 50  # our largest form has a dozen
+
+
+class FormRefused(Exception):
+    """A form no page could use: too many fields, or a character no field may hold."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 async def read_form(request: Request) -> dict[str, str]:
     """The fields of an `application/x-www-form-urlencoded` body (the last value of a
     repeated name wins); anything else reads as an empty form, which then fails its
-    checks with a message instead of a 500."""
+    checks with a message instead of a 500. Every field of our forms is short text, so
+    a control or direction-changing character anywhere refuses the form (FormRefused)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         return {}
     body = (await request.body()).decode("utf-8", errors="replace")
-    return dict(parse_qsl(body, keep_blank_values=True, max_num_fields=200))
+    try:
+        pairs = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:  # more fields than max_num_fields
+        raise FormRefused("form", f"has more than {MAX_FIELDS} fields") from None
+    for name, value in pairs:
+        problem = inputs.text_problem(name) or inputs.text_problem(value)
+        if problem is not None:
+            raise FormRefused(name if inputs.text_problem(name) is None else "form", problem)
+    return dict(pairs)
 
 
 # The domain names money fields by their cents; the forms take dollars under these names.
@@ -33,10 +54,7 @@ def field_of(field: str | None) -> str:
 
 def positive_id(value: str | None) -> int | None:
     """A database id from a path or a hidden field; None when it cannot be one."""
-    if value is None or not value.isdigit() or len(value) > 18:
-        return None
-    number = int(value)
-    return number if number >= 1 else None
+    return inputs.whole(value, minimum=1, maximum=2**63 - 1)
 
 
 # the condition choices every form offers, in grading order

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from cardmint import inputs
 from cardmint.catalog import search
 from cardmint.db import Database
 from cardmint.db.values import CONDITIONS, ITEM_STATUSES
@@ -132,8 +133,7 @@ def _no_item(request: Request, raw: str) -> HTMLResponse:
 
 
 def _version(form: dict[str, str]) -> int | None:
-    raw = form.get("version", "")
-    return int(raw) if raw.isdigit() and len(raw) <= 9 else None
+    return inputs.whole(form.get("version", ""), minimum=1, maximum=2**31 - 1)
 
 
 async def _change(request: Request, session: Session, raw_id: str, action: str) -> Response:

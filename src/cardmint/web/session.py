@@ -79,16 +79,14 @@ def _limiter(request: Request) -> FailureLimiter:
 
 async def check_token(request: Request, token: str, *,
                       stale_ok: bool = False) -> Principal | None:
-    """The token's principal, or None; a failure counts against the client like the API's.
-    `stale_ok`: a replica may answer (see `authenticate`)."""
-    limiter = _limiter(request)
-    client = _client(request)
-    wait = limiter.retry_after(client)
-    if wait is not None:
-        raise TooManyFailures(wait)
+    """The token's principal, or None; a failure counts against the client like the API's
+    (past the limit, TooManyFailures: a valid token always passes). `stale_ok`: a
+    replica may answer (see `authenticate`)."""
     principal = await authenticate(request.app.state.db, token.strip(), stale_ok=stale_ok)
     if principal is None:
-        limiter.fail(client)
+        wait = _limiter(request).fail(_client(request))
+        if wait is not None:
+            raise TooManyFailures(wait)
     return principal
 
 
@@ -100,7 +98,11 @@ async def current_session(request: Request, *, stale_ok: bool = False) -> Sessio
     token = request.cookies.get(COOKIE, "")
     session = None
     if token:
-        principal = await check_token(request, token, stale_ok=stale_ok)
+        try:
+            principal = await check_token(request, token, stale_ok=stale_ok)
+        except TooManyFailures:
+            request.state.stale_cookie = True  # the 429 page drops it too
+            raise
         if principal is not None:
             session = Session(principal, csrf_for(token))
         else:
@@ -143,7 +145,8 @@ def require_page(scope: str = "read", *,
 
 def check_csrf(session: Session, submitted: str | None) -> None:
     """Refuse a write whose form does not carry this session's CSRF token."""
-    if not submitted or not hmac.compare_digest(submitted, session.csrf):
+    # as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if not submitted or not hmac.compare_digest(submitted.encode(), session.csrf.encode()):
         raise CsrfRefused
 
 

@@ -1,17 +1,31 @@
 """What every request body and every response model is built on.
 
-Request bodies (`Model`): unknown fields refused, and text PostgreSQL cannot store
-refused here, by field, instead of failing at the database. Responses (`Schema`): camelCase
-on the wire, built in Python by field name, serialised by FastAPI straight to JSON.
+Request bodies (`Model`): unknown fields refused, and text PostgreSQL cannot store or a
+person should not be shown (NUL, control and direction-changing characters: see
+`cardmint.inputs.text_problem`) refused here, by field, instead of failing at the
+database. Only the fields a model names in MULTILINE (OCR text) may hold line breaks.
+Responses (`Schema`): camelCase on the wire, built in Python by field name, serialised by
+FastAPI straight to JSON.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from cardmint import inputs
 
 Condition = Literal["NM", "LP", "MP", "HP", "DMG"]
 
@@ -22,23 +36,44 @@ Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    MULTILINE: ClassVar[frozenset[str]] = frozenset()  # fields that may hold line breaks
 
     @field_validator("*")
     @classmethod
-    def _storable(cls, value: Any) -> Any:
-        """NUL or a lone surrogate (from a JSON escape) anywhere in a string, a list's
-        strings, or a mapping's keys and values."""
-        parts = ([*value.keys(), *value.values()] if isinstance(value, dict)
-                 else value if isinstance(value, list) else [value])
-        for part in parts:
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        """Every string, a list's strings and a mapping's keys are short text; a
+        mapping's values (notes) and the MULTILINE fields may also hold line breaks."""
+        multiline = info.field_name in cls.MULTILINE
+        if isinstance(value, dict):
+            parts = [(k, False) for k in value] + [(v, True) for v in value.values()]
+        elif isinstance(value, list):
+            parts = [(v, False) for v in value]
+        else:
+            parts = [(value, multiline)]
+        for part, lines in parts:
             if isinstance(part, str):
-                if "\x00" in part:
-                    raise ValueError("must not contain NUL characters")
-                try:
-                    part.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError("must be valid Unicode") from None
+                problem = inputs.text_problem(part, multiline=lines)
+                if problem is not None:
+                    raise ValueError(problem)
         return value
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON true would otherwise read as HP 1
+        raise ValueError("must be a number or the text read")
+    return value
+
+
+def _hp_bounded(value: int | str | None) -> int | str | None:
+    if isinstance(value, int) and not 0 <= value <= 9999:
+        raise ValueError("must be between 0 and 9999")
+    if isinstance(value, str) and len(value) > 8:
+        raise ValueError("at most 8 characters")
+    return value
+
+
+# HP as OCR read it: a number, or the text ('12O'); never a boolean.
+OcrHp = Annotated[int | str | None, BeforeValidator(_not_bool), AfterValidator(_hp_bounded)]
 
 
 class Schema(BaseModel):

@@ -1,16 +1,14 @@
 """A rotated password on the local engine: PgBouncer's auth file, and the replicas'
-connection to the primary when the replication role's password changed."""
+password file when the replication role's password changed."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING
 
-from cardmint.cluster.local import pooler
-from cardmint.cluster.pg.nodes import conf_string
+from cardmint.cluster.local import pooler, rejoin
+from cardmint.cluster.pg import replication
+from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import REPLICATION
-from cardmint.errors import ClusterError
 
 if TYPE_CHECKING:
     from cardmint.cluster.local.engine import LocalCluster
@@ -25,26 +23,20 @@ async def apply_password(cluster: LocalCluster, role: str, password: str) -> Non
 
 
 async def point_replicas(cluster: LocalCluster, password: str) -> None:
-    """Give every replica the replication password and wait until it streams with it (a
-    changed primary_conninfo restarts the WAL receiver on reload)."""
+    """Give every replica the replication password, in its password file (never in
+    primary_conninfo: a changed setting is logged, and ALTER SYSTEM is kept by
+    pg_stat_statements), then end its WAL sender on the primary and wait until it
+    streams again: a new login with the new password, proved."""
     state = cluster.ready_state(ready=False)
-    primary = state.primary
+    user = OsUser.resolve(cluster.settings.pg_os_user)
     for node in state.replicas:
-        conninfo = (f"host={primary.host} port={primary.port} user={REPLICATION} "
-                    f"password={password} application_name={node.name}")
-        conn = await cluster.admin.connect(node, "postgres", application="cardmint-rotate")
-        try:
-            before = await conn.fetchval("SELECT pid FROM pg_stat_wal_receiver")
-            await conn.execute(f"ALTER SYSTEM SET primary_conninfo = {conf_string(conninfo)}")
-            await conn.execute("SELECT pg_reload_conf()")
-            deadline = time.monotonic() + RECONNECT_TIMEOUT_S
-            while True:
-                row = await conn.fetchrow("SELECT pid, status FROM pg_stat_wal_receiver")
-                if row and row["pid"] != before and row["status"] == "streaming":
-                    break
-                if time.monotonic() > deadline:
-                    raise ClusterError(f"{node.name} did not reconnect with the new "
-                                       "replication password")
-                await asyncio.sleep(0.05)
-        finally:
-            await conn.close()
+        rejoin.write_passfile(user, node, password)
+    if not state.replicas:
+        return
+    conn = await cluster.admin.connect(state.primary, "postgres",
+                                       application="cardmint-rotate")
+    try:
+        await replication.reconnect(conn, [n.name for n in state.replicas],
+                                    timeout=RECONNECT_TIMEOUT_S)
+    finally:
+        await conn.close()

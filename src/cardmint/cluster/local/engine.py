@@ -29,7 +29,8 @@ from cardmint.cluster.engine import (
     UpReport,
 )
 from cardmint.cluster.home import create_or_adopt, free_ports, locked, new_home
-from cardmint.cluster.local import credentials, failover, pooler, replicas, resize
+from cardmint.cluster.home import purge as purge_home
+from cardmint.cluster.local import credentials, failover, pooler, rejoin, replicas, resize
 from cardmint.cluster.local.resize import ResizeReport
 from cardmint.cluster.pg import logs, nodes, pgbin, process, replication, roles, tls
 from cardmint.cluster.pg.admin import NodeAdmin
@@ -189,7 +190,7 @@ class LocalCluster:
         primary = state.primary
         await asyncio.to_thread(nodes.base_backup, pg, user, primary, node, password)
         nodes.configure(user, node, self.archive)
-        nodes.make_standby(user, node, primary, password)
+        rejoin.point_at(user, node, primary, password)  # the password in a 0600 passfile
         node.pid = await self.start_node(pg, user, node)
 
     async def _bootstrap(self, state: ClusterState, passwords: dict[str, str]) -> None:
@@ -238,16 +239,13 @@ class LocalCluster:
                 if not purge:
                     save(state)
             if purge:
-                for name in ("nodes", "wal-archive", "logs", "tls"):
-                    shutil.rmtree(self.home / name, ignore_errors=True)
-                for name in ("cluster.json", "secrets.env"):
-                    (self.home / name).unlink(missing_ok=True)
+                report.kept = purge_home(self.home, ("nodes", "wal-archive", "logs", "tls"))
                 report.purged = True
         return report
 
     async def clean(self, state: ClusterState | None) -> None:
         """Remove a half-created cluster, stopping whatever it left running."""
-        for node_dir in sorted((self.home / "nodes").glob("*")):
+        for node_dir in sorted(p for p in (self.home / "nodes").glob("*") if p.is_dir()):
             pid = process.postmaster_pid(node_dir)
             if pid is not None:
                 await process.stop(pid)

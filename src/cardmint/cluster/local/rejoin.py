@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # Rewritten for a standby: its upstream, and none of a primary's synchronous standbys.
 REPLICA_ONLY = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
-PASSFILE = "cardmint-replication.pgpass"
+LEGACY_PASSFILE = "cardmint-replication.pgpass"  # in the data directory, before issue 15
 
 
 def standby_config(user: OsUser, node: Node, primary: Node, password: str, archive: Path,
@@ -48,14 +48,27 @@ def standby_config(user: OsUser, node: Node, primary: Node, password: str, archi
         shutil.rmtree(slot, ignore_errors=True)
 
 
+def passfile(node: Node) -> Path:
+    """Where `node` keeps the replication password: beside its data directory, not in
+    it, so that no base backup, rewind or clone of that directory carries it. A secret
+    store of the home (mode 0600, `cluster.home.SECRET_STORES`)."""
+    datadir = Path(node.datadir)
+    return datadir.with_name(f"{datadir.name}.pgpass")
+
+
+def write_passfile(user: OsUser, node: Node, password: str) -> None:
+    """The replication password for `node`'s WAL receiver (read at each new login)."""
+    nodes.write(user, passfile(node), f"*:*:*:{REPLICATION}:{_pgpass(password)}\n")
+    (Path(node.datadir) / LEGACY_PASSFILE).unlink(missing_ok=True)
+
+
 def point_at(user: OsUser, node: Node, primary: Node, password: str) -> None:
     """Point `node` at `primary` on its own slot. The password goes to a password file,
     not into primary_conninfo: a reload logs the changed conninfo in the server log."""
     datadir = Path(node.datadir)
-    passfile = datadir / PASSFILE
-    nodes.write(user, passfile, f"*:*:*:{REPLICATION}:{_pgpass(password)}\n")
+    write_passfile(user, node, password)
     conninfo = (f"host={primary.host} port={primary.port} user={REPLICATION} "
-                f"passfile='{passfile}' application_name={node.name}")
+                f"passfile='{passfile(node)}' application_name={node.name}")
     auto = datadir / "postgresql.auto.conf"
     lines = [line for line in (auto.read_text().splitlines() if auto.exists() else [])
              if not line.strip().startswith(REPLICA_ONLY)]

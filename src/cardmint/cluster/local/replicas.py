@@ -108,6 +108,7 @@ async def remove_replica(cluster: LocalCluster, name: str) -> ReplicaReport:
         finally:
             await conn.close()
         shutil.rmtree(node.datadir, ignore_errors=True)
+        rejoin.passfile(node).unlink(missing_ok=True)
     return ReplicaReport("removed", name, primary.name, node.port, False, node.slot, names,
                          round(time.monotonic() - began, 3), drained=drained,
                          slot_dropped=dropped)
@@ -146,3 +147,4 @@ async def _discard(conn: asyncpg.Connection, node: Node) -> None:
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         pass
     shutil.rmtree(node.datadir, ignore_errors=True)
+    rejoin.passfile(node).unlink(missing_ok=True)

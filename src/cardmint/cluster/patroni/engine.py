@@ -38,6 +38,7 @@ from cardmint.cluster.engine import (
     UpReport,
 )
 from cardmint.cluster.home import create_or_adopt, free_ports, locked, locked_if_free, new_home
+from cardmint.cluster.home import purge as purge_home
 from cardmint.cluster.patroni import conf, ha, proc, rest
 from cardmint.cluster.pg import logs, nodes, pgbin, process, roles, tls
 from cardmint.cluster.pg.admin import NodeAdmin
@@ -331,10 +332,8 @@ class PatroniCluster:
                 if not purge:
                     save(state)
             if purge:
-                for name in ("nodes", "wal-archive", "logs", "tls", "patroni", "etcd"):
-                    shutil.rmtree(self.home / name, ignore_errors=True)
-                for name in ("cluster.json", "secrets.env"):
-                    (self.home / name).unlink(missing_ok=True)
+                report.kept = purge_home(self.home, ("nodes", "wal-archive", "logs", "tls",
+                                                     "patroni", "etcd"))
                 report.purged = True
         return report
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from cardmint import inputs
 from cardmint.cluster.pg import process
 from cardmint.errors import ClusterError
 
@@ -27,7 +28,7 @@ def find(marker: Path) -> int | None:
     """The live process with `marker` as one of its arguments, if any."""
     want = str(marker).encode()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if not inputs.is_digits(entry):
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:

@@ -178,30 +178,19 @@ def base_backup(pg: PgBin, user: OsUser, primary: Node, replica: Node, password:
     )
 
 
-def make_standby(user: OsUser, node: Node, primary: Node, password: str) -> None:
-    """Point `node` at `primary` as a streaming standby on its own slot."""
-    datadir = Path(node.datadir)
-    conninfo = (
-        f"host={primary.host} port={primary.port} user={REPLICATION} "
-        f"password={password} application_name={node.name}"
-    )
-    auto = datadir / "postgresql.auto.conf"
-    lines = [
-        line for line in (auto.read_text().splitlines() if auto.exists() else [])
-        if not line.startswith(("primary_conninfo", "primary_slot_name"))
-    ]
-    lines += [f"primary_conninfo = {conf_string(conninfo)}",
-              f"primary_slot_name = {conf_string(node.slot)}"]
-    write(user, auto, "\n".join(lines) + "\n")
-    write(user, datadir / "standby.signal", "")
-
-
 def write(user: OsUser, path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file the server user owns (the server rewrites some of them itself)."""
-    path.write_text(text)
-    path.chmod(mode)
-    if user.switching:
-        os.chown(path, user.uid, user.gid)
+    """Write a file the server user owns (the server rewrites some of them itself). Its
+    mode and owner are set before a byte is written: a password file is never readable
+    by others, not even for a moment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # an existing file keeps its old mode through O_TRUNC
+        if user.switching:
+            os.fchown(fd, user.uid, user.gid)
+        with os.fdopen(fd, "w", closefd=False) as out:
+            out.write(text)
+    finally:
+        os.close(fd)
 
 
 async def start(pg: PgBin, user: OsUser, node: Node, log: Path) -> int:

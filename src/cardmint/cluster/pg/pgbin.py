@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardmint import inputs
 from cardmint.errors import ClusterError
 
 REQUIRED = ("initdb", "postgres", "pg_basebackup", "pg_ctl", "psql")
@@ -50,7 +51,7 @@ def _candidates(configured: Path | None) -> list[tuple[str, Path]]:
             pass
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        key=lambda p: int(p.parent.name) if inputs.is_digits(p.parent.name) else 0,
         reverse=True,
     )
     found.extend(("/usr/lib/postgresql", p) for p in versions)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardmint import inputs
 from cardmint.dsn import redact
 from cardmint.errors import ClusterError
 
@@ -211,7 +212,7 @@ def datadir_pids(datadir: Path) -> set[int]:
     target = os.path.realpath(datadir)
     found = set()
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not inputs.is_digits(name):
             continue
         try:
             if os.readlink(f"/proc/{name}/cwd") != target:

@@ -7,6 +7,8 @@ import time
 
 import asyncpg
 
+from cardmint.errors import ClusterError
+
 STREAM_TIMEOUT_S = 30.0
 SLOT_TIMEOUT_S = 10.0
 SYNC_STATES = ("sync", "potential", "quorum")
@@ -58,3 +60,25 @@ async def streaming_names(conn: asyncpg.Connection) -> set[str]:
     rows = await conn.fetch("SELECT application_name FROM pg_stat_replication "
                             "WHERE state = 'streaming'")
     return {r["application_name"] for r in rows}
+
+
+async def reconnect(conn: asyncpg.Connection, names: list[str],
+                    timeout: float = STREAM_TIMEOUT_S) -> None:
+    """End the named standbys' WAL senders on this primary and wait until each streams
+    again on a new one: a fresh login, with whatever password its passfile holds now.
+    Nothing about the standby's configuration changes, so nothing is logged."""
+    before = {r["application_name"]: r["pid"] for r in await conn.fetch(
+        "SELECT application_name, pid FROM pg_stat_replication")}
+    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication "
+                       "WHERE application_name = ANY($1::text[])", names)
+    deadline = time.monotonic() + timeout
+    while True:
+        now = {r["application_name"]: r["pid"] for r in await conn.fetch(
+            "SELECT application_name, pid FROM pg_stat_replication WHERE state = 'streaming'")}
+        late = [n for n in names if n not in now or now[n] == before.get(n)]
+        if not late:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{', '.join(late)} did not log in again within "
+                               f"{timeout:.0f} s")
+        await asyncio.sleep(0.05)

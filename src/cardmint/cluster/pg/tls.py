@@ -40,10 +40,10 @@ def ensure(tls_dir: Path, user: OsUser, *, cert: Path | None = None, key: Path |
     server_crt, server_key, ca_crt = (tls_dir / n for n in ("server.crt", "server.key",
                                                             "ca.crt"))
     if cert and key:
-        shutil.copyfile(cert, server_crt)
-        shutil.copyfile(key, server_key)
+        copy(cert, server_crt, 0o644)
+        copy(key, server_key, 0o600)
         if ca:
-            shutil.copyfile(ca, ca_crt)
+            copy(ca, ca_crt, 0o644)
     elif not (server_crt.exists() and server_key.exists() and ca_crt.exists()):
         _make(tls_dir)
     server_crt.chmod(0o644)
@@ -53,6 +53,22 @@ def ensure(tls_dir: Path, user: OsUser, *, cert: Path | None = None, key: Path |
     if user.switching:
         os.chown(server_key, user.uid, user.gid)
     return tls_dir
+
+
+def copy(source: Path, dest: Path, mode: int) -> None:
+    """`source` to `dest`, created with `mode` before a byte is written (a key is never
+    readable by others, not even for a moment; the umask can only narrow it) and
+    replaced atomically. A pipe works too (`--tls-key-file <(vault read ...)`)."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _make(tls_dir: Path) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cardmint import inputs
 from cardmint.db.schema import metadata
 from cardmint.errors import ConfigError
 
@@ -68,7 +69,7 @@ def _next_rev_id(context_: Any, revision: Any, directives: list[Any]) -> None:
     head = ScriptDirectory.from_config(config).get_current_head()
     if head is None:
         directives[0].rev_id = "0001"
-    elif head.isdigit():
+    elif inputs.is_digits(head):
         directives[0].rev_id = f"{int(head) + 1:0{len(head)}d}"
 
 

@@ -27,13 +27,17 @@ STOP_TIMEOUT_S = 10.0
 
 
 @asynccontextmanager
-async def serving(settings: Settings, *, extra_args: tuple[str, ...] = ()
-                  ) -> AsyncIterator[tuple[str, int]]:
-    """The API's base URL and its PID while the block runs; `extra_args` go to serve."""
+async def serving(settings: Settings, *, extra_args: tuple[str, ...] = (),
+                  log_to: Path | None = None) -> AsyncIterator[tuple[str, int]]:
+    """The API's base URL and its PID while the block runs; `extra_args` go to serve.
+    The server's output goes to `log_to` when given (kept, for the caller to read), else
+    to a temporary file deleted afterwards."""
     port = free_ports(1)[0]
     argv = [sys.executable, "-m", "cardmint", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--home", str(settings.home), *extra_args]
-    log = tempfile.NamedTemporaryFile(prefix="cardmint-serve-", suffix=".log", delete=False)
+    log: IO[bytes] = (await asyncio.to_thread(open, log_to, "wb") if log_to is not None
+                      else tempfile.NamedTemporaryFile(prefix="cardmint-serve-", suffix=".log",
+                                                       delete=False))
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, env={**os.environ, "CARDMINT_HOME": str(settings.home)})
@@ -43,7 +47,10 @@ async def serving(settings: Settings, *, extra_args: tuple[str, ...] = ()
         yield url, proc.pid
     finally:
         await _stop(proc)
-        _discard(log)
+        if log_to is None:
+            _discard(log)
+        else:
+            log.close()
 
 
 async def _wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cardmint import inputs
 from cardmint.cluster.pg import pgbin
 from cardmint.cluster.state import load as load_state
 from cardmint.config import Settings
@@ -207,7 +208,8 @@ def parse_summary(text: str) -> dict[str, float | int | None]:
     for key, pattern in _FIGURES.items():
         m = re.search(pattern, text, re.MULTILINE)
         value = None if m is None else m.group(1)
-        out[key] = None if value is None else int(value) if value.isdigit() else float(value)
+        out[key] = (None if value is None
+                    else int(value) if inputs.is_digits(value) else float(value))
     return out
 
 
@@ -222,7 +224,7 @@ def parse_logs(paths: list[Path]) -> tuple[Counter[int], int]:
                 fields = line.split(None, 3)
                 if len(fields) < 3:
                     continue
-                if fields[2].isdigit():
+                if inputs.is_digits(fields[2]):
                     latencies[int(fields[2])] += 1
                 else:  # "failed" or "skipped"
                     failed += 1

@@ -90,6 +90,8 @@ async def rotate(settings: Settings, roles: list[str] | None = None, *, force: b
     began = time.perf_counter()
     passwords = cluster.passwords()
     admin = await _connect(state.primary, SUPERUSER, passwords[SUPERUSER], "postgres")
+    # the verifiers are not passwords, but the monitoring role reads pg_stat_statements
+    await admin.execute("SET pg_stat_statements.track_utility = off")
     report = RotateReport(ok=True)
     try:
         for role in wanted:
