@@ -26,6 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.routing import Match
 from starlette.types import Scope
 
+from cardmint import inputs
 from cardmint.api.auth import Principal, require_scope
 from cardmint.api.idempotency import idempotent
 from cardmint.api.intake import MAX_ID
@@ -115,11 +116,11 @@ def _options(raw: dict[str, str]) -> dict[str, Any]:
         raise ValidationError("location is longer than 100 characters", field="location")
     out["location"] = location or None
     if raw.get("priority"):
-        value = raw["priority"]
-        if not value.isdigit() or not 0 <= int(value) <= 1000:
+        priority = inputs.whole(raw["priority"], maximum=1000)
+        if priority is None:
             raise ValidationError("priority must be a whole number from 0 to 1000",
                                   field="priority")
-        out["priority"] = int(value)
+        out["priority"] = priority
     captures.check_item_fields(out.get("condition"), out.get("language"))
     return out
 

@@ -148,11 +148,11 @@ def _splits(text: str) -> list[tuple[str, str]]:
     cuts = [(joined, "")]
     if len(parts) >= 2:
         cuts.append((parts[0], "".join(parts[1:])))
-    slashes = "LI|!17" if joined.isdigit() else "LI|!1"
+    slashes = "LI|!17" if inputs.is_digits(joined) else "LI|!1"
     for i, ch in enumerate(joined):
         if ch in slashes and 0 < i <= 6 and TOTAL_LIKE.match(joined[i + 1:]):
             cuts.append((joined[:i], joined[i + 1:]))
-    if joined.isdigit() and 4 <= len(joined) <= 6:  # the slash lost: 235217 is 235/217
+    if inputs.is_digits(joined) and 4 <= len(joined) <= 6:  # the slash lost: 235217 is 235/217
         cuts.extend((joined[:i], joined[i:]) for i in range(1, 4)
                     if TOTAL_LIKE.match(joined[i:]))
     return list(dict.fromkeys(cuts))

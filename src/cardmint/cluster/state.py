@@ -177,11 +177,12 @@ def save(state: ClusterState) -> None:
 
 class StateTopology:
     """The DSNs of cluster.json completed with the secrets file's passwords, read again
-    only when the file has changed (a failover, a rejoin, a replica added)."""
+    only when either file has changed (a failover, a rejoin, a replica added, a
+    rotation)."""
 
     def __init__(self, home: Path, secrets_path: Path) -> None:
         self.home, self.secrets_path = home, secrets_path
-        self._stamp: int | None = None
+        self._stamp: int | None = None  # both files' modification times
         self._dsns: dict[str, Any] | None = None
 
     def dsns(self) -> dict[str, Any] | None:
@@ -192,6 +193,10 @@ class StateTopology:
         except OSError:
             self._stamp, self._dsns = None, None
             return None
+        try:  # a rotation changes the passwords, not cluster.json
+            stamp ^= os.stat(self.secrets_path).st_mtime_ns << 1
+        except OSError:
+            pass
         if stamp != self._stamp:
             try:
                 found = json.loads(path(self.home).read_text()).get("dsns") or {}

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from cardmint.catalog.identify import OcrInput
 from cardmint.scan.ocr import Line
 
+DIGITS = frozenset("0123456789")
+
 # Words printed near the name that are not part of it (the stage, the card kind).
 STAGE = re.compile(r"(?i)^\s*(basic|stage\s*[12l|]|trainer|energy|item|supporter|stadium|"
                    r"tool|pok[eé]mon\s+tool|break|level[\s-]*up|restored|v[\s-]*union)"
@@ -111,7 +113,7 @@ def number_and_code(bottom: Sequence[Line]) -> tuple[str | None, str | None]:
     for text in lines:  # no slash: a token with enough digits (a slash read as a digit)
         c = SET_CODE.search(text)
         tail = text[c.end():] if c else text
-        tokens = [t for t in NUMBER_BARE.findall(tail) if sum(ch.isdigit() for ch in t) >= 2]
+        tokens = [t for t in NUMBER_BARE.findall(tail) if sum(ch in DIGITS for ch in t) >= 2]
         if tokens:
             number = max(tokens, key=len)
             code = c.group(1) if c else None

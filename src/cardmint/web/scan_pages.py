@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import UploadFile
 
@@ -146,13 +146,12 @@ async def photo(request: Request, raw_id: str,
     capture_id = positive_id(raw_id)
     capture = await captures.get(_db(request), capture_id) if capture_id else None
     if capture is None or not capture["image_sha256"]:
-        return Response("no photo", status_code=404, media_type="text/plain")
+        raise HTTPException(404, "This capture has no photo.")
     try:
         data = await asyncio.to_thread(photos.photo, request.app.state.settings,
                                        capture["image_sha256"])
     except ImageMissing:
-        return Response("the photo is missing from the image store", status_code=404,
-                        media_type="text/plain")
+        raise HTTPException(404, "The photo is missing from the image store.") from None
     return Response(data, media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=86400, immutable",
                              "X-Content-Type-Options": "nosniff"})
