@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
     api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
+    # Catalog answers kept per server process (catalog/cache.py); 0 turns the cache off.
+    catalog_cache_mb: int = Field(64, ge=0, le=4096)
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or networks,
     # comma-separated. Empty (the default), no forwarded header is believed: the failure
     # limiter keys on the connection's own address and the cookie's Secure flag on its own

@@ -24,6 +24,7 @@ from cardmint.api import (
     scan,
     urlcheck,
 )
+from cardmint.catalog.cache import CatalogCache
 from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, get_settings
 from cardmint.db import Database
@@ -42,13 +43,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings)
         app.state.db = db
         app.state.settings = settings
+        app.state.catalog_cache = cache = CatalogCache(
+            db, max_bytes=settings.catalog_cache_mb * 1024 * 1024)
         opener = asyncio.create_task(_open(db))
+        stop = asyncio.Event()
+        listener = asyncio.create_task(_listen(db, cache, stop, opener))
         try:
             yield
         finally:
+            stop.set()
             opener.cancel()
             with suppress(asyncio.CancelledError):
                 await opener
+            await listener
             await db.close()
 
     app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
@@ -71,6 +78,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.trusted_proxies:  # added last, so it runs first: before the limiter reads
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
+
+
+async def _listen(db: Database, cache: CatalogCache, stop: asyncio.Event,
+                  opener: asyncio.Task[None]) -> None:
+    """Once the data layer is open, the catalog cache's LISTEN for loads until `stop`."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([opener, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if db.is_open and not stop.is_set():
+        await cache.listen(stop)
 
 
 async def _open(db: Database) -> None:

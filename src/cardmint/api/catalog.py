@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cardmint.api.models.base import OcrHp
@@ -28,6 +28,7 @@ from cardmint.api.models.catalog import (
 from cardmint.api.problems import Refused, responses
 from cardmint.catalog import identify as identification
 from cardmint.catalog import search
+from cardmint.catalog.cache import CatalogCache, Loaded
 from cardmint.catalog.query import MAX_LENGTH
 from cardmint.db import Database
 from cardmint.errors import ValidationError
@@ -49,6 +50,17 @@ def _db(request: Request) -> Database:
     return db
 
 
+def _cache(request: Request) -> CatalogCache:
+    cache: CatalogCache = request.app.state.catalog_cache
+    return cache
+
+
+def _json(body: bytes) -> Response:
+    """A cached answer as is: the same bytes FastAPI's own serialisation of the model
+    makes (pydantic's dump_json, by alias), built once per catalog version."""
+    return Response(body, media_type="application/json")
+
+
 def _bad_request(exc: ValidationError, location: str) -> Refused:
     return Refused(400, str(exc), f"{location}.{exc.field}" if exc.field else location)
 
@@ -58,11 +70,15 @@ def _bad_request(exc: ValidationError, location: str) -> Refused:
 @router.get("/sets", response_model=SetList, responses=responses(400, 422, 503))
 async def list_sets(request: Request, page: int = _page(),
                     page_size: int = Query(search.MAX_PAGE_SIZE, alias="pageSize", ge=1,
-                                           le=search.MAX_PAGE_SIZE)) -> SetList:
+                                           le=search.MAX_PAGE_SIZE)) -> Response:
     """Every set, in release order."""
-    result = await search.list_sets(_db(request), page=page, page_size=page_size)
-    return SetList.of([SetInfo.from_row(r) for r in result.rows], page=result.page,
-                      page_size=result.page_size, total_count=result.total_count)
+    async def load() -> Loaded:
+        result = await search.list_sets(_db(request), page=page, page_size=page_size)
+        return SetList.of([SetInfo.from_row(r) for r in result.rows], page=result.page,
+                          page_size=result.page_size, total_count=result.total_count
+                          ).model_dump_json(by_alias=True).encode(), result.catalog_version
+
+    return _json(await _cache(request).get(("sets", page, page_size), load) or b"")
 
 
 @router.get("/sets/{set_id}", response_model=OneSet,
@@ -83,25 +99,37 @@ async def search_cards(
                                  description="Comma-separated keys, `-` for descending"),
     page: int = _page(),
     page_size: int = Query(50, alias="pageSize", ge=1, le=search.MAX_PAGE_SIZE),
-) -> CardList:
+) -> Response:
     """Cards matching a query, one page at a time."""
-    try:
+    async def load() -> Loaded:
         result = await search.search_cards(_db(request), q, order_by=order_by, page=page,
                                            page_size=page_size)
+        body = CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
+                           page_size=result.page_size, total_count=result.total_count)
+        return body.model_dump_json(by_alias=True).encode(), result.catalog_version
+
+    try:
+        found = await _cache(request).get(("cards", q, order_by, page, page_size), load)
     except ValidationError as exc:
         raise _bad_request(exc, "query") from exc
-    return CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
-                       page_size=result.page_size, total_count=result.total_count)
+    return _json(found or b"")
 
 
 @router.get("/cards/{card_id}", response_model=OneCard,
             responses=responses(400, 404, 422, 503))
-async def get_card(request: Request, card_id: str = _id_path()) -> OneCard:
+async def get_card(request: Request, card_id: str = _id_path()) -> Response:
     """One card with its game text and variants."""
-    row = await search.get_card(_db(request), card_id)
-    if row is None:
+    async def load() -> Loaded:
+        row = await search.get_card(_db(request), card_id)
+        if row is None:
+            return None
+        return (OneCard(data=Card.from_row(row)).model_dump_json(by_alias=True).encode(),
+                row["catalog_version"])
+
+    found = await _cache(request).get(("card", card_id), load)
+    if found is None:
         raise HTTPException(404, f"no card {card_id!r}")
-    return OneCard(data=Card.from_row(row))
+    return _json(found)
 
 
 class IdentifyRequest(BaseModel):

@@ -325,6 +325,13 @@ async def _stage(conn: asyncpg.Connection, lines: list[str], sets_json: str, *, 
     return int(await conn.fetchval(DROPPED_VARIANTS_SQL))
 
 
+BUMP_VERSION_SQL = """
+WITH bumped AS (
+    UPDATE catalog_version SET version = version + 1, loaded_at = now() RETURNING version)
+SELECT pg_notify('catalog_version', version::text) FROM bumped
+"""
+
+
 async def _load(conn: asyncpg.Connection, lines: list[str], sets_json: str, *, sample: bool,
                 report: Progress) -> LoadReport:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", LOAD_LOCK_KEY)
@@ -374,6 +381,9 @@ async def _load(conn: asyncpg.Connection, lines: list[str], sets_json: str, *, s
             "number_key, name, search_name, category, rarity, stage, types, dex_ids)"
         )
         report("analyze", 1, 1)
+        # In the load's transaction: the servers' catalog caches (catalog/cache.py) drop
+        # what they hold once this commits; NOTIFY is delivered at commit, not before.
+        await conn.execute(BUMP_VERSION_SQL)
 
     counts = one(await conn.fetchrow(
         "SELECT (SELECT count(*) FROM sets) AS sets, (SELECT count(*) FROM cards) AS cards, "

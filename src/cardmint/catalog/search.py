@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cardmint.catalog import query
+from cardmint.catalog.cache import VERSION_COLUMN
 from cardmint.db import Database
 from cardmint.errors import ValidationError
 
@@ -52,6 +53,7 @@ class Page:
     total_count: int
     page: int
     page_size: int
+    catalog_version: int | None = None  # what the rows were read at (None: no row read)
 
 
 def _check_page(page: int, page_size: int) -> None:
@@ -101,7 +103,7 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
     # One round trip. The inner query sorts and counts narrow rows (the window count runs
     # before LIMIT, over every match); only the page's rows are then read in full. Its
     # order survives row_number() over the already sorted subquery.
-    sql = (f"SELECT {CARD_COLUMNS}, page.total_count FROM ("
+    sql = (f"SELECT {CARD_COLUMNS}, page.total_count, {VERSION_COLUMN} FROM ("
            "SELECT hit.id, hit.total_count, row_number() OVER () AS ord FROM ("
            "SELECT c.id, count(*) OVER () AS total_count "
            f"FROM cards c JOIN sets s ON s.id = c.set_id WHERE {compiled.where} "
@@ -120,16 +122,18 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
     data = []
     for row in rows:
         item = dict(row)
-        del item["total_count"]
+        del item["total_count"], item["catalog_version"]
         data.append(item)
-    return Page(data, total, page, page_size)
+    return Page(data, total, page, page_size,
+                rows[0]["catalog_version"] if rows else None)
 
 
 async def list_sets(db: Database, *, page: int = 1, page_size: int = MAX_PAGE_SIZE) -> Page:
     """Sets in release order."""
     _check_page(page, page_size)
     rows = await db.fetch(
-        f"SELECT {SET_COLUMNS}, count(*) OVER () AS total_count FROM sets s "
+        f"SELECT {SET_COLUMNS}, count(*) OVER () AS total_count, {VERSION_COLUMN} "
+        "FROM sets s "
         "ORDER BY s.release_date NULLS LAST, s.id LIMIT $1 OFFSET $2",
         page_size, (page - 1) * page_size, stale_ok=True)
     total = rows[0]["total_count"] if rows else await db.fetchval(
@@ -137,9 +141,10 @@ async def list_sets(db: Database, *, page: int = 1, page_size: int = MAX_PAGE_SI
     data = []
     for row in rows:
         item = dict(row)
-        del item["total_count"]
+        del item["total_count"], item["catalog_version"]
         data.append(item)
-    return Page(data, total, page, page_size)
+    return Page(data, total, page, page_size,
+                rows[0]["catalog_version"] if rows else None)
 
 
 async def get_set(db: Database, set_id: str) -> dict[str, Any] | None:
@@ -149,9 +154,10 @@ async def get_set(db: Database, set_id: str) -> dict[str, Any] | None:
 
 
 async def get_card(db: Database, card_id: str) -> dict[str, Any] | None:
-    """One card with its game text and its variants (in catalog order)."""
+    """One card with its game text and its variants (in catalog order), and the catalog
+    version it was read at (`catalog_version`)."""
     row = await db.fetchrow(
-        f"SELECT {CARD_COLUMNS}, {DETAIL_COLUMNS}, "
+        f"SELECT {CARD_COLUMNS}, {DETAIL_COLUMNS}, {VERSION_COLUMN}, "
         "coalesce((SELECT jsonb_agg(jsonb_build_object("
         "'id', v.id, 'type', v.type, 'subtype', v.subtype, 'size', v.size, "
         "'stamps', v.stamps, 'foil', v.foil, 'tcgplayer_product_id', v.tcgplayer_product_id, "

@@ -24,6 +24,11 @@ def register(app: typer.Typer) -> None:
         sync_guard: Annotated[bool, typer.Option(
             help="On a local --sync cluster, run the sync guard in-process (one acts "
                  "cluster-wide).")] = True,
+        workers: Annotated[int, typer.Option(
+            min=1, max=64, help="Server processes sharing the port (the background loops "
+                                "run in one of them only).")] = 1,
+        fd: Annotated[int | None, typer.Option(
+            hidden=True, help="Accept on this inherited socket (a worker process).")] = None,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
@@ -39,6 +44,12 @@ def register(app: typer.Typer) -> None:
         if not loopback:
             raise UsageError(f"--host {host} is not a loopback address; CardMint serves on "
                              "loopback only (put a proxy in front for remote clients)")
+        if workers > 1 and fd is None:
+            from cardmint.api.workers import supervise
+
+            background = [f"--{'' if on else 'no-'}{name}" for name, on in
+                          (("worker", worker), ("monitor", monitor), ("sync-guard", sync_guard))]
+            raise typer.Exit(supervise(host, port or s.api_port, workers, s.home, background))
         api = create_app(s)
         if worker:  # intake jobs are processed by this process too (`--no-worker`: not)
             from cardmint.api.intake import run_worker_in
@@ -54,6 +65,18 @@ def register(app: typer.Typer) -> None:
             run_sync_guard_in(api)
         # proxy_headers off: uvicorn would believe X-Forwarded-* from loopback, i.e. from
         # anyone here; the app believes them only from CARDMINT_TRUSTED_PROXIES
-        uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
-                    http="httptools", log_level="info", access_log=False,
-                    proxy_headers=False, server_header=False)
+        config = uvicorn.Config(api, host=host, port=port or s.api_port, loop="uvloop",
+                                http="httptools", log_level="info", access_log=False,
+                                proxy_headers=False, server_header=False)
+        server = uvicorn.Server(config)
+        if fd is None:
+            server.run()
+        else:
+            # A worker process accepts on the supervisor's socket. Not uvicorn's own fd=:
+            # it takes every fd for a Unix socket, so TCP_NODELAY is never set and each
+            # answer waits on a delayed ACK (~40 ms).
+            import socket
+
+            server.run(sockets=[socket.socket(fileno=fd)])
+        if not server.started:  # as uvicorn.run: could not bind or start up
+            raise typer.Exit(3)

@@ -164,6 +164,18 @@ card_variants = sa.Table(
 
 # -- intake -------------------------------------------------------------------------------
 
+# One row: bumped by every catalog load that changed something (and NOTIFY catalog_version
+# with the new number), so the servers' in-process catalog caches know when to drop answers.
+catalog_version = sa.Table(
+    "catalog_version", metadata,
+    sa.Column("id", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.CheckConstraint("id", name="one_row"),
+    comment="The catalog's version: bumped by each load that changed the catalog.",
+)
+
 captures = sa.Table(
     "captures", metadata,
     _id(),
