@@ -94,7 +94,33 @@ async def point_reads(db: Database, sql: str, args: Any, tasks: int,
             "p95_ms": loadgen.quantile_ms(latencies, 0.95)}
 
 
-async def data_layer(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
+async def child_point_reads(home: Path, tasks: int, seconds: float) -> dict[str, Any]:
+    """One process's share of the data layer's point reads (see `procs`)."""
+    s = settings(home)
+    pool = settings(home, pool_min=tasks, pool_max=tasks)
+    db = await Database(pool, primary_dsn=admin_dsn(s), replica_dsns=[]).open(monitor=False)
+    try:
+        return await point_reads(db, POINT_READ,
+                                 lambda rng: rng.randint(1, 100_000 * SCALE), tasks, seconds)
+    finally:
+        await db.close()
+
+
+async def procs_point_reads(s: Settings, procs: int, clients: int,
+                            seconds: float) -> dict[str, Any]:
+    """The point reads from `procs` processes (as `serve --workers` runs), `clients` tasks
+    and connections in all: q/s summed, p95 the worst process's."""
+    argv = [sys.executable, "-m", "bench.loadtest", "--child-reads", str(clients // procs),
+            "--seconds", str(seconds), "--home", str(s.home)]
+    children = [await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+                for _ in range(procs)]
+    outs = [json.loads((await c.communicate())[0]) for c in children]
+    return {"qps": round(sum(o["qps"] for o in outs), 1),
+            "p95_ms": max(o["p95_ms"] for o in outs), "processes": procs}
+
+
+async def data_layer(s: Settings, seconds: int, clients: int,
+                     procs: int = 1) -> dict[str, Any]:
     await ensure_dataset(s, SCALE, pgbench_binary(s))
     dsn = admin_dsn(s)  # the superuser on cardmint_pgbench, at the primary over TCP
     pool = settings(s.home, pool_min=clients, pool_max=clients)
@@ -107,9 +133,12 @@ async def data_layer(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
             pgb = await run_pgbench(s, PgbenchOptions(
                 clients=clients, jobs=4, duration_s=seconds, select_only=True,
                 protocol="prepared", log_latency=False))
-            ours = await point_reads(bench_db, POINT_READ,
-                                     lambda rng: rng.randint(1, 100_000 * SCALE),
-                                     clients, seconds)
+            if procs > 1:
+                ours = await procs_point_reads(s, procs, clients, seconds)
+            else:
+                ours = await point_reads(bench_db, POINT_READ,
+                                         lambda rng: rng.randint(1, 100_000 * SCALE),
+                                         clients, seconds)
             rounds.append({"pgbench_tps": round(pgb["tps"] or 0, 1),
                            "pgbench_avg_ms": pgb["latency_ms"]["avg"],
                            "cardmint_qps": ours["qps"], "cardmint_p95_ms": ours["p95_ms"],
@@ -120,7 +149,7 @@ async def data_layer(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
         await app_db.close()
     pgb_tps = sum(r["pgbench_tps"] for r in rounds) / len(rounds)
     ours_qps = sum(r["cardmint_qps"] for r in rounds) / len(rounds)
-    return {"rounds": rounds, "pgbench_tps": round(pgb_tps, 1),
+    return {"rounds": rounds, "pgbench_tps": round(pgb_tps, 1), "processes": procs,
             "cardmint_qps": round(ours_qps, 1), "ratio": round(ours_qps / pgb_tps, 3),
             "card_lookup_query": card}
 
@@ -159,9 +188,9 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
                               "p99_ms")}
 
 
-async def api(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
+async def api(s: Settings, seconds: int, clients: int, workers: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {"workers": workers}
+    async with serving(s, extra_args=("--no-monitor", "--workers", str(workers))) as (url, _):
         async with loadgen.client(url, 1, 10.0) as http:
             spec, served = await mix.openapi(http)
             cards = await mix.draw_cards(http, random.Random(7))
@@ -204,7 +233,8 @@ async def api(s: Settings, seconds: int, clients: int) -> dict[str, Any]:
     return out
 
 
-async def main(home: Path | None, seconds: int, clients: int) -> dict[str, Any]:
+async def main(home: Path | None, seconds: int, clients: int,
+               workers: int = 1) -> dict[str, Any]:
     root = None
     if home is None:
         root = Path(tempfile.mkdtemp(prefix="cardmint-bench-load-", dir="/tmp"))
@@ -215,8 +245,8 @@ async def main(home: Path | None, seconds: int, clients: int) -> dict[str, Any]:
             await prepare(home)
         s = settings(home)
         began_load = load()
-        data = await data_layer(s, seconds, clients)
-        served = await api(s, seconds, clients)
+        data = await data_layer(s, seconds, clients, workers)
+        served = await api(s, seconds, clients, workers)
     finally:
         if root is not None:
             await LocalCluster(settings(home)).down(purge=True)
@@ -225,7 +255,7 @@ async def main(home: Path | None, seconds: int, clients: int) -> dict[str, Any]:
     return {
         "benchmark": "loadtest", "seconds_per_phase": seconds, "clients": clients,
         "cpus": os.cpu_count(), "load_at_start": began_load, "data_layer": data,
-        "api": served,
+        "api": served, "workers": workers, "targets": targets(data, served),
         "ratios": {
             "data_layer_to_pgbench": data["ratio"],
             "api_lookup_to_data_layer": round(
@@ -261,6 +291,25 @@ def render(out: dict[str, Any]) -> None:
             print(f"API {name:<11} {w['rps']:>8,.0f} req/s  p50 {w.get('p50_ms')} ms  "
                   f"p95 {w.get('p95_ms')} ms  p99 {w.get('p99_ms')} ms  errors {w['errors']}")
     print(f"ratios: {json.dumps(r)}; load at end {a['load']}")
+    for t in out["targets"]:
+        print(f"target {t['what']}: {t['measured']} (goal {t['goal']}): "
+              f"{'met' if t['met'] else 'MISSED'}")
+
+
+def targets(data: dict[str, Any], served: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 19's targets against this run (wrk's figures where wrk ran)."""
+    lookup = served["lookup_wrk"] or served["lookup"]
+    search = served["search_wrk"] or served["search"]
+    mixed = served["mix"]
+    rows = [("data layer / pgbench -S -M prepared", data["ratio"], ">= 0.5",
+             data["ratio"] >= 0.5),
+            ("card lookup p95 ms", lookup.get("p95_ms"), "<= 10",
+             (lookup.get("p95_ms") or 1e9) <= 10),
+            ("search p95 ms", search.get("p95_ms"), "<= 25",
+             (search.get("p95_ms") or 1e9) <= 25),
+            ("mix p95 ms, errors", f"{mixed['p95_ms']}, {mixed['errors']}", "<= 25, 0",
+             (mixed["p95_ms"] or 1e9) <= 25 and mixed["errors"] == 0)]
+    return [{"what": w, "measured": m, "goal": g, "met": ok} for w, m, g, ok in rows]
 
 
 if __name__ == "__main__":
@@ -268,9 +317,16 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="server processes (serve --workers) and data-layer processes")
+    parser.add_argument("--child-reads", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = uvloop.run(main(args.home, args.seconds, args.concurrency))
+    if args.child_reads:  # one process of the data layer's share (procs_point_reads)
+        print(json.dumps(uvloop.run(child_point_reads(args.home, args.child_reads,
+                                                      args.seconds))))
+        sys.exit(0)
+    result = uvloop.run(main(args.home, args.seconds, args.concurrency, args.workers))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -147,10 +147,11 @@ async def run_wrk(url: str, paths: list[str], headers: dict[str, str], *, connec
 
 
 async def measure(s: Settings, token: str, sets: list[str], seconds: int,
-                  clients: int) -> dict[str, Any]:
+                  clients: int, workers: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": load()}
     headers = {"Authorization": f"Bearer {token}"}
-    async with serving(s, extra_args=("--no-monitor",)) as (url, _pid):
+    args = ("--no-monitor", "--workers", str(workers))
+    async with serving(s, extra_args=args) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
             cards = await mix.draw_cards(http, random.Random(7))
         ops = {"lookup": Operation("lookup", 1, mix.lookup_request(cards)),
@@ -199,10 +200,11 @@ def workdir() -> Path:
 
 
 async def main(root: Path, sizes: list[int], seconds: int, clients: int,
-               keep: bool = False) -> dict[str, Any]:
+               keep: bool = False, workers: int = 1) -> dict[str, Any]:
     home = root / "home"
     result: dict[str, Any] = {"benchmark": "scale", "cpus": os.cpu_count(),
-                              "clients": clients, "seconds": seconds, "sizes": []}
+                              "clients": clients, "seconds": seconds, "workers": workers,
+                              "sizes": []}
     try:
         result["setup"] = await prepare(home)
         s = settings(home)
@@ -219,7 +221,7 @@ async def main(root: Path, sizes: list[int], seconds: int, clients: int,
                 have = size
                 print(f"[scale] {size:,} items built: {built}", file=sys.stderr, flush=True)
                 row = {"size": size, "build": built,
-                       **await measure(s, token, sets, seconds, clients)}
+                       **await measure(s, token, sets, seconds, clients, workers)}
                 result["sizes"].append(row)
                 print(f"[scale] {size:,}: " + json.dumps(
                     {k: row[k] for k in ("lookup", "search", "listing", "load_before")}),
@@ -257,6 +259,7 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2, help="cardmint serve --workers")
     parser.add_argument("--keep", action="store_true",
                         help="leave the cluster running (its home is printed); stop it with "
                              "`cardmint cluster down --purge --home HOME`")
@@ -266,7 +269,8 @@ if __name__ == "__main__":
     root = workdir()
     if args.keep:
         print(f"[scale] cluster home {root / 'home'} (kept)", file=sys.stderr, flush=True)
-    result = uvloop.run(main(root, sizes, args.seconds, args.concurrency, args.keep))
+    result = uvloop.run(main(root, sizes, args.seconds, args.concurrency, args.keep,
+                             args.workers))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

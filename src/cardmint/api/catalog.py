@@ -72,8 +72,9 @@ async def list_sets(request: Request, page: int = _page(),
                     page_size: int = Query(search.MAX_PAGE_SIZE, alias="pageSize", ge=1,
                                            le=search.MAX_PAGE_SIZE)) -> Response:
     """Every set, in release order."""
-    async def load() -> Loaded:
-        result = await search.list_sets(_db(request), page=page, page_size=page_size)
+    async def load(stale_ok: bool) -> Loaded:
+        result = await search.list_sets(_db(request), page=page, page_size=page_size,
+                                        stale_ok=stale_ok)
         return SetList.of([SetInfo.from_row(r) for r in result.rows], page=result.page,
                           page_size=result.page_size, total_count=result.total_count
                           ).model_dump_json(by_alias=True).encode(), result.catalog_version
@@ -101,9 +102,9 @@ async def search_cards(
     page_size: int = Query(50, alias="pageSize", ge=1, le=search.MAX_PAGE_SIZE),
 ) -> Response:
     """Cards matching a query, one page at a time."""
-    async def load() -> Loaded:
+    async def load(stale_ok: bool) -> Loaded:
         result = await search.search_cards(_db(request), q, order_by=order_by, page=page,
-                                           page_size=page_size)
+                                           page_size=page_size, stale_ok=stale_ok)
         body = CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
                            page_size=result.page_size, total_count=result.total_count)
         return body.model_dump_json(by_alias=True).encode(), result.catalog_version
@@ -119,8 +120,8 @@ async def search_cards(
             responses=responses(400, 404, 422, 503))
 async def get_card(request: Request, card_id: str = _id_path()) -> Response:
     """One card with its game text and variants."""
-    async def load() -> Loaded:
-        row = await search.get_card(_db(request), card_id)
+    async def load(stale_ok: bool) -> Loaded:
+        row = await search.get_card(_db(request), card_id, stale_ok=stale_ok)
         if row is None:
             return None
         return (OneCard(data=Card.from_row(row)).model_dump_json(by_alias=True).encode(),

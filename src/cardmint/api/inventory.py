@@ -239,12 +239,17 @@ async def list_items(
     location: str | None = LocationQ, graded: bool | None = None,
     page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(50, alias="pageSize", ge=1, le=MAX_PAGE_SIZE),
+    after: int | None = Query(None, ge=0, le=2**63 - 1, description=(
+        "Keyset paging: the items after this item id (the last id of the previous "
+        "page); pages stay as fast however deep. Not with page.")),
     _: Principal = Depends(require_scope("read")),
 ) -> ItemList:
     """Items, oldest first, filtered by set, card, condition, status, location, graded."""
+    if after is not None and page != 1:
+        raise Refused(400, "give page or after, not both", "query.after")
     rows, total = await items.listing(
         _db(request), _filters(set_id, card_id, condition, status, location, graded),
-        page=page, page_size=page_size)
+        page=page, page_size=page_size, after=after)
     return ItemList.of([Item.of(r) for r in rows], page=page, page_size=page_size,
                        total_count=total)
 

@@ -90,18 +90,20 @@ class CatalogCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[Loaded]]) -> bytes | None:
-        """The answer for `key`: cached if read at the current version, else `load()`ed
-        (and kept when its rows are at the current version). None: nothing to answer."""
+    async def get(self, key: Hashable,
+                  load: Callable[[bool], Awaitable[Loaded]]) -> bytes | None:
+        """The answer for `key`: cached if read at the current version, else loaded
+        (`load(stale_ok)`) and kept when its rows are at the current version. None:
+        nothing to answer."""
         if self.max_bytes == 0:  # turned off (CARDMINT_CATALOG_CACHE_MB=0)
-            loaded = await load()
+            loaded = await load(True)
             return loaded[0] if loaded is not None else None
         try:
             version = await self._gate.current()
         except (CardmintError, asyncpg.PostgresError, OSError) as exc:
             self.bypassed += 1
             log.debug("catalog cache bypassed: %s", exc)
-            loaded = await load()
+            loaded = await load(True)
             return loaded[0] if loaded is not None else None
         entry = self._entries.get(key)
         if entry is not None and entry[0] == version:
@@ -109,11 +111,14 @@ class CatalogCache:
             self.hits += 1
             return entry[1]
         self.misses += 1
-        loaded = await load()
+        loaded = await load(True)
+        if loaded is not None and loaded[1] is not None and loaded[1] < version:
+            # a replica that has not replayed the last load yet: read the primary instead,
+            # so no answer (cached or not) is older than the last completed load
+            loaded = await load(False)
         if loaded is None:
             return None
         body, read_at = loaded
-        # Rows from a replica that has not replayed the load yet are answered, not kept.
         if read_at is not None and read_at >= version:
             self._put(key, read_at, body)
         return body

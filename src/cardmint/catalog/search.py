@@ -93,7 +93,7 @@ def order_clause(order_by: str | None, relevance: str | None) -> str:
 
 
 async def search_cards(db: Database, q: str | None, *, order_by: str | None = None,
-                       page: int = 1, page_size: int = 50) -> Page:
+                       page: int = 1, page_size: int = 50, stale_ok: bool = True) -> Page:
     """Cards matching a query (see `cardmint.catalog.query`), one page of them, and how many
     match in all. Raises ValidationError (field q, orderBy, page or pageSize)."""
     _check_page(page, page_size)
@@ -110,7 +110,7 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
            f"ORDER BY {order} LIMIT ${n + 1} OFFSET ${n + 2}) AS hit) AS page "
            "JOIN cards c ON c.id = page.id JOIN sets s ON s.id = c.set_id ORDER BY page.ord")
     rows = await db.fetch(sql, *compiled.params, page_size, (page - 1) * page_size,
-                          stale_ok=True)
+                          stale_ok=stale_ok)
     if rows:
         total = rows[0]["total_count"]
     elif page == 1:
@@ -118,7 +118,7 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
     else:  # past the last page: the window had no row to count on
         total = await db.fetchval(
             f"SELECT count(*) FROM cards c JOIN sets s ON s.id = c.set_id "
-            f"WHERE {compiled.where}", *compiled.params, stale_ok=True)
+            f"WHERE {compiled.where}", *compiled.params, stale_ok=stale_ok)
     data = []
     for row in rows:
         item = dict(row)
@@ -128,16 +128,17 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
                 rows[0]["catalog_version"] if rows else None)
 
 
-async def list_sets(db: Database, *, page: int = 1, page_size: int = MAX_PAGE_SIZE) -> Page:
+async def list_sets(db: Database, *, page: int = 1, page_size: int = MAX_PAGE_SIZE,
+                    stale_ok: bool = True) -> Page:
     """Sets in release order."""
     _check_page(page, page_size)
     rows = await db.fetch(
         f"SELECT {SET_COLUMNS}, count(*) OVER () AS total_count, {VERSION_COLUMN} "
         "FROM sets s "
         "ORDER BY s.release_date NULLS LAST, s.id LIMIT $1 OFFSET $2",
-        page_size, (page - 1) * page_size, stale_ok=True)
+        page_size, (page - 1) * page_size, stale_ok=stale_ok)
     total = rows[0]["total_count"] if rows else await db.fetchval(
-        "SELECT count(*) FROM sets", stale_ok=True)
+        "SELECT count(*) FROM sets", stale_ok=stale_ok)
     data = []
     for row in rows:
         item = dict(row)
@@ -153,7 +154,8 @@ async def get_set(db: Database, set_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-async def get_card(db: Database, card_id: str) -> dict[str, Any] | None:
+async def get_card(db: Database, card_id: str, *,
+                   stale_ok: bool = True) -> dict[str, Any] | None:
     """One card with its game text and its variants (in catalog order), and the catalog
     version it was read at (`catalog_version`)."""
     row = await db.fetchrow(
@@ -164,5 +166,5 @@ async def get_card(db: Database, card_id: str) -> dict[str, Any] | None:
         "'cardmarket_id', v.cardmarket_id) ORDER BY v.position) "
         "FROM card_variants v WHERE v.card_id = c.id), '[]') AS variants "
         "FROM cards c JOIN sets s ON s.id = c.set_id WHERE c.id = $1",
-        card_id, stale_ok=True)
+        card_id, stale_ok=stale_ok)
     return dict(row) if row is not None else None

@@ -1,0 +1,194 @@
+"""Issue 19's levers, for correctness (their speed is in bench/): the catalog cache is never
+older than the last completed load, across server processes; `serve --workers` starts
+and stops its children by PID; inventory keyset paging; totals under concurrent changes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+
+from cardmint.catalog.load import BUMP_VERSION_SQL, load_catalog
+from cardmint.config import secret
+from cardmint.db import Database, Transaction
+from cardmint.db.connect import connection
+from cardmint.inventory import items
+from cardmint.inventory.products import VariantRef
+from cardmint.ops.loadtest.apiserver import serving
+from support import TestCluster, poll
+
+CARD = "base1-4"
+
+
+async def _names(urls: list[str], http: httpx.AsyncClient) -> list[tuple[str, int]]:
+    """Each server's name for CARD, and how many cards a search by that name finds."""
+    out = []
+    for url in urls:
+        card = (await http.get(f"{url}/v1/cards/{CARD}")).raise_for_status().json()
+        name = card["data"]["name"]
+        found = (await http.get(f"{url}/v1/cards", params={"q": f'name:"{name}"'}))
+        out.append((name, found.raise_for_status().json()["totalCount"]))
+    return out
+
+
+async def test_a_load_makes_the_next_answer_fresh_in_every_process(
+        pg: TestCluster, catalog: Database) -> None:
+    s = pg.settings()
+    owner = secret(s.migration_url) or ""
+    args = ("--no-monitor", "--no-worker", "--no-sync-guard")
+    async with serving(s, extra_args=args) as (one, _), \
+            serving(s, extra_args=args) as (two, _), \
+            httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        original = await _names([one, two], http)
+        assert original[0] == original[1] and original[0][1] >= 1
+        tampered = f"Tampered {uuid.uuid4().hex[:6]}"
+        async with connection(owner, s) as conn:
+            # a change nobody announced: the cached answers stay (the cache is in use)
+            await conn.execute("UPDATE cards SET name = $1 WHERE id = $2", tampered, CARD)
+            assert await _names([one, two], http) == original
+            # what a load does when it changed something: the next answer is fresh
+            await conn.execute(BUMP_VERSION_SQL)
+        assert await _names([one, two], http) == [(tampered, 1)] * 2
+        assert await _names([one, two], http) == [(tampered, 1)] * 2  # now cached
+        try:
+            async with connection(owner, s) as conn:
+                report = await load_catalog(conn)  # puts the vendored name back
+            assert report.changes["cards"].updated >= 1
+            # no wait, no poll: the answer right after the load returned is the new one
+            assert await _names([one, two], http) == original
+        finally:
+            async with connection(owner, s) as conn:
+                await conn.execute("UPDATE cards SET name = $1 WHERE id = $2 AND name = $3",
+                                   original[0][0], CARD, tampered)
+
+
+async def test_workers_start_and_stop_by_pid(pg: TestCluster, tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    async with serving(pg.settings(), log_to=log,
+                       extra_args=("--workers", "2", "--no-monitor", "--no-sync-guard")
+                       ) as (url, parent):
+        line = re.search(r"PIDs ([\d ]+)", log.read_text())
+        assert line is not None, log.read_text()
+        children = [int(p) for p in line.group(1).split()]
+        assert len(children) == 2 and parent not in children
+        argv, parents = _proc(children)
+        # the background loops (here the intake worker) run in one child only
+        assert [b"--worker" in a for a in argv] == [True, False]
+        assert parents == [parent, parent]
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+            for _ in range(10):
+                assert (await http.get(f"{url}/health")).status_code == 200
+    # the parent was stopped by PID (SIGTERM); it stopped each child by PID
+
+    def gone() -> bool:
+        return not any(os.path.exists(f"/proc/{p}") for p in children)
+    await poll(gone, timeout=15)
+
+
+def _proc(pids: list[int]) -> tuple[list[list[bytes]], list[int]]:
+    """Each process's argv and parent PID, from /proc."""
+    argv = [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in pids]
+    return argv, [int(Path(f"/proc/{p}/stat").read_text().split()[3]) for p in pids]
+
+
+async def _item(db: Database, variant_id: int, location: str, cost: int | None = None,
+                condition: str = "NM") -> int:
+    async with db.transaction() as tx:
+        row = await items.add(tx, items.NewItem(VariantRef(variant_id=variant_id),
+                                                condition=condition, location=location,
+                                                acquisition_cost_cents=cost),
+                              actor="test")
+    return int(row["id"])
+
+
+async def _variant(db: Database, card_id: str) -> int:
+    return int(await db.fetchval("SELECT id FROM card_variants WHERE card_id = $1 "
+                                 "ORDER BY position LIMIT 1", card_id))
+
+
+async def test_keyset_pages_are_the_offset_pages(catalog: Database) -> None:
+    db, shelf = catalog, f"keyset-{uuid.uuid4().hex[:8]}"
+    variant = await _variant(db, "base1-58")
+    made = [await _item(db, variant, shelf) for _ in range(7)]
+    f = items.Filters(location=shelf)
+    by_page = [r["id"] for p in (1, 2, 3) for r in (await items.listing(
+        db, f, page=p, page_size=3))[0]]
+    by_key: list[int] = []
+    after = 0
+    while True:
+        rows, total = await items.listing(db, f, page=1, page_size=3, after=after)
+        assert total == 7
+        if not rows:
+            break
+        by_key += [r["id"] for r in rows]
+        after = rows[-1]["id"]
+    assert by_page == by_key == made
+
+
+CHECK_TOTALS = """
+SELECT product_id, status, count(*) AS items, count(grading_company) AS graded,
+       coalesce(sum(acquisition_cost_cents), 0) AS cost_cents,
+       count(acquisition_cost_cents) AS with_cost
+FROM inventory_items GROUP BY product_id, status
+EXCEPT SELECT product_id, status, items, graded, cost_cents, with_cost
+FROM inventory_totals WHERE items <> 0
+"""
+
+
+async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> None:
+    db, tag = catalog, uuid.uuid4().hex[:8]
+    variant = await _variant(db, "base1-4")
+
+    async def worker(n: int) -> None:
+        shelf = f"totals-{tag}-{n}"
+        ids = [await _item(db, variant, shelf, cost=100 * n) for _ in range(4)]
+        async with db.transaction() as tx:
+            await items.transition(tx, ids[0], "sell", version=None, actor="t",
+                                   amount_cents=500)
+        async with db.transaction() as tx:
+            await items.transition(tx, ids[1], "reserve", version=None, actor="t")
+        async with db.transaction() as tx:  # another product: NM -> LP
+            await items.update(tx, ids[2], version=1, changes={"condition": "LP"},
+                               actor="t")
+        async with db.transaction() as tx:  # a move between shelves counts nothing
+            await items.update(tx, ids[3], version=1, changes={"location": shelf + "b"},
+                               actor="t")
+
+    async def bulk() -> None:  # one statement over many items at once, amid the others
+        await db.execute("UPDATE inventory_items SET acquisition_cost_cents = 7 "
+                         "WHERE location LIKE $1", f"totals-{tag}-%")
+
+    await asyncio.gather(*(worker(n) for n in range(8)), bulk())
+    await bulk()
+    assert await db.fetch(CHECK_TOTALS) == []  # every (product, status) exact
+    source = ("inventory_items i JOIN products p ON p.id = i.product_id "
+              "JOIN cards c ON c.id = p.card_id")
+    for f, where in (
+            (items.Filters(set_id="base1"), "c.set_id = 'base1'"),
+            (items.Filters(status="IN_STOCK"), "i.status = 'IN_STOCK'"),
+            (items.Filters(card_id="base1-4", condition="LP"),
+             "p.card_id = 'base1-4' AND p.condition = 'LP'"),
+            (items.Filters(set_id="base1", status="SOLD", graded=False),
+             "c.set_id = 'base1' AND i.status = 'SOLD' AND i.grading_company IS NULL"),
+            (items.Filters(graded=True), "i.grading_company IS NOT NULL"),
+            (items.Filters(), "true")):
+        # the reference: every matching item counted one by one
+        expected = await db.fetchval(f"SELECT count(*) FROM {source} WHERE {where}")
+        assert await items.count(db, f) == expected, f
+    # and read-your-writes: a change is in the next total, in the same transaction too
+    before = await items.count(db, items.Filters(card_id="base1-4", status="SOLD"))
+    async with db.transaction() as tx:
+        new = await _item_in(tx, variant, f"totals-{tag}-x")
+        await items.transition(tx, new, "sell", version=None, actor="t", amount_cents=1)
+        assert await items.count(tx, items.Filters(card_id="base1-4",
+                                                   status="SOLD")) == before + 1
+
+
+async def _item_in(tx: Transaction, variant_id: int, location: str) -> int:
+    row = await items.add(tx, items.NewItem(VariantRef(variant_id=variant_id),
+                                            location=location), actor="test")
+    return int(row["id"])
