@@ -33,10 +33,13 @@ from typing import Any
 import httpx
 import uvloop
 
-from bench.loadtest import _paths, load
+from bench.loadtest import _paths, load, settings
+from bench.scale import listing_request
 from cardmint.cluster.home import free_ports
+from cardmint.db import Database
 from cardmint.ops.loadtest import mix, wrk
 from cardmint.ops.loadtest.loadgen import Operation
+from cardmint.tokens import create_token, revoke_token
 
 READY_S = 60.0
 
@@ -110,22 +113,40 @@ async def main(home: Path, configs: list[Config], routes: list[str], seconds: in
             cards = await mix.draw_cards(http, random.Random(7))
         ops = {"lookup": Operation("lookup", 1, mix.lookup_request(cards)),
                "search": Operation("search", 1, mix.search_request(cards))}
+        headers: dict[str, dict[str, str]] = {}
+        if "listing" in routes:  # bench.scale's inventory listing, with a read token
+            db = await Database(settings(home), replica_dsns=[]).open(monitor=False)
+            try:
+                token, record = await create_token(db, owner="bench-compare", scope="read")
+                sets = [r["set_id"] for r in await db.fetch(
+                    "SELECT set_id FROM cards GROUP BY 1 HAVING count(*) >= 50 ORDER BY 1")]
+            finally:
+                await db.close()
+            headers["listing"] = {"Authorization": f"Bearer {token}"}
+            ops["listing"] = Operation("listing", 1, listing_request(sets, headers["listing"]))
         paths = {r: _paths(ops[r]) for r in routes}
         loads = [load()]
         for c in configs:  # one pass each first: what a server caches is then cached
             for r in routes:
                 await wrk.run(f"http://127.0.0.1:{c.port}", connections=clients,
-                              duration_s=2, paths=paths[r])
+                              duration_s=2, paths=paths[r], headers=headers.get(r))
         for _ in range(rounds):
             for r in routes:
                 for c in configs:
                     out = await wrk.run(f"http://127.0.0.1:{c.port}", connections=clients,
-                                        duration_s=seconds, paths=paths[r])
+                                        duration_s=seconds, paths=paths[r],
+                                        headers=headers.get(r))
                     c.runs.setdefault(r, []).append(out)
             loads.append(load())
     finally:
         for c in configs:
             stop(c)
+        if "listing" in headers:
+            db = await Database(settings(home), replica_dsns=[]).open(monitor=False)
+            try:
+                await revoke_token(db, record["id"])
+            finally:
+                await db.close()
     table: dict[str, Any] = {}
     for r in routes:
         first = None

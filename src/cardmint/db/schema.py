@@ -299,7 +299,9 @@ inventory_items = sa.Table(
     sa.CheckConstraint("version >= 1", name="version_positive"),
     comment="Physical cards we hold, one row per copy.",
 )
-sa.Index(None, inventory_items.c.product_id, inventory_items.c.status)
+# With id: the listing's page by product (a set, a card, a condition) in id order is an
+# index-only scan, not a heap fetch per matching item (migration 0008).
+sa.Index(None, inventory_items.c.product_id, inventory_items.c.status, inventory_items.c.id)
 # The listing's shelf filter (location, optionally status) in id order: at 1M items it was a
 # walk of the whole primary key (bench/scale.py).
 sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_items.c.id)
@@ -320,6 +322,9 @@ inventory_totals = sa.Table(
     comment="Items per product and status (graded, with a cost, their cost), kept by "
             "triggers on inventory_items.",
 )
+# A total by status alone (no product filter) reads this index, not every totals row.
+sa.Index(None, inventory_totals.c.status, inventory_totals.c["items"],
+         inventory_totals.c.graded)
 
 inventory_ledger = sa.Table(
     "inventory_ledger", metadata,

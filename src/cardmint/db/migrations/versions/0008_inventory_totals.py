@@ -11,7 +11,8 @@ triggers with transition tables apply the net change of each INSERT, UPDATE or D
 the same transaction (one upsert per statement, rows skipped when nothing they count
 changed, e.g. a move between shelves), so totals are read-your-writes like the items and
 a bulk insert of a million rows costs one grouped upsert, not a million. A TRUNCATE of
-the items empties the totals. Upserts go in (product_id, status) order so two
+the items empties the totals. The index (product_id, status) gains id, so a listing by
+product in id order is an index-only scan. Upserts go in (product_id, status) order so two
 transactions changing the same products take the rows' locks in the same order.
 """
 
@@ -90,6 +91,13 @@ def upgrade() -> None:
         comment="Items per product and status (graded, with a cost, their cost), kept by "
                 "triggers on inventory_items.",
     )
+    op.create_index(op.f("ix_inventory_totals_status_items_graded"), "inventory_totals",
+                    ["status", "items", "graded"], unique=False)
+    # The listing's page by product in id order as an index-only scan; it replaces
+    # (product_id, status), whose every use it serves.
+    op.create_index(op.f("ix_inventory_items_product_id_status_id"), "inventory_items",
+                    ["product_id", "status", "id"], unique=False)
+    op.drop_index(op.f("ix_inventory_items_product_id_status"), table_name="inventory_items")
     # No item changes between the backfill and the triggers: the table is locked first.
     op.execute("LOCK TABLE inventory_items IN SHARE ROW EXCLUSIVE MODE")
     op.execute(BACKFILL)
@@ -99,6 +107,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.create_index(op.f("ix_inventory_items_product_id_status"), "inventory_items",
+                    ["product_id", "status"], unique=False)
+    op.drop_index(op.f("ix_inventory_items_product_id_status_id"), table_name="inventory_items")
     for name in ("insert", "update", "delete", "truncate"):
         op.execute(f"DROP TRIGGER inventory_totals_{name} ON inventory_items")
     op.execute("DROP FUNCTION inventory_totals_truncate()")
