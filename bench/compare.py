@@ -90,6 +90,32 @@ async def wait_ready(c: Config, probe: str) -> None:
     raise SystemExit(f"{c.name}: not ready within {READY_S:.0f} s")
 
 
+def cpu_s(root: int) -> float:
+    """CPU seconds (user + system) of a process and its children, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if pid == root or int(fields[1]) == root:  # fields[1]: the parent's PID
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_cpu_s(home: Path) -> float:
+    """CPU seconds of every PostgreSQL server of the cluster (postmasters and backends)."""
+    total = 0.0
+    for pidfile in (home / "nodes").glob("*/postmaster.pid"):
+        try:
+            total += cpu_s(int(pidfile.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def stop(c: Config) -> None:
     if c.proc is None or c.proc.poll() is not None:
         return
@@ -133,9 +159,15 @@ async def main(home: Path, configs: list[Config], routes: list[str], seconds: in
         for _ in range(rounds):
             for r in routes:
                 for c in configs:
+                    assert c.proc is not None
+                    before, pg_before = cpu_s(c.proc.pid), postgres_cpu_s(home)
                     out = await wrk.run(f"http://127.0.0.1:{c.port}", connections=clients,
                                         duration_s=seconds, paths=paths[r],
                                         headers=headers.get(r))
+                    # the server's own CPU per answer: its floor on a core of its own
+                    n = max(1, out["requests"])
+                    out["cpu_ms"] = round((cpu_s(c.proc.pid) - before) * 1000 / n, 3)
+                    out["pg_cpu_ms"] = round((postgres_cpu_s(home) - pg_before) * 1000 / n, 3)
                     c.runs.setdefault(r, []).append(out)
             loads.append(load())
     finally:
@@ -153,7 +185,7 @@ async def main(home: Path, configs: list[Config], routes: list[str], seconds: in
         for c in configs:
             runs = c.runs[r]
             med = {k: statistics.median(x.get(k) or 0 for x in runs)
-                   for k in ("rps", "p50_ms", "p95_ms", "p99_ms")}
+                   for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "cpu_ms", "pg_cpu_ms")}
             med["errors"] = sum(x["errors"] for x in runs)
             med["rps_runs"] = [x["rps"] for x in runs]
             first = first or med
@@ -173,7 +205,9 @@ def render(out: dict[str, Any]) -> None:
         for name, m in rows.items():
             print(f"{r:<7} {name:<14} {m['rps']:>8,.0f} req/s (x{m['rps_ratio']})  p50 "
                   f"{m['p50_ms']} ms  p95 {m['p95_ms']} ms (x{m['p95_ratio']})  p99 "
-                  f"{m['p99_ms']} ms  errors {m['errors']}  runs {m['rps_runs']}")
+                  f"{m['p99_ms']} ms  errors {m['errors']}  CPU/req: server {m['cpu_ms']} ms, "
+                  f"PostgreSQL {m['pg_cpu_ms']} ms  "
+                  f"runs {m['rps_runs']}")
 
 
 if __name__ == "__main__":
