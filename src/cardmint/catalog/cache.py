@@ -17,6 +17,7 @@ read (e.g. the table not migrated yet) bypasses the cache: the answer is read as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -34,6 +35,8 @@ VERSION_SQL = "SELECT version FROM catalog_version"
 VERSION_COLUMN = "(SELECT version FROM catalog_version) AS catalog_version"
 MAX_BYTES = 64 * 1024 * 1024  # per process; a full catalog of card answers is ~45 MB
 RELISTEN_S = 2.0
+# What ends a LISTEN connection: it is made again after RELISTEN_S.
+LOST = (CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 # What a loader returns: the answer's bytes and the version its rows were read at (None:
 # not cacheable, e.g. nothing found), or None when there is nothing to answer (a 404).
@@ -159,9 +162,11 @@ class CatalogCache:
                         while not stop.is_set() and not conn.is_closed():
                             await _wait(stop, RELISTEN_S)
                     finally:
-                        if not conn.is_closed():
-                            await conn.remove_listener(CHANNEL, self._notified)
-            except (CardmintError, asyncpg.PostgresError, OSError) as exc:
+                        # a lost primary may have taken the connection back already
+                        with contextlib.suppress(*LOST):
+                            if not conn.is_closed():
+                                await conn.remove_listener(CHANNEL, self._notified)
+            except LOST as exc:
                 log.debug("catalog cache: not listening: %s", exc)
                 await _wait(stop, RELISTEN_S)
 
