@@ -193,34 +193,49 @@ async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
     no OFFSET walk however deep); `page` is then not used."""
     where, args = _where(filters)
     source = _source(filters)
+    total_sql, _ = _count_sql(filters)  # the same arguments, in the same order
     offset = (page - 1) * page_size
     if after is not None:
         args = [*args, after]
         where += f" AND i.id > ${len(args)}"
         offset = 0
-    ids = await ex.fetch(
-        f"SELECT i.id FROM {source} WHERE {where} ORDER BY i.id "
-        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+    # One round trip: the page's ids (joining only what the filters need), then only those
+    # rows joined and priced, and the total beside them (an InitPlan, run once).
+    rows = await ex.fetch(
+        f"WITH page AS (SELECT i.id FROM {source} WHERE {where} ORDER BY i.id "
+        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}), "
+        f"found AS ({SELECT_SQL} WHERE i.id IN (SELECT id FROM page)) "
+        f"SELECT found.*, ({total_sql}) AS total_count FROM found ORDER BY found.id",
         *args, page_size, offset)
-    wanted = [r["id"] for r in ids]
-    rows = await ex.fetch(f"{SELECT_SQL} WHERE i.id = ANY($1::bigint[]) ORDER BY i.id",
-                          wanted) if wanted else []
-    return [dict(r) for r in rows], await count(ex, filters)
+    if not rows:  # past the end: no row to carry the total
+        return [], await count(ex, filters)
+    total = rows[0]["total_count"]
+    out = []
+    for row in rows:
+        item = dict(row)
+        del item["total_count"]
+        out.append(item)
+    return out, total
 
 
 async def count(ex: Any, filters: Filters) -> int:
-    """How many items match. From inventory_totals (kept in the same transaction as every
-    change of an item) unless a location is asked for: totals are per product and status,
-    and a shelf's items are few and indexed (location, status, id)."""
+    """How many items match (see `_count_sql`)."""
+    sql, args = _count_sql(filters)
+    return int(await ex.fetchval(sql, *args))
+
+
+def _count_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """The count of matching items, with `_where`'s arguments. From inventory_totals (kept
+    in the same transaction as every change of an item) unless a location is asked for:
+    totals are per product and status, and a shelf's items are few and indexed
+    (location, status, id)."""
     if filters.location is not None:
         where, args = _where(filters)
-        return int(await ex.fetchval(
-            f"SELECT count(*) FROM {_source(filters)} WHERE {where}", *args))
+        return f"SELECT count(*) FROM {_source(filters)} WHERE {where}", args
     where, args = _where(filters, status="t.status")
     column = {None: "t.items", True: "t.graded", False: "t.items - t.graded"}[filters.graded]
-    return int(await ex.fetchval(
-        f"SELECT coalesce(sum({column}), 0) FROM {_totals_source(filters)} WHERE {where}",
-        *args))
+    return (f"SELECT coalesce(sum({column}), 0)::bigint FROM {_totals_source(filters)} "
+            f"WHERE {where}", args)
 
 
 def _totals_source(f: Filters) -> str:
