@@ -78,8 +78,8 @@ def money(text: str, field: str, *, maximum: int, places: int = 4) -> Decimal | 
     raw = text.strip()
     if not raw:
         return None
-    found = re.fullmatch(r"\$?((?:[0-9]{1,3}(?:,[0-9]{3})+)|[0-9]+)(?:\.([0-9]{1,%d}))?"
-                         % places, raw, re.ASCII)
+    pattern = r"\$?((?:[0-9]{1,3}(?:,[0-9]{3})+)|[0-9]+)(?:\.([0-9]{1,PLACES}))?"
+    found = re.fullmatch(pattern.replace("PLACES", str(places)), raw, re.ASCII)
     if found is None:
         shown = raw[:20] + ("…" if len(raw) > 20 else "")
         raise ValidationError(f"{shown!r} is not an amount of dollars with at most "

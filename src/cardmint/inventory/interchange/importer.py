@@ -328,10 +328,11 @@ async def _apply(tx: Transaction, report: ImportReport, kinds: dict[Key, _Kind],
     seen: set[tuple[int, str | None, str | None, Decimal | None]] = set()
     for k, kind in kinds.items():
         product = products.get(k[:3])
-        hk = (product, k[3], k[4], k[5]) if product is not None else None
-        have = held.get(hk, 0) if hk is not None else 0  # type: ignore[arg-type]
-        if hk is not None:
-            seen.add(hk)  # type: ignore[arg-type]
+        have = 0
+        if product is not None:
+            hk = (product, k[3], k[4], k[5])
+            have = held.get(hk, 0)
+            seen.add(hk)
         if kind.target > have and product is not None:
             adds.append((product, k, kind, kind.target - have))
             _act(report, kind, f"{verb}add {kind.target - have} (holds {have}, file says "
@@ -348,7 +349,7 @@ async def _apply(tx: Transaction, report: ImportReport, kinds: dict[Key, _Kind],
     report.items_added = await _add(tx, adds, actor=actor, reason=reason)
     catalog_rows = {hk: about[hk] for hk in held if hk not in seen}
     report.missing_items = sum(held[hk] for hk in catalog_rows)
-    names = {r["id"]: r for r in await tx.fetch(
+    names = {r["variant_id"]: r for r in await tx.fetch(
         "SELECT c.id, c.name, v.id AS variant_id, v.type, v.subtype, v.size, v.stamps, v.foil,"
         " v.card_id, v.tcgplayer_product_id FROM card_variants v JOIN cards c ON c.id ="
         " v.card_id WHERE v.id = ANY($1::bigint[])",
@@ -360,7 +361,8 @@ async def _apply(tx: Transaction, report: ImportReport, kinds: dict[Key, _Kind],
             report.missing.append(Missing(
                 r["card_id"], v["name"] if v else r["card_id"],
                 _variant_label(v) if v else "", r["condition"], hk[1],
-                None if hk[2] is None else f"{hk[2]} {format(hk[3].normalize(), 'f')}",
+                None if hk[2] is None or hk[3] is None
+                else f"{hk[2]} {format(hk[3].normalize(), 'f')}",
                 held[hk]))
         if prune:
             report.items_removed += await _remove(tx, hk[0], (hk[1], hk[2], hk[3]), held[hk],

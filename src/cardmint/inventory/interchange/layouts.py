@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TextIO
@@ -80,7 +80,7 @@ class VendorRow:
     set_code: str = ""
     name: str = ""
     number: str = ""
-    printing: vocab.Printing = vocab.Printing()
+    printing: vocab.Printing = field(default_factory=vocab.Printing)
     printing_text: str = ""
     condition: str = "NM"
     language: str = "en"

@@ -199,9 +199,9 @@ class CatalogIndex:
         set_id = self.set_of(row.set_name, row.set_code)
         mismatch: NoMatch | None = None
         if set_id is not None:
+            # its gallery / trainer-gallery / shiny-vault subsets: swsh9 -> swsh9tg
             sets = [set_id] + [s for s in self.sets if s != set_id and s.startswith(set_id)
-                               and not s[len(set_id):][:1].isdigit()
-                               and s[len(set_id):][:1] != "."]
+                               and re.match(r"[a-z]", s[len(set_id):])]
             if number is not None:
                 for s in sets:
                     cards = self.by_number.get((s, number), [])

@@ -186,7 +186,8 @@ class ProductName:
 
 def product_name(value: str) -> ProductName:
     """'Charizard ex - 223/197', 'Umbreon VMAX (Alternate Art Secret)', 'Kangaskhan (5)'."""
-    name, number, qualifiers = value.strip(), None, []
+    name, number = value.strip(), None
+    qualifiers: list[str] = []
     found = TRAILING_NUMBER.search(name)
     if found:
         number, name = found.group(1), name[:found.start()].strip()
