@@ -68,6 +68,7 @@ TITLES = {"tcgplayer": "TCGplayer seller pricing export",
           "tcgplayer-app": "TCGplayer app collection export",
           "collectr": "Collectr portfolio export", "dragonshield": "Dragon Shield card manager"}
 FORMULA = ("=", "+", "-", "@")
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 
 
 @dataclass
@@ -209,7 +210,10 @@ def _quantity(text: str, column: str, *, empty: int = 0) -> int:
 
 
 def _money(text: str, column: str) -> Decimal | None:
-    return inputs.money(text, column, maximum=MAX_CENTS)
+    raw = text.strip()
+    if re.fullmatch(r"[0-9]+,[0-9]{1,2}", raw, re.ASCII):  # '1,5': a decimal comma
+        raw = raw.replace(",", ".")
+    return inputs.money(raw, column, maximum=MAX_CENTS)
 
 
 def _date(value: str, column: str) -> date | None:
@@ -218,6 +222,11 @@ def _date(value: str, column: str) -> date | None:
         return None
     if not raw.isascii():  # strptime's %Y takes any Unicode digit
         raise ValidationError(f"{raw[:20]!r} is not a date (YYYY-MM-DD)", field=column)
+    if ISO_DAY.fullmatch(raw):
+        try:
+            return fields.day(date.fromisoformat(raw), column)
+        except ValueError:
+            pass
     for form in ("%Y-%m-%d", "%m/%d/%Y", "%Y/%m/%d", "%d.%m.%Y"):
         try:
             return fields.day(datetime.strptime(raw[:10], form).date(), column)
@@ -281,7 +290,7 @@ def _tcgplayer(get: Callable[[str], str], row: VendorRow) -> None:
     _product_line(row, get("Product Line"))
     row.set_name = get("Set Name")
     _name(row, get("Product Name"), get("Number"))
-    raw = get("Condition")
+    raw = get("Condition") or "Near Mint"  # real exports have rows with none (sealed)
     condition, language, words = vocab.split_condition(raw)
     if condition is None:
         if raw.lower() in ("unopened", "opened", "sealed"):

@@ -92,8 +92,11 @@ def label(v: Variant) -> str:
         base = f"Unlimited {base}"
     extra = [x for x in (None if v.subtype == "unlimited" else v.subtype, v.foil, *stamps,
                          None if v.size in (None, "standard") else v.size) if x]
-    return base + (f" ({', '.join(e.replace('-', ' ').title() for e in extra)})"
-                   if extra else "")
+    return base + (f" ({', '.join(_words(e) for e in extra)})" if extra else "")
+
+
+def _words(value: str) -> str:
+    return " ".join(w[:1].upper() + w[1:] for w in value.split("-"))
 
 
 class CatalogIndex:
@@ -113,6 +116,9 @@ class CatalogIndex:
             found = re.fullmatch(r"McDonald's Collection (\d{4})", s["name"])
             if found:
                 self.set_names.setdefault(f"mcdonaldspromos{found.group(1)}", s["id"])
+        # a set and its gallery / trainer-gallery / shiny-vault subsets: swsh9 -> swsh9tg
+        self.family = {a: [a] + [b for b in self.sets if b != a and b.startswith(a)
+                                 and re.match(r"[a-z]", b[len(a):])] for a in self.sets}
         for alias, set_id in ALIASES.items():
             if set_id in self.sets:
                 self.set_names.setdefault(alias, set_id)
@@ -137,6 +143,7 @@ class CatalogIndex:
             self.variant_by_id[variant.id] = variant
             if variant.product_id:
                 self.by_product[variant.product_id].append(variant)
+        self._set_cache: dict[tuple[str, str], str | None] = {}
         self.skus: dict[int, tuple[int, str, str]] = {
             s["sku_id"]: (s["variant_id"], s["condition"], s["language"]) for s in skus}
 
@@ -155,7 +162,15 @@ class CatalogIndex:
     # -- sets and cards ----------------------------------------------------------------------
 
     def set_of(self, name: str, code: str = "") -> str | None:
-        for key in vocab.set_keys(name) + ([vocab.fold(code)] if code else []):
+        key = (name, code)
+        if key not in self._set_cache:
+            if len(self._set_cache) > 10_000:
+                self._set_cache.clear()
+            self._set_cache[key] = self._set_of(name, code)
+        return self._set_cache[key]
+
+    def _set_of(self, name: str, code: str) -> str | None:
+        for key in (*vocab.set_keys(name), *([vocab.fold(code)] if code else [])):
             found = self.set_names.get(key)
             if found:
                 return found
@@ -168,7 +183,8 @@ class CatalogIndex:
             if variant is not None:
                 return Match(self.cards[variant.card_id], variant, condition, language,
                              "TCGplayer SKU")
-        shadowless = any(k in SHADOWLESS_SETS for k in vocab.set_keys(row.set_name))
+        shadowless = vocab.fold(row.set_name) in SHADOWLESS_SETS or any(
+            k in SHADOWLESS_SETS for k in vocab.set_keys(row.set_name))
         if row.product_id is not None and row.product_id in self.by_product:
             variants = self.by_product[row.product_id]
             card = self.cards[variants[0].card_id]
@@ -199,12 +215,11 @@ class CatalogIndex:
         set_id = self.set_of(row.set_name, row.set_code)
         mismatch: NoMatch | None = None
         if set_id is not None:
-            # its gallery / trainer-gallery / shiny-vault subsets: swsh9 -> swsh9tg
-            sets = [set_id] + [s for s in self.sets if s != set_id and s.startswith(set_id)
-                               and re.match(r"[a-z]", s[len(set_id):])]
+            sets = self.family[set_id]
             if number is not None:
                 for s in sets:
-                    cards = self.by_number.get((s, number), [])
+                    cards = next((found for n in vocab.number_forms(number)
+                                  if (found := self.by_number.get((s, n)))), [])
                     agreeing = [c for c in cards if names_agree(row.name, c)]
                     if len(agreeing) == 1:
                         return agreeing[0], "set + number"
@@ -221,7 +236,8 @@ class CatalogIndex:
                                    f"{', '.join(c.number_key for c in named[:6])}): give "
                                    "the card number", "number")
         if number is not None and folded:
-            cards = self.by_name_number.get((folded, number), [])
+            cards = next((found for n in vocab.number_forms(number)
+                          if (found := self.by_name_number.get((folded, n)))), [])
             if total is not None and len(cards) > 1:
                 cards = [c for c in cards if c.printed_total == total] or cards
             if len(cards) == 1:
@@ -249,6 +265,18 @@ def names_agree(vendor: str, card: Card) -> bool:
         return True
     mine, theirs = vocab.words(vendor), vocab.words(card.name)
     return bool(mine & theirs - {"ex", "v", "gx", "vmax", "vstar", "the", "of", "s"})
+
+
+def _attribute_words(v: Variant) -> set[str]:
+    parts = [*(s for s in v.stamps if s != FIRST_EDITION), v.foil,
+             None if v.subtype in PLAIN_SUBTYPES else v.subtype,
+             None if v.size in (None, "standard") else v.size]
+    return {w for part in parts if part for w in part.split("-")} - vocab.PRINTING_NOISE
+
+
+def _extras(v: Variant) -> int:
+    return (len([s for s in v.stamps if s != FIRST_EDITION]) + (v.foil is not None)
+            + (v.subtype not in PLAIN_SUBTYPES) + (v.size not in (None, "standard")))
 
 
 def choose(variants: Sequence[Variant], p: vocab.Printing,
@@ -281,12 +309,16 @@ def choose(variants: Sequence[Variant], p: vocab.Printing,
                  or word in (v.subtype or "")]
         if named:
             pool = named
+    said = set(p.extra)
+    exact = [v for v in pool if _attribute_words(v) <= said]
+    pool = exact or pool  # all it has was said: 'Normal (1st Movie)' is not '... Inverted'
     if len(pool) == 1:
         return pool[0]
-    plain = [v for v in pool if v.subtype in PLAIN_SUBTYPES and not v.foil
-             and not [s for s in v.stamps if s != FIRST_EDITION]]
-    if len(plain) == 1:
-        return plain[0]
+    if pool:  # the one with the least beyond what was said: 'Holofoil' is not the staff stamp
+        fewest = min(_extras(v) for v in pool)
+        simplest = [v for v in pool if _extras(v) == fewest]
+        if len(simplest) == 1:
+            return simplest[0]
     have = "; ".join(label(v) for v in variants)
     if not pool:
         return NoMatch(f"no printing {p.label()!r} (it has: {have})", "printing")

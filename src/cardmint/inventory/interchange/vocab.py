@@ -3,6 +3,7 @@ what each means in the catalog's terms. Pure functions: no database."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ TRAILING_NUMBER = re.compile(r"\s+-\s+([A-Za-z]{0,4}[0-9]+[a-z]?(?:/[A-Za-z]{0,4
 PARENTHETICAL = re.compile(r"\s*\(([^()]*)\)\s*$")
 
 
+@functools.lru_cache(maxsize=65_536)  # names repeat down a file: fold each once
 def fold(text: str) -> str:
     """Compare-ready: no accents, lower case, '&' as 'and', only letters and digits."""
     text = unicodedata.normalize("NFKD", text)
@@ -108,11 +110,12 @@ PRINTING_NOISE = frozenset({"edition", "holofoil", "holo", "foil", "reverse", "n
                             "1st", "unlimited", "non", "and", "-", "unopened"})
 
 
+@functools.lru_cache(maxsize=4_096)
 def printing(text: str) -> Printing:
     """'1st Edition Holofoil', 'Unlimited', 'Reverse Holofoil', 'Foil', '' ..."""
     rest = " " + re.sub(r"[\s,()]+", " ", text.strip().lower()) + " "
     first = None
-    for word in (" 1st edition ", " 1st ed ", " first edition ", " 1st "):
+    for word in (" 1st edition ", " 1st ed ", " first edition ", " 1st ed. "):
         if word in rest:
             first, rest = True, rest.replace(word, " ")
     unlimited = " unlimited " in rest
@@ -132,6 +135,7 @@ def printing(text: str) -> Printing:
     return Printing(kind, first, shadowless, unlimited, extra)
 
 
+@functools.lru_cache(maxsize=4_096)
 def split_condition(value: str) -> tuple[str | None, str | None, str]:
     """TCGplayer's Condition column: '<condition>[ <printing>][ - <language>]' as
     (condition code, language code, printing words); None where unreadable."""
@@ -202,7 +206,8 @@ def product_name(value: str) -> ProductName:
     return ProductName(name, number, tuple(qualifiers))
 
 
-def set_keys(name: str) -> list[str]:
+@functools.lru_cache(maxsize=4_096)
+def set_keys(name: str) -> tuple[str, ...]:
     """Folded forms to look a vendor's set name up by, most exact first: as given, without
     a series prefix ('SV03: ', 'SWSH07: ', 'SV: '), and without a trailing 'Base Set'."""
     keys = [fold(name)]
@@ -213,7 +218,7 @@ def set_keys(name: str) -> list[str]:
             keys.append(fold(stripped[:-len(tail)]))
     if ": " in stripped:  # 'Crown Zenith: Galarian Gallery' -> both halves joined
         keys.append(fold(stripped.replace(": ", " ")))
-    return list(dict.fromkeys(k for k in keys if k))
+    return tuple(dict.fromkeys(k for k in keys if k))
 
 
 def number_key(value: str) -> str | None:
@@ -221,6 +226,17 @@ def number_key(value: str) -> str | None:
     text = value.strip().lstrip("#").split("/")[0].strip()
     text = re.sub(r"^0+(?=[0-9])", "", text).lower()
     return text if text and len(text) <= 16 and re.fullmatch(r"[a-z0-9\-.]+", text) else None
+
+
+def number_forms(key: str) -> list[str]:
+    """A number key and its other spellings: 'sv49' and 'sv049', 'swsh61' and 'swsh061'
+    (vendors and the catalog pad a prefixed number's digits differently)."""
+    found = re.fullmatch(r"([a-z]+)0*([0-9]+)([a-z]?)", key)
+    if found is None:
+        return [key]
+    prefix, digits, tail = found.groups()
+    return list(dict.fromkeys([key, f"{prefix}{digits}{tail}", f"{prefix}{digits:0>2}{tail}",
+                               f"{prefix}{digits:0>3}{tail}"]))
 
 
 def number_total(value: str) -> int | None:
