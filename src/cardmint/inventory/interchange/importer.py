@@ -230,11 +230,13 @@ INSERT INTO inventory_ledger (item_id, product_id, event, to_status, to_location
 SELECT i, p, 'acquired', 'IN_STOCK', l, a, $5, $6
 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[]) AS t(i, p, l, a)
 """
+# Held: in stock or reserved (a reserved copy is still on the shelf); sync removes only
+# copies in stock, never one promised to a buyer.
 HELD_SQL = """
 SELECT i.product_id, i.location, i.grading_company, i.grade, count(*) AS n,
        p.variant_id, p.condition, p.language, p.card_id
 FROM inventory_items i JOIN products p ON p.id = i.product_id
-WHERE i.status = 'IN_STOCK' AND ($1::text IS NULL OR i.location = $1)
+WHERE i.status IN ('IN_STOCK', 'RESERVED') AND ($1::text IS NULL OR i.location = $1)
 GROUP BY i.product_id, i.location, i.grading_company, i.grade, p.variant_id, p.condition,
          p.language, p.card_id
 """

@@ -115,6 +115,7 @@ def printing(text: str) -> Printing:
     """'1st Edition Holofoil', 'Unlimited', 'Reverse Holofoil', 'Foil', '' ..."""
     rest = " " + re.sub(r"[\s,()]+", " ", text.strip().lower()) + " "
     first = None
+    rest = rest.replace(" 1st edition error ", " error ")  # a stamp, not the edition
     for word in (" 1st edition ", " 1st ed ", " first edition ", " 1st ed. "):
         if word in rest:
             first, rest = True, rest.replace(word, " ")
@@ -225,7 +226,9 @@ def number_key(value: str) -> str | None:
     """As the catalog's number_key: '004/102' -> '4', 'TG05/TG30' -> 'tg05', '#25' -> '25'."""
     text = value.strip().lstrip("#").split("/")[0].strip()
     text = re.sub(r"^0+(?=[0-9])", "", text).lower()
-    return text if text and len(text) <= 16 and re.fullmatch(r"[a-z0-9\-.]+", text) else None
+    if text == "?":  # Unown ?: the catalog keeps the file name's escape
+        text = "%3f"
+    return text if text and len(text) <= 16 and re.fullmatch(r"[^\s/]+", text) else None
 
 
 def number_forms(key: str) -> list[str]:
