@@ -69,6 +69,9 @@ async def test_a_file_is_answered_row_by_row(api: Api) -> None:
                                     sent[0]["captureId"])
     assert capture is not None and capture["status"] == "needs_review"
     assert "Fakemon" in capture["ocr_text"]
+    queue = await api.get(f"/v1/captures/{sent[0]['captureId']}")
+    assert queue.status_code == 200, queue.text
+    assert queue.json()["data"]["reviewReasons"][0]["code"] == "import_unmatched"
     again = (await import_(api, text, location=a, mode="sync")).json()["data"]
     assert (again["itemsAdded"], again["itemsRemoved"]) == (0, 0) and await api.items_at(a) == 27
     # the TCGplayer export carries the SKU ids learned, and imports back the same

@@ -303,7 +303,7 @@ async def export_csv(request: Request,
 @router.get("/import/template", response_class=Response, responses={
     200: {"description": "The layout's header row, to fill in",
           "content": {"text/csv": {"schema": {"type": "string"}}}},
-    **responses(400, 422, *AUTH)})
+    **responses(400, 422, 503, *AUTH)})
 async def import_template(
         format: Literal["tcgplayer", "tcgplayer-app", "collectr", "dragonshield"] = Query(...),
         _: Principal = Depends(require_scope("read"))) -> Response:

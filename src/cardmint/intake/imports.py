@@ -37,7 +37,8 @@ async def send_to_review(ex: Executor, report: ImportReport, rows: Sequence[Vend
                          "printing": row.printing_text},
             "submitter": submitter, "condition": row.condition, "language": row.language,
             "location": row.location, "variant": None,
-            "reasons": [f"import line {row.line}: {reasons.get(row.line) or 'no match'}"],
+            "reasons": [{"code": "import_unmatched", "message": f"{report.format} import, "
+                         f"line {row.line}: {reasons.get(row.line) or 'no match'}"}],
         })
     found = await ex.fetch(INSERT_SQL, refs, texts, docs)
     return {row.line: r["id"] for row, r in zip(rows, found, strict=True)}

@@ -3,6 +3,7 @@ a sync found that the file does not mention."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Self
 
 from pydantic import Field
@@ -69,9 +70,9 @@ class FileImport(Schema):
             items_added=r.items_added, items_removed=r.items_removed,
             items_unchanged=r.items_unchanged, missing_items=r.missing_items,
             pruned=r.pruned, skus_learned=r.skus_learned,
-            results=[RowReport(**vars(x), capture_id=captures.get(x.line)) for x in r.results],
+            results=[RowReport(**asdict(x), capture_id=captures.get(x.line)) for x in r.results],
             results_truncated=r.results_truncated,
-            missing=[MissingItems(**vars(m)) for m in r.missing])
+            missing=[MissingItems(**asdict(m)) for m in r.missing])
 
 
 class OneFileImport(Schema):

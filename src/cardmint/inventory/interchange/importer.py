@@ -38,7 +38,7 @@ Key = tuple[int, str, str, str | None, str | None, Decimal | None, Decimal | Non
             date | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class RowResult:
     line: int
     status: str  # matched, skipped, unmatched, error
@@ -93,7 +93,7 @@ class ImportReport:
         return self.unmatched + self.errors
 
 
-@dataclass
+@dataclass(slots=True)
 class _Kind:
     card_id: str
     quantity: int = 0
