@@ -220,3 +220,22 @@ def test_unknown_header_names_the_layouts() -> None:
     assert reader(exports.template("collectr"), None).format == "collectr"
     assert reader(exports.template("dragonshield"), None).format == "dragonshield"
     assert reader(exports.template("tcgplayer-app"), None).format == "tcgplayer-app"
+
+
+async def test_other_shapes_of_the_same_layouts(catalog: Database, index: CatalogIndex
+                                                ) -> None:
+    """A TCGplayer export with Product ID and Printing columns; Dragon Shield from a
+    European spreadsheet (semicolons, decimal commas, no sep line)."""
+    tcg = ("Product ID,TCGplayer Id,Product Line,Set Name,Product Name,Number,Printing,"
+           "Rarity,Condition,TCG Market Price,Total Quantity\n"
+           '107044,2999078,Pokemon,"Base Set (Shadowless)",Diglett,047/102,Foil,Common,'
+           "Lightly Played,0.73,2\n")
+    report = await run(catalog, tcg, loc(), dry_run=True, index=index)
+    row = report.results[0]
+    assert (row.card_id, row.printing, row.matched_by) == (
+        "base1-47", "Normal (Shadowless)", "TCGplayer product id"), row
+    ds = ("Folder Name;Quantity;Card Name;Set Name;Card Number;Condition;Printing;Language;"
+          "Price Bought\nBinder;3;Charizard;Base Set;4;Excellent;Holofoil;English;1,5\n")
+    report = await run(catalog, ds, loc(), dry_run=True, index=index)
+    assert report.format == "dragonshield" and report.results[0].card_id == "base1-4"
+    assert report.results[0].printing == "Unlimited Holofoil"

@@ -133,6 +133,8 @@ class Reader:
             delimiter = found.group(1)
             first = stream.readline()
             self.line = 2
+        elif "," not in first and (";" in first or "\t" in first):  # a European spreadsheet
+            delimiter = ";" if ";" in first else "\t"
         self.reader = csv.reader(_chain(first, stream), delimiter=delimiter)
         try:
             header = next(self.reader)
@@ -305,7 +307,9 @@ def _tcgplayer(get: Callable[[str], str], row: VendorRow) -> None:
     row.language = language
     if language == "ja" and row.skip is None:
         row.skip = "Japanese card: the catalog holds English cards only"
-    row.printing_text = (words + " " + row.printing_text).strip()
+    # some exports carry the printing in a column of its own (and the product id)
+    row.printing_text = " ".join(p for p in (get("Printing"), words, row.printing_text) if p)
+    row.product_id = _id(get("Product ID"), "Product ID")
     total = _quantity(get("Total Quantity"), "Total Quantity")
     added = _quantity(get("Add to Quantity"), "Add to Quantity")
     row.quantity = added or total
