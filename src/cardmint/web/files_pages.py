@@ -15,7 +15,7 @@ from cardmint.db import Database
 from cardmint.errors import ValidationError
 from cardmint.intake import imports
 from cardmint.inventory import fields
-from cardmint.inventory.interchange import exports, importer, layouts
+from cardmint.inventory.interchange import exports, importer, layouts, vocab
 from cardmint.inventory.items import Filters
 from cardmint.web.render import render
 from cardmint.web.session import Session, check_csrf, require_page
@@ -36,8 +36,8 @@ def _page(request: Request, *, status_code: int = 200, **context: Any) -> HTMLRe
     return render(request, "files.html", status_code=status_code, formats=layouts.FORMATS,
                   titles=layouts.TITLES, export_formats=exports.EXPORT_FORMATS, modes=MODES,
                   headers={f: exports.template(f).splitlines()[-1] for f in layouts.FORMATS},
-                  shown_rows=SHOWN_ROWS, **{"report": None, "error": None, "form": {},
-                                            **context})
+                  shown_rows=SHOWN_ROWS, condition_names=vocab.CONDITION_NAMES,
+                  **{"report": None, "error": None, "form": {}, **context})
 
 
 @router.get(UPLOAD_PATH)
