@@ -22,6 +22,7 @@ from pydantic import Field
 
 from cardmint import inputs
 from cardmint.api.auth import Principal, require_scope
+from cardmint.api.idempotency import fingerprint_of
 from cardmint.api.inventory_common import write
 from cardmint.api.models.base import Condition, Model
 from cardmint.api.models.interchange import FileImport, OneFileImport
@@ -320,6 +321,7 @@ async def import_csv(
         mode: Literal["add", "sync"] = Query("add", description="add: every row adds its "
                                              "copies; sync: the file states the counts"),
         dry_run: bool = Query(False, alias="dryRun", description="Report, change nothing"),
+        dry_run_snake: bool = Query(False, alias="dry_run", include_in_schema=False),
         prune: bool = Query(False, description="sync: remove what the file does not name"),
         review: bool = Query(False, description="Unmatched rows go to the review queue"),
         location: str | None = LocationQ,
@@ -329,41 +331,45 @@ async def import_csv(
     be matched never fails the file. `location` puts every item there and bounds what
     `sync` compares (else Collectr's portfolio or Dragon Shield's folder is the location).
     At most CARDMINT_API_MAX_IMPORT_BYTES of CSV (64 MiB by default)."""
-    spool = await spooled_text(request)
+    spool, fingerprint = await spooled_text(request)
     if format is not None and format not in layouts.FORMATS:
         raise Refused(400, f"format must be one of {', '.join(layouts.FORMATS)}", "format")
 
     async def work(tx: Transaction) -> tuple[int, OneFileImport]:
         rows = layouts.Reader(spool, format, location)
-        report = await importer.run(tx, rows, mode=mode, actor=who.owner, dry_run=dry_run,
-                                    prune=prune, review=review, scope_location=location)
+        report = await importer.run(tx, rows, mode=mode, actor=who.owner,
+                                    dry_run=dry_run or dry_run_snake, prune=prune,
+                                    review=review, scope_location=location)
         captures: dict[int, int] = {}
-        if review and not dry_run:
+        if review and not report.dry_run:
             captures = await imports.send_to_review(tx, report, report.review,
                                                     submitter=who.owner)
         return 200, OneFileImport(data=FileImport.of(report, captures))
 
     try:
-        return await write(request, who, work)
+        return await write(request, who, work, fingerprint=fingerprint)
     finally:
         spool.close()
 
 
-async def spooled_text(request: Request) -> io.TextIOWrapper:
+async def spooled_text(request: Request) -> tuple[io.TextIOWrapper, bytes]:
     """The body in a temporary file (memory up to 1 MiB, then disk), checked to be UTF-8
-    as it arrives, read back as text: a large file never sits in memory whole."""
+    as it arrives, read back as text: a large file never sits in memory whole. With it,
+    the request's fingerprint for an Idempotency-Key (hashed as the body streams by)."""
     raw = tempfile.SpooledTemporaryFile(max_size=1 << 20)
     decoder = codecs.getincrementaldecoder("utf-8")()
+    hasher = fingerprint_of(request)
     try:
         async for chunk in request.stream():
             decoder.decode(chunk)
+            hasher.update(chunk)
             raw.write(chunk)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         raw.close()
         raise Refused(400, "the CSV must be UTF-8", "body") from exc
     raw.seek(0)
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), hasher.digest()
 
 
 def _body(response: JSONResponse) -> Any:
