@@ -50,3 +50,25 @@ async def test_upload_preview_then_import_and_download(app_client: httpx.AsyncCl
     binary = await c.post("/inventory/files", data={"csrf": csrf_of(page.text)},
                           files={"file": ("x.csv", b"\xff\xfe\x00\x01", "text/csv")})
     assert binary.status_code in (400, 422)
+
+
+async def test_a_price_entered_by_hand(app_client: httpx.AsyncClient, catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    card = await c.get("/cards/base2-6")
+    assert "Enter a price by hand" in card.text
+    page = await c.get("/cards/base2-6/price")
+    assert page.status_code == 200, page.text
+    variant = await catalog.fetchval("SELECT id FROM card_variants WHERE card_id = 'base2-6' "
+                                     "ORDER BY position LIMIT 1")
+    form = {"csrf": csrf_of(page.text), "variantId": str(variant), "condition": "LP",
+            "source": "asking"}
+    bad = await c.post("/cards/base2-6/price", data={**form, "price": "12.345"})
+    assert bad.status_code == 422 and "more than 2 decimals" in bad.text
+    assert 'value="12.345"' in bad.text  # what was typed stays
+    done = await c.post("/cards/base2-6/price", data={**form, "price": "12.50"})
+    assert done.status_code == 303 and done.headers["location"] == "/cards/base2-6"
+    cents = await catalog.fetchval(
+        "SELECT price_cents FROM prices WHERE variant_id = $1 AND condition = 'LP' AND "
+        "source = 'asking' ORDER BY observed_at DESC LIMIT 1", variant)
+    assert cents == 1250
