@@ -38,6 +38,11 @@ async def test_upload_preview_then_import_and_download(app_client: httpx.AsyncCl
     done = await send("import")
     assert done.status_code == 200 and "Imported collectr.csv" in done.text
     assert await catalog.fetchval(held, where) == 13
+    smaller = b"\n".join(x for x in body.split(b"\n") if b"Kangaskhan" not in x)
+    missing = await c.post("/inventory/files", data={
+        "csrf": csrf_of(page.text), "mode": "sync", "location": where, "action": "preview"},
+        files={"file": ("collectr.csv", smaller, "text/csv")})
+    assert "In stock, not in the file" in missing.text and "Kangaskhan" in missing.text
     got = await c.get("/inventory/files/export", params={"format": "dragonshield",
                                                          "location": where})
     assert got.status_code == 200 and got.text.startswith('"sep=,"')
