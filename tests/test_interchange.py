@@ -208,6 +208,8 @@ def test_vocabulary() -> None:
         "Alternate Art Secret",)
     assert vocab.product_name("Kangaskhan (5)").number == "5"
     assert vocab.set_keys("SWSH07: Evolving Skies")[1] == "evolvingskies"
+    assert "guardiansrising" in vocab.set_keys("SM - Guardians Rising")
+    assert "dragonfrontiers" in vocab.set_keys("EX Dragon Frontiers")
     g = vocab.grade("BGS 10 Black Label", "Grade")
     assert (g.company, g.grade, g.note) == ("BGS", Decimal(10), "Black Label")
     assert vocab.number_key("TG05/TG30") == "tg05" and vocab.number_key("004/102") == "4"

@@ -42,6 +42,7 @@ SEALED = re.compile(r"\b(booster|box|elite trainer|etb|collection|tin|bundle|bli
                     r"pack|deck|case|display|premium|binder|sleeves|build & battle|kit)\b",
                     re.IGNORECASE)
 SERIES_PREFIX = re.compile(r"^[A-Z][A-Za-z]{0,5}[0-9]{0,3}(?:\.[0-9])?[a-z]?:\s+")
+OLD_PREFIX = re.compile(r"^(?:(?:SM|XY|BW|DP|HGSS|SWSH|SV|ME|EX|POP)\s+-\s+|EX\s+)")
 TRAILING_NUMBER = re.compile(r"\s+-\s+([A-Za-z]{0,4}[0-9]+[a-z]?(?:/[A-Za-z]{0,4}[0-9]+)?)\s*$")
 PARENTHETICAL = re.compile(r"\s*\(([^()]*)\)\s*$")
 
@@ -219,6 +220,10 @@ def set_keys(name: str) -> tuple[str, ...]:
             keys.append(fold(stripped[:-len(tail)]))
     if ": " in stripped:  # 'Crown Zenith: Galarian Gallery' -> both halves joined
         keys.append(fold(stripped.replace(": ", " ")))
+    # older series prefixes: 'SM - Guardians Rising', 'XY - Flashfire', 'EX Dragon Frontiers'
+    dashed = OLD_PREFIX.sub("", stripped)
+    if dashed != stripped:
+        keys.append(fold(dashed))
     return tuple(dict.fromkeys(k for k in keys if k))
 
 
