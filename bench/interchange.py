@@ -109,7 +109,9 @@ def main(rows: list[int]) -> dict[str, Any]:
                 got.update({k: a.get(k) for k in ("matched", "unmatched", "errors",
                                                   "items_added", "items_removed",
                                                   "items_unchanged") if a})
-                if a:
+                if a and "results" not in a:
+                    got["error"] = a
+                elif a:
                     got["not_matched"] = [f"{r['line']}: {r['reason']}" for r in a["results"]
                                           if r["status"] != "matched"][:20]
                 run[phase] = got

@@ -30,6 +30,7 @@ RESULT_LIMIT = 10_000  # per-row answers kept in a report; the counts cover ever
 REVIEW_LIMIT = 1_000
 MISSING_LIMIT = 1_000
 CHUNK = 2_000
+STATEMENT_TIMEOUT_MS = 600_000
 ASKING_SOURCE = "asking"  # the seller's own price, as a file's marketplace price states it
 
 # printing, condition, language, location, grader, grade; and in `add` also the cost and
@@ -115,6 +116,8 @@ async def run(tx: Transaction, rows: layouts.Reader, *, mode: str, actor: str,
     if mode not in MODES:
         raise ValidationError(f"mode must be one of {', '.join(MODES)}", field="mode")
     report = ImportReport(rows.format, mode, dry_run)
+    # a file is a batch: its statements (100k rows' items) may outlast the API's timeout
+    await tx.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
     catalog = index or await CatalogIndex.load(tx)
     kinds: dict[Key, _Kind] = {}
     skus: dict[int, tuple[int, str, str, int | None]] = {}
