@@ -21,7 +21,13 @@ from cardmint.db import Transaction
 from cardmint.errors import ValidationError
 from cardmint.inventory.interchange import layouts
 from cardmint.inventory.interchange.layouts import VendorRow
-from cardmint.inventory.interchange.matching import CatalogIndex, Match, NoMatch, label
+from cardmint.inventory.interchange.matching import (
+    CatalogIndex,
+    Match,
+    NoMatch,
+    Variant,
+    label,
+)
 from cardmint.inventory.products import make_sku
 
 Mode = Literal["add", "sync"]
@@ -376,7 +382,6 @@ async def _apply(tx: Transaction, report: ImportReport, kinds: dict[Key, _Kind],
 
 
 def _variant_label(v: Any) -> str:
-    from cardmint.inventory.interchange.matching import Variant
     return label(Variant(v["variant_id"], v["card_id"], v["type"], v["subtype"], v["size"],
                          tuple(v["stamps"] or ()), v["foil"], v["tcgplayer_product_id"]))
 
