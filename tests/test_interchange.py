@@ -232,7 +232,10 @@ async def test_other_shapes_of_the_same_layouts(catalog: Database, index: Catalo
            "Rarity,Condition,TCG Market Price,Total Quantity\n"
            '107044,2999078,Pokemon,"Base Set (Shadowless)",Diglett,047/102,Foil,Common,'
            "Lightly Played,0.73,2\n")
+    tcg += ('0,5500001,Pokemon,"SV: Prismatic Evolutions",Eevee (Master Ball Pattern),074/131,'
+            ",Common,Near Mint Reverse Holofoil,0.50,1\n")
     report = await run(catalog, tcg, loc(), dry_run=True, index=index)
+    assert report.results[1].printing == "Reverse Holofoil (Masterball)", report.results[1]
     row = report.results[0]
     assert (row.card_id, row.printing, row.matched_by) == (
         "base1-47", "Normal (Shadowless)", "TCGplayer product id"), row

@@ -259,10 +259,8 @@ def _name(row: VendorRow, text: str, number: str) -> None:
     parsed = vocab.product_name(text)
     row.name = parsed.name
     row.number = number.strip() or parsed.number or ""
-    if parsed.qualifiers:
-        extra = " ".join(parsed.qualifiers).lower()
-        if "1st edition" in extra or "shadowless" in extra or "reverse" in extra:
-            row.printing_text = (row.printing_text + " " + extra).strip()
+    if parsed.qualifiers:  # '(Master Ball Pattern)', '(Shadowless)': words of the printing
+        row.printing_text = (row.printing_text + " " + " ".join(parsed.qualifiers)).strip()
 
 
 def _product_line(row: VendorRow, line: str) -> None:
