@@ -215,6 +215,19 @@ def test_vocabulary() -> None:
     assert vocab.number_key("TG05/TG30") == "tg05" and vocab.number_key("004/102") == "4"
 
 
+def test_money_keeps_four_decimals_and_refuses_the_rest() -> None:
+    from cardmint import inputs
+    from cardmint.errors import ValidationError
+
+    big = 10**12
+    assert inputs.money("352.0680", "c", maximum=big) == Decimal("352.0680")
+    assert inputs.money("$1,234.5", "c", maximum=big) == Decimal("1234.5")
+    assert inputs.money(" ", "c", maximum=big) is None
+    for bad in ("1.23456", "١٢", "1e3", "-1", "12.", "9" * 30):
+        with pytest.raises(ValidationError):
+            inputs.money(bad, "c", maximum=big)
+
+
 def test_unknown_header_names_the_layouts() -> None:
     with pytest.raises(Exception) as info:
         reader("Name,Qty\nPineco,1\n", None)
