@@ -1,23 +1,30 @@
-"""CSV export and import (TCGplayer and Collectr layouts) through the real app: export
-then import round-trips, every bad row is reported with its line and reason while the
-good rows are imported together, and refusals write nothing."""
+"""Inventory files through the real app (API, CLI, page): a file is answered row by row
+(never failed by a bad row), the header picks the layout, refusals write nothing, the
+exports download and import back, unmatched rows can go to the review queue."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from cardmint.db import Database
-from cardmint.inventory import csvio
+from cardmint.inventory.interchange import layouts
 from inventory_helpers import Api, opened, problem_fields
 from support import TestCluster
 
-HEADER = ",".join(csvio.TCGPLAYER)
+FIXTURES = Path(__file__).parent / "fixtures" / "interchange"
+HEADER = ",".join(layouts.TCGPLAYER)
 
 
 @pytest.fixture
@@ -33,181 +40,114 @@ async def export(api: Api, fmt: str, location: str) -> str:
     return r.text
 
 
-async def import_(api: Api, fmt: str, text: str | bytes, scope: str = "write",
+async def import_(api: Api, text: str | bytes, scope: str = "write",
                   **params: Any) -> httpx.Response:
-    return await api.c.post("/v1/inventory/import", content=text,
-                            params={"format": fmt, **params},
+    return await api.c.post("/v1/inventory/import", content=text, params=params,
                             headers={**api.headers[scope], "Content-Type": "text/csv"})
 
 
-async def stock(api: Api, loc: str) -> None:
-    """A mixed collection: several printings, conditions, a language, a graded slab."""
-    first = await api.variant("base1-4", "holo", "shadowless", ["1st-edition"])
-    for body in (
-        {"cardId": "sv01-001", "variantType": "normal"},
-        {"cardId": "sv01-001", "variantType": "normal"},
-        {"cardId": "sv01-001", "variantType": "reverse", "condition": "LP",
-         "acquisitionCostCents": 35, "acquiredOn": "2024-12-24"},
-        {"variantId": first, "acquisitionCostCents": 1_000_000_00},
-        {"variantId": await api.variant("base1-58", "normal", size="jumbo"),
-         "condition": "DMG"},
-        {"variantId": await api.variant("base1-58", "normal", "shadowless-red-cheek",
-                                        ["1st-edition"])},
-        {"cardId": "swsh1-1", "variantType": "holo", "language": "ja"},
-        {"cardId": "swsh1-1", "variantType": "holo", "gradingCompany": "PSA", "grade": 10},
-    ):
-        await api.add(location=loc, **body)
-
-
-async def test_tcgplayer_round_trip(api: Api) -> None:
+async def test_a_file_is_answered_row_by_row(api: Api) -> None:
     a, b = api.location("a"), api.location("b")
-    await stock(api, a)
+    text = (FIXTURES / "tcgplayer-pricing.csv").read_text()
+    r = await import_(api, text, location=a, dryRun="true")
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["format"] == "tcgplayer" and data["dryRun"] and data["itemsAdded"] == 24
+    assert await api.items_at(a) == 0
+    first = data["results"][0]
+    assert (first["cardId"], first["printing"], first["action"]) == (
+        "sv03-223", "Holofoil", "would add 2")
+    assert {x["status"] for x in data["results"]} == {"matched", "skipped", "unmatched",
+                                                       "error"}
+    r = await import_(api, text, location=a, mode="sync", review="true")
+    data = r.json()["data"]
+    # sync counts Total + Add to Quantity (the Bulbasaur reverse: 3 + 1)
+    assert r.status_code == 200 and data["itemsAdded"] == 27 and await api.items_at(a) == 27
+    sent = [x for x in data["results"] if x["status"] == "unmatched"]
+    assert len(sent) == 1 and sent[0]["captureId"]
+    capture = await api.db.fetchrow("SELECT status, ocr_text FROM captures WHERE id = $1",
+                                    sent[0]["captureId"])
+    assert capture is not None and capture["status"] == "needs_review"
+    assert "Fakemon" in capture["ocr_text"]
+    queue = await api.get(f"/v1/captures/{sent[0]['captureId']}")
+    assert queue.status_code == 200, queue.text
+    assert queue.json()["data"]["reviewReasons"][0]["code"] == "import_unmatched"
+    # an Idempotency-Key is bound to the streamed body: the retry replays, another body 422s
+    key = {"Idempotency-Key": f"ix-{api.tag}"}
+    again = (await api.c.post("/v1/inventory/import", content=text,
+                              params={"location": a, "mode": "sync"},
+                              headers={**api.headers["write"], "Content-Type": "text/csv",
+                                       **key})).json()["data"]
+    replay = await api.c.post("/v1/inventory/import", content=text,
+                              params={"location": a, "mode": "sync"},
+                              headers={**api.headers["write"], "Content-Type": "text/csv",
+                                       **key})
+    assert replay.status_code == 200 and replay.json()["data"] == again
+    other = await api.c.post("/v1/inventory/import", content=text + "\n",
+                             params={"location": a, "mode": "sync"},
+                             headers={**api.headers["write"], "Content-Type": "text/csv",
+                                      **key})
+    assert other.status_code == 422
+    assert (again["itemsAdded"], again["itemsRemoved"]) == (0, 0) and await api.items_at(a) == 27
+    # the TCGplayer export carries the SKU ids learned, and imports back the same
     exported = await export(api, "tcgplayer", a)
     rows = list(csv.DictReader(io.StringIO(exported)))
-    assert list(rows[0]) == list(csvio.TCGPLAYER)
-    conditions = {(r["Product Name"], r["Condition"]): r["Total Quantity"] for r in rows}
-    assert conditions[("Pineco", "Near Mint")] == "2"
-    assert conditions[("Pineco", "Lightly Played Reverse Holofoil")] == "1"
-    assert conditions[("Charizard", "Near Mint 1st Edition Holofoil (Shadowless)")] == "1"
-    assert conditions[("Celebi V", "Near Mint Holofoil - Japanese")] == "1"
-    assert len(rows) == 6  # the graded slab is not a TCGplayer listing
-    assert rows[0]["Number"] in {"4/102", "001/198", "58/102", "1/202"}
-
-    r = await import_(api, "tcgplayer", exported, location=b)
-    assert r.status_code == 200, r.text
-    data = r.json()["data"]
-    assert data["errors"] == [] and data["importedRows"] == 6 and data["itemsCreated"] == 7
-    assert await export(api, "tcgplayer", b) == exported
-    ledger = await api.db.fetch(
-        "SELECT event, actor, reason FROM inventory_ledger WHERE item_id = ANY($1::bigint[])",
-        data["itemIds"])
-    assert len(ledger) == 7 and {e["event"] for e in ledger} == {"acquired"}
-    assert {e["actor"] for e in ledger} == {f"{api.owner}-write"}
+    assert {r["TCGplayer Id"] for r in rows} >= {"5100001", "5100009"}
+    r = await import_(api, exported.replace(a, b), location=b)
+    assert r.json()["data"]["unmatched"] == 0 and await api.items_at(b) == 27
 
 
-async def test_collectr_round_trip(api: Api) -> None:
-    a, b, c = api.location("a"), api.location("b"), api.location("c")
-    await stock(api, a)
-    exported = await export(api, "collectr", a)
-    rows = list(csv.DictReader(io.StringIO(exported)))
-    assert list(rows[0]) == list(csvio.COLLECTR)
-    assert len(rows) == 7 and {r["Portfolio Name"] for r in rows} == {a}
-    assert {r["Grade"] for r in rows} == {"Ungraded", "PSA 10"}
-    reverse = next(r for r in rows if r["Variance"] == "Reverse Holofoil")
-    assert (reverse["Card Condition"], reverse["Average Cost Paid"],
-            reverse["Date Added"]) == ("Lightly Played", "0.35", "2024-12-24")
-
-    r = await import_(api, "collectr", exported, location=b)
-    assert r.status_code == 200 and r.json()["data"]["itemsCreated"] == 8, r.text
-    assert await export(api, "collectr", b) == exported.replace(a, b)
-    # without a location the portfolio names where the items go
-    r = await import_(api, "collectr", exported.replace(a, c))
-    assert r.status_code == 200 and await api.items_at(c) == 8
-
-
-async def test_import_reports_bad_rows_and_imports_good_ones(api: Api) -> None:
-    loc = api.location("mixed")
-    text = "\r\n".join([
-        HEADER,
-        ",Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Near Mint,,,,,2,0,,",  # 2 ok
-        ",Pokemon,No Such Set,Pineco,,001/198,Common,Near Mint,,,,,1,0,,",       # 3
-        ",Pokemon,Scarlet & Violet,Pineco,,,Common,Near Mint,,,,,1,0,,",         # 4
-        ",Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Mint,,,,,1,0,,",       # 5
-        ",Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Near Mint,,,,,-1,0,,",  # 6
-        ",Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Near Mint Holofoil,,,,,1,0,,",  # 7
-        ",Pokemon,Scarlet & Violet,Pikachu,,001/198,Common,Near Mint,,,,,1,0,,",  # 8
-        ",Pokemon,Base Set,Charizard,,4/102,Holo Rare,Near Mint Holofoil,,,,,1,0,,",  # 9
-        ',Pokemon,Base Set,Charizard,"two\nlines",4/102,Holo Rare,'
-        'Lightly Played Holofoil (Unlimited),,,,,0,3,,',                           # 10-11 ok
-        ",Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Near Mint - Klingon1,,,,,1,0,,",
-        ",Pokemon,Base Set,Charizard,,4/102,Holo Rare,Near Mint Holofoil (Unlimited),,,,,0,0,,",
-    ]) + "\r\n"
-    r = await import_(api, "tcgplayer", text, location=loc)
-    assert r.status_code == 200, r.text
-    data = r.json()["data"]
-    assert data["rows"] == 11 and data["importedRows"] == 2 and data["itemsCreated"] == 5
-    assert [(e["line"], e["field"]) for e in data["errors"]] == [
-        (3, "Number"), (4, "Number"), (5, "Condition"), (6, "Total Quantity"),
-        (7, "Condition"), (8, "Product Name"), (9, "Condition"), (12, "Condition")]
-    assert await api.items_at(loc) == 5
-    ledger = await api.db.fetchval(
-        "SELECT count(*) FROM inventory_ledger WHERE item_id = ANY($1::bigint[])",
-        data["itemIds"])
-    assert ledger == 5
-
-
-async def test_import_refusals_write_nothing(api: Api) -> None:
+async def test_refusals_write_nothing(api: Api) -> None:
     loc = api.location("refused")
-    bad = HEADER + "\n,Pokemon,Nowhere,Pineco,,1/1,Common,Near Mint,,,,,1,0,,\n"
-    r = await import_(api, "tcgplayer", bad, location=loc)
-    assert r.status_code == 422 and problem_fields(r) == ["body.line[2].Number"]
-    r = await import_(api, "tcgplayer", "Name,Qty\nPineco,1\n", location=loc)
+    r = await import_(api, "Name,Qty\nPineco,1\n", location=loc)
     assert r.status_code == 422 and problem_fields(r) == ["body.header"]
-    assert (await import_(api, "tcgplayer", "", location=loc)).status_code == 422
-    assert (await import_(api, "tcgplayer", b"\xff\xfe\x00", location=loc)).status_code == 400
-    assert (await import_(api, "excel", bad, location=loc)).status_code == 400
-    good = HEADER + "\n,Pokemon,Scarlet & Violet,Pineco,,001/198,Common,Near Mint,,,,,1,0,,\n"
-    assert (await import_(api, "tcgplayer", good, scope="read",
-                          location=loc)).status_code == 403
-    big = HEADER + "\n" + ",Pokemon,X,Y,,1,C,Near Mint,,,,,1,0,,\n" * 40_000
-    assert (await import_(api, "tcgplayer", big, location=loc)).status_code == 413
-    many = HEADER + "\n" + ",Pokemon,X,Y,,1,C,Near Mint,,,,,1,0,,\n" * 5001
-    r = await import_(api, "tcgplayer", many, location=loc)
-    assert r.status_code == 422 and problem_fields(r) == ["body"]
+    assert (await import_(api, "", location=loc)).status_code == 422
+    assert (await import_(api, b"\xff\xfe\x00", location=loc)).status_code == 400
+    good = HEADER + "\n,Pokemon,Base Set,Charizard,,4/102,Holo Rare,Near Mint Holofoil,,,,,1,0,,\n"
+    assert (await import_(api, good, format="excel", location=loc)).status_code == 400
+    assert (await import_(api, good, mode="merge", location=loc)).status_code == 400
+    assert (await import_(api, good, scope="read", location=loc)).status_code == 403
     assert (await api.get("/v1/inventory/export", format="pdf")).status_code == 400
     assert (await api.get("/v1/inventory/export", scope="none",
                           format="tcgplayer")).status_code == 401
     assert await api.items_at(loc) == 0
+    # past the 5,000 rows of old, and no row fails the file
+    many = HEADER + "\n" + ",Pokemon,X,Y,,1,C,Near Mint,,,,,1,0,,\n" * 6000
+    r = await import_(api, many, location=loc)
+    assert r.status_code == 200 and r.json()["data"]["unmatched"] == 6000
+    template = await api.get("/v1/inventory/import/template", format="dragonshield")
+    assert template.text.startswith('"sep=,"\r\nFolder Name,Quantity,')
 
 
-def test_printing_labels_are_unique_per_card() -> None:
-    def v(type_: str, subtype: str | None = None, stamps: list[str] | None = None,
-          size: str | None = None, foil: str | None = None) -> dict[str, Any]:
-        return {"type": type_, "subtype": subtype, "stamps": stamps or [], "size": size,
-                "foil": foil}
-
-    assert csvio.printing(v("normal")) == "Normal"
-    assert csvio.printing(v("reverse", foil="pokeball")) == "Reverse Holofoil (Pokeball)"
-    assert csvio.printing(v("holo", "shadowless", ["1st-edition"])) == \
-        "1st Edition Holofoil (Shadowless)"
-    assert csvio.printing(v("normal", size="jumbo")) == "Normal (Jumbo)"
-    variants = [v("holo"), v("holo", foil="cosmos"), v("reverse")]
-    assert csvio.pick_printing(variants, "holofoil") is variants[0]
-    assert csvio.pick_printing(variants, "Holofoil (Cosmos)") is variants[1]
-    assert csvio.parse_condition("Heavily Played Reverse Holofoil - Japanese", "c") == (
-        "HP", "ja", "Reverse Holofoil")
-    assert csvio.condition_text("LP", "fr", "Holofoil") == "Lightly Played Holofoil - French"
-
-
-async def test_cli_export_then_import(api: Api, pg: TestCluster, tmp_path: Any) -> None:
-    import asyncio
-    import json
-    import os
-    import subprocess
-    import sys
-
-    a, b = api.location("cli-a"), api.location("cli-b")
-    await api.add(cardId="sv01-001", variantType="reverse", location=a)
+async def test_cli_import_dry_run_and_export(api: Api, pg: TestCluster, tmp_path: Path
+                                             ) -> None:
+    a = api.location("cli")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
     env["CARDMINT_HOME"] = str(pg.home)
 
-    def cardmint(*args: str) -> subprocess.CompletedProcess:
+    def cardmint(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "cardmint", "inventory", *args],
-                              capture_output=True, text=True, env=env, timeout=60)
+                              capture_output=True, text=True, env=env, timeout=120)
 
-    out = tmp_path / "stock.csv"
-    done = await asyncio.to_thread(cardmint, "export", "--format", "collectr",
+    source = str(FIXTURES / "dragonshield.csv")
+    done = await asyncio.to_thread(cardmint, "import", source, "--location", a, "--dry-run")
+    assert done.returncode == 1, done.stderr  # one row is not a card we know
+    assert "line 10: unmatched [set]" in done.stdout and "would add" in done.stdout
+    assert await api.items_at(a) == 0
+    done = await asyncio.to_thread(cardmint, "import", source, "--location", a, "--mode",
+                                   "sync", "--actor", api.owner, "--json")
+    assert done.returncode == 1 and json.loads(done.stdout)["items_added"] == 9
+    out = tmp_path / "ds.csv"
+    done = await asyncio.to_thread(cardmint, "export", "--format", "dragonshield",
                                    "--location", a, "-o", str(out))
     assert done.returncode == 0, done.stderr
-    assert out.read_bytes().decode() == await export(api, "collectr", a)
-    done = await asyncio.to_thread(cardmint, "import", str(out), "--format", "collectr",
-                                   "--location", b, "--actor", api.owner, "--json")
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["items_created"] == 1
-    assert await export(api, "collectr", b) == out.read_bytes().decode().replace(a, b)
+    assert out.read_text().startswith('"sep=,"')
+    done = await asyncio.to_thread(cardmint, "import", str(out), "--location", a, "--mode",
+                                   "sync", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["items_unchanged"] == 9
     bad = tmp_path / "bad.csv"
-    bad.write_text(HEADER + "\n,Pokemon,Nowhere,X,,1,C,Near Mint,,,,,1,0,,\n")
-    done = await asyncio.to_thread(cardmint, "import", str(bad), "--json")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    done = await asyncio.to_thread(cardmint, "import", str(out), "--format", "xls")
-    assert done.returncode == 3
+    bad.write_text("Name,Qty\nX,1\n")
+    done = await asyncio.to_thread(cardmint, "import", str(bad))
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    done = await asyncio.to_thread(cardmint, "import", "--help")
+    assert "Folder Name" in done.stdout and "Portfolio Name" in done.stdout

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(1_048_576, ge=1024)  # larger bodies get a 413
     # Catalog answers kept per server process (catalog/cache.py); 0 turns the cache off.
     catalog_cache_mb: int = Field(64, ge=0, le=4096)
+    # An inventory file (TCGplayer, Collectr, Dragon Shield) to import, by the API or the
+    # page: streamed to a temporary file, so the limit is disk, not memory (64 MiB ~ 500k rows).
+    api_max_import_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: addresses or networks,
     # comma-separated. Empty (the default), no forwarded header is believed: the failure
     # limiter keys on the connection's own address and the cookie's Secure flag on its own

@@ -72,6 +72,27 @@ def cents(text: str, field: str, *, maximum: int) -> int | None:
     return amount
 
 
+def money(text: str, field: str, *, maximum: int, places: int = 4) -> Decimal | None:
+    """'352.0680', '$1,234.5' or '7' dollars kept exactly (up to `places` decimals, as
+    Collectr's costs have 4), at most `maximum` cents; empty is None."""
+    raw = text.strip()
+    if not raw:
+        return None
+    pattern = r"\$?((?:[0-9]{1,3}(?:,[0-9]{3})+)|[0-9]+)(?:\.([0-9]{1,PLACES}))?"
+    found = re.fullmatch(pattern.replace("PLACES", str(places)), raw, re.ASCII)
+    if found is None:
+        shown = raw[:20] + ("…" if len(raw) > 20 else "")
+        raise ValidationError(f"{shown!r} is not an amount of dollars with at most "
+                              f"{places} decimals (e.g. 12.3400)", field=field)
+    units = found.group(1).replace(",", "")
+    if len(units.lstrip("0")) > MAX_DIGITS - 2:
+        raise ValidationError(f"must be at most {maximum / 100:,.2f} dollars", field=field)
+    amount = Decimal(f"{units}.{found.group(2) or '0'}")
+    if amount * 100 > maximum:
+        raise ValidationError(f"must be at most {maximum / 100:,.2f} dollars", field=field)
+    return amount
+
+
 def decimal(text: str, field: str, message: str) -> Decimal:
     """A small plain decimal ('8', '9.5'): ASCII digits and one point, nothing else."""
     raw = text.strip()

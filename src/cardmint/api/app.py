@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # photo uploads: the photo's limit plus room for a form's other parts
     upload_bytes = settings.image_max_bytes + 64 * 1024
     limits.install(app, max_body_bytes=settings.api_max_body_bytes,
-                   uploads={scan.UPLOAD_PATH: upload_bytes, web.SCAN_UPLOAD_PATH: upload_bytes})
+                   uploads={scan.UPLOAD_PATH: upload_bytes, web.SCAN_UPLOAD_PATH: upload_bytes,
+                            inventory.IMPORT_PATH: settings.api_max_import_bytes,
+                            web.IMPORT_UPLOAD_PATH: settings.api_max_import_bytes})
     urlcheck.install(app)
     problems.install(app)
     metrics.install(app)

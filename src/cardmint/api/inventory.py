@@ -8,37 +8,41 @@ If-Match (428 without, 412 when stale); the status actions check it when it is s
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
+import tempfile
 from datetime import date
 from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from cardmint import inputs
 from cardmint.api.auth import Principal, require_scope
+from cardmint.api.idempotency import fingerprint_of
 from cardmint.api.inventory_common import write
 from cardmint.api.models.base import Condition, Model
+from cardmint.api.models.interchange import FileImport, OneFileImport
 from cardmint.api.models.inventory import (
     Grader,
-    Imported,
     Item,
     ItemList,
     Ledger,
     LedgerEntry,
-    OneImport,
     OneItem,
     OneValue,
     Status,
     Value,
 )
-from cardmint.api.models.problem import ProblemItem
 from cardmint.api.problems import AUTH, Refused, responses
 from cardmint.db import Database, Transaction
-from cardmint.inventory import csvio, items, ledger
+from cardmint.intake import imports
+from cardmint.inventory import items, ledger
 from cardmint.inventory.fields import MAX_CENTS
+from cardmint.inventory.interchange import exports, importer, layouts
 from cardmint.inventory.products import VariantRef
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
@@ -47,7 +51,6 @@ Action = Literal["reserve", "release", "sell", "remove"]
 LANGUAGE = r"^[a-z]{2}(-[a-z]{2,4})?$"
 MAX_ID = 2**63 - 1
 MAX_PAGE_SIZE, MAX_PAGE = 250, 10_000
-MAX_CSV_BYTES = 1_000_000
 ETAG = {"ETag": {"description": "The item's version, for If-Match",
                  "schema": {"type": "string"}}}
 LOCATION = {"Location": {"description": "The item's URL", "schema": {"type": "string"}}}
@@ -280,50 +283,98 @@ async def collection_value(
     return OneValue(data=Value.model_validate(v))
 
 
-# -- CSV --------------------------------------------------------------------------------------
+# -- files: TCGplayer, Collectr, Dragon Shield -------------------------------------------------
+
+IMPORT_PATH = "/v1/inventory/import"
+FormatQ = Query(None, description="tcgplayer, tcgplayer-app, collectr or dragonshield; "
+                "by default the file's header decides")
+
 
 @router.get("/export", response_class=Response, responses={
-    200: {"description": "The CSV (Content-Disposition: attachment)",
+    200: {"description": "The file (Content-Disposition: attachment)",
           "content": {"text/csv": {"schema": {"type": "string"}}}},
     **responses(400, 422, 503, *AUTH)})
-async def export_csv(request: Request, format: csvio.Format = Query(...),
+async def export_csv(request: Request,
+                     format: Literal["tcgplayer", "collectr", "dragonshield"] = Query(...),
                      location: str | None = LocationQ, set_id: str | None = SetQ,
                      _: Principal = Depends(require_scope("read"))) -> Response:
-    """The items in stock as CSV in the TCGplayer or Collectr layout."""
-    text = await csvio.export(_db(request), format,
-                              items.Filters(location=location, set_id=set_id))
-    return Response(text, media_type="text/csv; charset=utf-8", headers={
+    """The items in stock as a TCGplayer upload file (SKU ids, Add to Quantity, TCG
+    Marketplace Price), a Collectr file or a Dragon Shield file."""
+    chunks = await exports.export(_db(request), format,
+                                  items.Filters(location=location, set_id=set_id))
+    return StreamingResponse(iter(chunks), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f'attachment; filename="cardmint-{format}.csv"'})
 
 
-@router.post("/import", response_model=OneImport,
+@router.get("/import/template", response_class=Response, responses={
+    200: {"description": "The layout's header row, to fill in",
+          "content": {"text/csv": {"schema": {"type": "string"}}}},
+    **responses(400, 422, 503, *AUTH)})
+async def import_template(
+        format: Literal["tcgplayer", "tcgplayer-app", "collectr", "dragonshield"] = Query(...),
+        _: Principal = Depends(require_scope("read"))) -> Response:
+    """An empty file in the layout: its header (and Dragon Shield's sep line)."""
+    return Response(exports.template(format), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{format}-template.csv"'})
+
+
+@router.post("/import", response_model=OneFileImport,
              responses=responses(400, 413, 422, 503, *AUTH), openapi_extra={
     "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
-async def import_csv(request: Request, format: csvio.Format = Query(...),
-                     location: str | None = LocationQ,
-                     who: Principal = Depends(require_scope("write"))) -> Response:
-    """Import a CSV in the given layout: every bad row is reported with its line and
-    reason, the good rows are imported in one transaction. `location` puts every imported
-    item there (else Collectr's Portfolio Name is the location)."""
-    raw = await request.body()
-    if len(raw) > MAX_CSV_BYTES:
-        raise Refused(413, f"at most {MAX_CSV_BYTES} bytes of CSV", "body")
+async def import_csv(
+        request: Request, format: str | None = FormatQ,
+        mode: Literal["add", "sync"] = Query("add", description="add: every row adds its "
+                                             "copies; sync: the file states the counts"),
+        dry_run: bool = Query(False, alias="dryRun", description="Report, change nothing"),
+        dry_run_snake: bool = Query(False, alias="dry_run", include_in_schema=False),
+        prune: bool = Query(False, description="sync: remove what the file does not name"),
+        review: bool = Query(False, description="Unmatched rows go to the review queue"),
+        location: str | None = LocationQ,
+        who: Principal = Depends(require_scope("write"))) -> Response:
+    """Import a file in any of the four layouts (chosen by its header). Every row is
+    answered: matched (card, printing, what the import does) or why not; a row that cannot
+    be matched never fails the file. `location` puts every item there and bounds what
+    `sync` compares (else Collectr's portfolio or Dragon Shield's folder is the location).
+    At most CARDMINT_API_MAX_IMPORT_BYTES of CSV (64 MiB by default)."""
+    spool, fingerprint = await spooled_text(request)
+    if format is not None and format not in layouts.FORMATS:
+        raise Refused(400, f"format must be one of {', '.join(layouts.FORMATS)}", "format")
+
+    async def work(tx: Transaction) -> tuple[int, OneFileImport]:
+        rows = layouts.Reader(spool, format, location)
+        report = await importer.run(tx, rows, mode=mode, actor=who.owner,
+                                    dry_run=dry_run or dry_run_snake, prune=prune,
+                                    review=review, scope_location=location)
+        captures: dict[int, int] = {}
+        if review and not report.dry_run:
+            captures = await imports.send_to_review(tx, report, report.review,
+                                                    submitter=who.owner)
+        return 200, OneFileImport(data=FileImport.of(report, captures))
+
     try:
-        text = raw.decode("utf-8-sig")
+        return await write(request, who, work, fingerprint=fingerprint)
+    finally:
+        spool.close()
+
+
+async def spooled_text(request: Request) -> tuple[io.TextIOWrapper, bytes]:
+    """The body in a temporary file (memory up to 1 MiB, then disk), checked to be UTF-8
+    as it arrives, read back as text: a large file never sits in memory whole. With it,
+    the request's fingerprint for an Idempotency-Key (hashed as the body streams by)."""
+    raw = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    hasher = fingerprint_of(request)
+    try:
+        async for chunk in request.stream():
+            decoder.decode(chunk)
+            hasher.update(chunk)
+            raw.write(chunk)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
+        raw.close()
         raise Refused(400, "the CSV must be UTF-8", "body") from exc
-
-    async def work(tx: Transaction) -> tuple[int, OneImport]:
-        result = await csvio.import_csv(tx, text, format, actor=who.owner,
-                                        location=location)
-        if result.rows and not result.imported_rows:
-            raise Refused(422, "no row could be imported", errors=[
-                ProblemItem(field=f"body.line[{e['line']}]"
-                            + (f".{e['field']}" if e["field"] else ""),
-                            message=e["message"], line=e["line"]) for e in result.errors])
-        return 200, OneImport(data=Imported.of(result))
-
-    return await write(request, who, work)
+    raw.seek(0)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), hasher.digest()
 
 
 def _body(response: JSONResponse) -> Any:

@@ -36,7 +36,8 @@ Work = Callable[[Transaction], Awaitable[tuple[int, BaseModel]]]
 
 
 async def write(request: Request, who: Principal, work: Work, *,
-                idempotent_post: bool = True) -> JSONResponse:
+                idempotent_post: bool = True, fingerprint: bytes | None = None
+                ) -> JSONResponse:
     """Run `work` in one transaction (idempotent for POSTs): a refusal rolls all of it
     back and is raised as a `Refused` (the app answers it with a problem)."""
 
@@ -50,7 +51,7 @@ async def write(request: Request, who: Principal, work: Work, *,
             raise refused from exc
 
     if idempotent_post:
-        return await idempotent(request, who, run)
+        return await idempotent(request, who, run, fingerprint=fingerprint)
     db: Database = request.app.state.db
     async with db.transaction() as tx:
         status, answer = await run(tx)

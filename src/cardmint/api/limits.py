@@ -19,7 +19,8 @@ class BodyTooLarge(Exception):
     pass
 
 
-UPLOAD_TYPES = (b"multipart/form-data", b"image/")
+UPLOAD_TYPES = (b"multipart/form-data", b"image/", b"text/csv", b"text/plain",
+                b"application/csv", b"application/octet-stream")
 
 
 class BodyLimit:

@@ -297,6 +297,10 @@ inventory_items = sa.Table(
                        name="cert_needs_company"),
     sa.CheckConstraint("grading_company <> ''", name="grading_company_not_empty"),
     sa.CheckConstraint("version >= 1", name="version_positive"),
+    # The cost exactly as imported (Collectr keeps 4 decimals), in dollars; the cents
+    # column above holds it rounded for everything else.
+    sa.Column("acquisition_cost", sa.Numeric(16, 4)),
+    sa.CheckConstraint("acquisition_cost >= 0", name="exact_cost_not_negative"),
     comment="Physical cards we hold, one row per copy.",
 )
 # With id: the listing's page by product (a set, a card, a condition) in id order is an
@@ -351,6 +355,23 @@ inventory_ledger = sa.Table(
 )
 sa.Index(None, inventory_ledger.c.item_id, inventory_ledger.c.occurred_at)
 sa.Index(None, inventory_ledger.c.product_id, inventory_ledger.c.occurred_at)
+
+tcgplayer_skus = sa.Table(
+    "tcgplayer_skus", metadata,
+    sa.Column("sku_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("variant_id", sa.BigInteger,
+              sa.ForeignKey("card_variants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False, server_default="en"),
+    sa.Column("tcgplayer_product_id", sa.Integer),
+    sa.Column("learned_from", sa.Text, nullable=False),  # the file layout it came in
+    _updated_at(),
+    sa.UniqueConstraint("variant_id", "condition", "language"),
+    sa.CheckConstraint(_in("condition", CONDITIONS), name="condition"),
+    sa.CheckConstraint("sku_id > 0", name="sku_id_positive"),
+    comment="TCGplayer SKU ids per printing, condition and language, learned from "
+            "imported files; the TCGplayer export writes them.",
+)
 
 # -- prices -------------------------------------------------------------------------------
 

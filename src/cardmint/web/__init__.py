@@ -43,6 +43,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from cardmint.errors import DatabaseUnavailable
+from cardmint.web.files_pages import UPLOAD_PATH as IMPORT_UPLOAD_PATH
 from cardmint.web.forms import FormRefused
 from cardmint.web.render import render
 from cardmint.web.scan_pages import UPLOAD_PATH as SCAN_UPLOAD_PATH
@@ -54,7 +55,7 @@ from cardmint.web.session import (
     signin_url,
 )
 
-__all__ = ["SCAN_UPLOAD_PATH", "mount"]
+__all__ = ["IMPORT_UPLOAD_PATH", "SCAN_UPLOAD_PATH", "mount"]
 
 STATIC = Path(__file__).parent / "static"
 API_PREFIXES = ("/v1", "/health", "/metrics", "/docs", "/redoc", "/openapi")

@@ -41,7 +41,7 @@ class CaptureCandidate(Schema):
 
 class ReviewReason(Schema):
     code: str = Field(description="low_confidence, high_value, first_edition, no_match, "
-                                  "variant_unknown")
+                                  "variant_unknown, import_unmatched (a file's row)")
     message: str
 
 

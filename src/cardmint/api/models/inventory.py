@@ -9,7 +9,6 @@ from typing import Any, Literal, Self
 from pydantic import Field
 
 from cardmint.api.models.base import Condition, Listing, Schema, Timestamp
-from cardmint.inventory.csvio import ImportResult
 
 Status = Literal["IN_STOCK", "RESERVED", "SOLD", "REMOVED"]
 Grader = Literal["PSA", "BGS", "CGC", "SGC"]
@@ -117,26 +116,3 @@ class Value(Schema):
 
 class OneValue(Schema):
     data: Value
-
-
-class ImportRowError(Schema):
-    line: int
-    field: str | None
-    message: str
-
-
-class Imported(Schema):
-    rows: int
-    imported_rows: int
-    items_created: int
-    item_ids: list[int]
-    errors: list[ImportRowError] = Field(description="Rows not imported, by line")
-
-    @classmethod
-    def of(cls, r: ImportResult) -> Self:
-        return cls(rows=r.rows, imported_rows=r.imported_rows, items_created=r.items_created,
-                   item_ids=r.item_ids, errors=r.errors)
-
-
-class OneImport(Schema):
-    data: Imported
