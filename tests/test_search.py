@@ -242,3 +242,21 @@ async def test_random_queries_answer_or_say_why(client: httpx.AsyncClient) -> No
         assert r.status_code in (200, 400), (q, r.status_code, r.text)
         statuses.add(r.status_code)
     assert statuses == {200, 400}
+
+
+async def test_search_forgives_word_order_set_names_and_says_what_it_meant(
+        catalog: Database) -> None:
+    """The README's own `rarity:"Rare Holo"` finds the data's "Holo Rare" too; a set by
+    its name; a value that matches nothing gets the closest ones."""
+    both = await search_cards(catalog, 'rarity:"Rare Holo"', page_size=1)
+    holo_rare = await search_cards(catalog, 'rarity:"holo rare"', page_size=1)
+    assert both.total_count == holo_rare.total_count > 700
+    assert (await search_cards(catalog, 'rarity:"Rare Ultra"')).total_count == (
+        await search_cards(catalog, 'rarity:"Ultra Rare"')).total_count > 0
+    by_name = await search_cards(catalog, 'set:"base set"', page_size=1)
+    assert by_name.total_count == 102 == (await search_cards(catalog, "set:base1")).total_count
+    assert by_name.hints == []
+    miss = await search_cards(catalog, 'charizard set:"Base Sett" rarity:"Holo Rrae"')
+    assert miss.total_count == 0
+    assert any("did you mean set:base1 (Base Set)" in h for h in miss.hints), miss.hints
+    assert any('rarity:"Holo Rare"' in h for h in miss.hints), miss.hints

@@ -90,8 +90,10 @@ async def search_cards(
                                            page_size=page_size)
     except ValidationError as exc:
         raise _bad_request(exc, "query") from exc
-    return CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
-                       page_size=result.page_size, total_count=result.total_count)
+    listing = CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
+                          page_size=result.page_size, total_count=result.total_count)
+    listing.hints = result.hints
+    return listing
 
 
 @router.get("/cards/{card_id}", response_model=OneCard,

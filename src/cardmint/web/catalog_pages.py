@@ -8,7 +8,7 @@ import asyncio
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cardmint import inputs
@@ -47,9 +47,12 @@ def _int(value: str | None, default: int) -> int | None:
 
 @router.get("/catalog")
 async def catalog(request: Request, q: str = "", page: str | None = None,
-                  sort: str = "") -> HTMLResponse:
+                  sort: str = "", chosen_set: str = Query("", alias="set")) -> HTMLResponse:
     await current_session(request)
     q = q.strip()
+    sets = await _set_choices(_db(request))
+    set_id = chosen_set if chosen_set in {s_id for s_id, _ in sets} else ""
+    full_q = f"{q} set:{set_id}".strip() if set_id else q
     error: dict[str, Any] | None = None
     result = None
     number = _int(page, 1)
@@ -62,7 +65,8 @@ async def catalog(request: Request, q: str = "", page: str | None = None,
         error = {"field": "sort", "message": f"unknown sort {sort[:40]!r}"}
     else:
         try:
-            result = await search.search_cards(_db(request), q or None, order_by=sort or None,
+            result = await search.search_cards(_db(request), full_q or None,
+                                               order_by=sort or None,
                                                page=number, page_size=PAGE_SIZE)
         except ValidationError as exc:
             error = {"field": exc.field or "q", "message": str(exc)}
@@ -71,7 +75,16 @@ async def catalog(request: Request, q: str = "", page: str | None = None,
     pages = max(1, -(-result.total_count // PAGE_SIZE)) if result else 1
     return render(request, "catalog.html", status_code=400 if error else 200, q=q,
                   sort=sort, sorts=SORTS, result=result, pages=pages, error=error,
-                  examples=EXAMPLES)
+                  examples=EXAMPLES, sets=sets, set_id=set_id)
+
+
+async def _set_choices(db: Database) -> list[tuple[str, str]]:
+    """(id, "Base Set (1999)") for the set picker, newest first."""
+    page = await search.list_sets(db)
+    rows = sorted(page.rows, key=lambda r: (str(r["release_date"] or ""), r["id"]),
+                  reverse=True)
+    return [(r["id"], f"{r['name']} ({str(r['release_date'] or '')[:4] or r['id']})")
+            for r in rows]
 
 
 @router.get("/cards/{card_id}")

@@ -207,8 +207,7 @@ async def _add_page(request: Request, form: dict[str, str], *, status_code: int 
     if card_id and card is None and "cardId" not in errors:
         errors["cardId"] = f"no card {card_id[:64]!r} in the catalog"
         status_code = max(status_code, 400) if request.method == "POST" else status_code
-    variants = [(v["id"], describe(v) + (f" · {', '.join(v['stamps'])}" if v["stamps"] else ""))
-                for v in card["variants"]] if card else []
+    variants = [(v["id"], describe(v)) for v in card["variants"]] if card else []
     return render(request, "add.html", status_code=status_code, card=card, variants=variants,
                   form=form, errors=errors, condition_options=CONDITION_NAMES,
                   grader_options=[("", "—"), *((g, g) for g in GRADERS)])

@@ -15,6 +15,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from cardmint import printings
 from cardmint.web.session import forget_stale
 
 __all__ = ["environment", "money", "render"]
@@ -48,8 +49,18 @@ def when(value: Any) -> str:
     return str(value)
 
 
+def printing(row: Any, prefix: str = "variant_") -> str:
+    """A printing named in full, from a variant (`type`, `subtype`...) or from a row
+    that carries them as `variant_type`, `variant_subtype`... (inventory items)."""
+    keys = ("type", "subtype", "size", "foil", "stamps")
+    if "type" in row:
+        return printings.name(row)
+    return printings.name({k: row.get(prefix + k) for k in keys})
+
+
 environment.filters["money"] = money
 environment.filters["when"] = when
+environment.filters["printing"] = printing
 
 
 def render(request: Request, template_name: str, *, status_code: int = 200,
