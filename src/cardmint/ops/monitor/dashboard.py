@@ -91,8 +91,13 @@ def judge_node(node: dict[str, Any], checks: list[dict[str, Any]],
     statuses, reasons = [OK], []
     state = node.get("state")
     if state in DOWN_STATES or node.get("running") is False:
+        # critical: P1 for a replica (as `health` and the node_unreachable alert say),
+        # and the command that brings it back
         statuses.append(CRITICAL)
-        reasons.append(DOWN_STATES.get(state or "", "not running"))
+        why = DOWN_STATES.get(state or "", "not running")
+        if node.get("role") != "primary" and "rejoin" not in why:
+            why += f" (to fix: `cardmint cluster rejoin {node['name']}`)"
+        reasons.append(why)
     elif node.get("role") == "replica":
         lag = level(node.get("lag_s"), settings.replica_lag_warn_s,
                     settings.replica_lag_critical_s)
