@@ -318,3 +318,14 @@ async def test_resolving_sets_the_items_condition_and_location(
     row = await catalog.fetchrow("SELECT p.condition, i.location FROM inventory_items i "
                                  "JOIN products p ON p.id = i.product_id WHERE i.id = $1", item)
     assert (row["condition"], row["location"]) == ("LP", "Binder Z")
+
+
+async def test_remote_images_can_be_turned_off(pg: TestCluster, catalog: Database) -> None:
+    """CARDMINT_REMOTE_IMAGES=false: placeholders only, and TCGdex's host is not in the
+    policy (it is, for that host alone, by default: test_web_ux_browser)."""
+    async with serving(create_app(pg.settings(remote_images=False))) as c:
+        c.headers.update(HTML)
+        r = await c.get("/cards/base1-4")
+        assert r.status_code == 200
+        assert "tcgdex" not in r.text and "tcgdex" not in r.headers["content-security-policy"]
+        assert 'aria-label="Charizard, Base Set 4: no picture"' in r.text

@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from cardmint import printings
+from cardmint.catalog import images
 from cardmint.web.session import forget_stale
 
 __all__ = ["environment", "money", "render"]
@@ -61,23 +62,38 @@ def printing(row: Any, prefix: str = "variant_") -> str:
 environment.filters["money"] = money
 environment.filters["when"] = when
 environment.filters["printing"] = printing
+environment.globals["image_url"] = images.image_url
 
 
 def render(request: Request, template_name: str, *, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     """The template rendered for this request, as an HTML response."""
     session = getattr(request.state, "web_session", None)
+    remote = remote_images(request)
     page = environment.get_template(template_name).render(
-        request=request, session=session, csrf=session.csrf if session else "", **context)
+        request=request, session=session, csrf=session.csrf if session else "",
+        remote_images=remote, **context)
     # pages show one person's data: never cached by a shared cache, nor kept after sign-out
     response = HTMLResponse(page, status_code=status_code,
                             headers={"Cache-Control": "no-store",
                                      "X-Content-Type-Options": "nosniff",
                                      "Referrer-Policy": "same-origin",
-                                     "Content-Security-Policy": CSP})
+                                     "Content-Security-Policy": csp(remote)})
     return forget_stale(request, response)
 
 
-# Only our own files: no inline script, no third-party origin, no framing.
+# Only our own files: no inline script, no framing, and no third-party origin but the
+# card images' host, and that only while remote images are on.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+CSP_WITH_IMAGES = CSP.replace("img-src 'self' data:", f"img-src 'self' data: {images.ORIGIN}")
+
+
+def csp(remote: bool) -> str:
+    return CSP_WITH_IMAGES if remote else CSP
+
+
+def remote_images(request: Request) -> bool:
+    """The operator's setting (CARDMINT_REMOTE_IMAGES); on when the app has no settings."""
+    settings = getattr(request.app.state, "settings", None)
+    return bool(getattr(settings, "remote_images", True))
