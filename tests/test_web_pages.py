@@ -287,11 +287,18 @@ async def test_remove_from_stock_is_final_and_in_the_ledger(
     item_id = await add_item(c)
     page = await c.get(f"/inventory/items/{item_id}")
     assert "Remove from stock" in page.text
-    r = await c.post(f"/inventory/items/{item_id}/remove",
-                     data={"csrf": csrf_of(page.text), "version": version_of(page.text),
-                           "reason": "water damage"})
+    form = {"csrf": csrf_of(page.text), "version": version_of(page.text),
+            "reason": "water damage"}
+    # final and one click away: a page asks first, and nothing changes until confirmed
+    ask = await c.post(f"/inventory/items/{item_id}/remove", data=form)
+    assert ask.status_code == 200 and "This is final" in ask.text
+    assert 'name="confirm" value="yes"' in ask.text and "No, keep it" in ask.text
+    assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",
+                                  item_id) == "IN_STOCK"
+    r = await c.post(f"/inventory/items/{item_id}/remove", data={**form, "confirm": "yes"})
     assert r.status_code == 303
-    after = await c.get(f"/inventory/items/{item_id}")
+    after = await c.get(r.headers["location"])
+    assert "Removed from stock." in after.text  # it says so
     assert "removed" in after.text and "water damage" in after.text
     assert "Remove from stock" not in after.text  # final: no more status forms
     assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",

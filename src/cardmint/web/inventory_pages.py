@@ -124,7 +124,9 @@ async def item_page(request: Request, raw_id: str,
 
 
 DONE = {"added": "Added to the inventory.", "moved": "Moved.", "reserve": "Reserved.",
-        "release": "Released back into stock.", "sell": "Sold."}
+        "release": "Released back into stock.", "sell": "Sold.",
+        "remove": "Removed from stock."}
+FINAL = ("sell", "remove")  # cannot be undone: confirmed on a page of their own
 
 
 def _no_item(request: Request, raw: str) -> HTMLResponse:
@@ -151,17 +153,25 @@ async def _change(request: Request, session: Session, raw_id: str, action: str) 
                                      "saw. Reload the page and try again."})
     try:
         reason = fields.text(form.get("reason"), "reason", max_length=200)
+        amount = None
+        if action == "sell":
+            amount = fields.dollars(form.get("amount", ""), "amount")
+            if amount is None:
+                raise ValidationError("a sale needs its amount", field="amount")
+        if action in FINAL and form.get("confirm") != "yes":
+            # final and one click away: say what will happen and ask once more
+            item = await items.get(_db(request), item_id)
+            if item is None:
+                return _no_item(request, raw_id)
+            return render(request, "confirm.html", item=item, action=action,
+                          label=ACTIONS[action], amount_cents=amount, reason=reason,
+                          form=form)
         async with _db(request).transaction() as tx:
             if action == "move":
                 await items.update(tx, item_id, version=version,
                                    changes={"location": form.get("location", "")},
                                    actor=session.principal.owner, reason=reason)
             else:
-                amount = None
-                if action == "sell":
-                    amount = fields.dollars(form.get("amount", ""), "amount")
-                    if amount is None:
-                        raise ValidationError("a sale needs its amount", field="amount")
                 await items.transition(tx, item_id, action, version=version,
                                        actor=session.principal.owner, amount_cents=amount,
                                        reason=reason)
