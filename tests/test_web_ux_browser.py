@@ -5,9 +5,11 @@ offline, and TCGdex's host is also refused here, so the placeholder path is cert
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from browser import SignedIn, WebServer, chromium, in_review, screenshot, signed_in, web_server  # noqa: F401
+from cardmint.db import Database
 
 IMAGES = "https://assets.tcgdex.net/**"
 
@@ -37,3 +39,27 @@ async def test_pictures_lazy_from_tcgdex_with_a_placeholder_offline(
     assert await page.locator(".card-img.large .card-img-none").is_visible()
     assert "No picture" in await page.locator(".card-img.large").inner_text()
     await screenshot(page, "card-picture-offline")
+
+
+async def test_discard_a_capture_in_review_with_its_reason(
+        signed_in: SignedIn, web_server: WebServer, catalog: Database) -> None:  # noqa: F811
+    capture = await in_review(catalog, "Charizard")  # candidates with several printings
+    page = await signed_in("write")
+    await offline(page)
+    await page.goto(f"{web_server.url}/review")
+    card = page.locator(f"article[aria-labelledby='cap-{capture['id']}']")
+    # one clear button per candidate: each names its card
+    buttons = await card.get_by_role("button", name=re.compile(r"^It is ")).all_inner_texts()
+    assert len(buttons) == len(set(buttons)) >= 2, buttons
+    assert await card.locator("select[name^='variant-']").count() >= 1  # a printing picker
+    await screenshot(page, "review-candidates")
+    await card.get_by_label("or in your words").fill("a photo of the binder page")
+    await card.get_by_role("button", name=f"Discard capture {capture['id']}").click()
+    await page.wait_for_url(re.compile(rf"/review\?discarded={capture['id']}"))
+    assert "discarded" in await page.get_by_role("status").first.inner_text()
+    assert await page.locator(f"article[aria-labelledby='cap-{capture['id']}']").count() == 0
+    row = await catalog.fetchrow("SELECT status, ocr->'discarded' AS d FROM captures "
+                                 "WHERE id = $1", capture["id"])
+    assert row["status"] == "discarded"
+    assert row["d"]["reason"] == "a photo of the binder page" and row["d"]["by"]
+    await screenshot(page, "review-discarded")
