@@ -4,6 +4,7 @@ full catalog. Sign-in, CSRF, query errors, stale forms, and no 500 for odd input
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -336,3 +337,32 @@ async def test_remote_images_can_be_turned_off(pg: TestCluster, catalog: Databas
         assert r.status_code == 200
         assert "tcgdex" not in r.text and "tcgdex" not in r.headers["content-security-policy"]
         assert 'aria-label="Charizard, Base Set 4: no picture"' in r.text
+
+
+async def test_add_by_name_without_javascript_and_in_bulk(app_client: httpx.AsyncClient,
+                                                          catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    found = await c.get("/inventory/add", params={"q": "charizard set:base1"})
+    assert found.status_code == 200 and 'href="/inventory/add?card=base1-4"' in found.text
+    hint = await c.get("/inventory/add/suggest", params={"q": 'set:"Base Sett"'})
+    assert "did you mean set:base1" in hint.json()["hints"][0]
+    csrf = csrf_of(found.text)
+    loc = f"bulk-{uuid.uuid4().hex[:8]}"
+    normal = await catalog.fetchval("SELECT id FROM card_variants WHERE card_id = 'sv01-001' "
+                                    "AND type = 'normal'")
+    first = f"2 sv01-001 #{normal}"
+    bad = await c.post("/inventory/add/bulk", data={
+        "csrf": csrf, "location": loc, "lines": f"{first}\n1 base1-4\n1 nosuchcard-zz\n"})
+    assert bad.status_code == 422 and "Nothing was added" in bad.text
+    assert "Line 2" in bad.text and "printings, add one" in bad.text  # never guessed
+    assert "Line 3" in bad.text and "Line 1" not in bad.text  # every problem at once
+    assert await catalog.fetchval("SELECT count(*) FROM inventory_items WHERE location = $1",
+                                  loc) == 0
+    holo = await catalog.fetchval("SELECT id FROM card_variants WHERE card_id = 'base1-4' "
+                                  "AND subtype = 'unlimited'")
+    good = await c.post("/inventory/add/bulk", data={
+        "csrf": csrf, "location": loc, "lines": f"{first}\n1 base1-4 #{holo}\n"})
+    assert good.status_code == 303 and "added=3" in good.headers["location"]
+    assert await catalog.fetchval("SELECT count(*) FROM inventory_items WHERE location = $1",
+                                  loc) == 3

@@ -63,3 +63,68 @@ async def test_discard_a_capture_in_review_with_its_reason(
     assert row["status"] == "discarded"
     assert row["d"]["reason"] == "a photo of the binder page" and row["d"]["by"]
     await screenshot(page, "review-discarded")
+
+
+async def test_add_by_name_with_suggestions_and_the_keyboard(
+        signed_in: SignedIn, web_server: WebServer, catalog: Database) -> None:  # noqa: F811
+    page = await signed_in("write")
+    await offline(page)
+    await page.goto(f"{web_server.url}/catalog")
+    await page.locator("body").click()
+    await page.keyboard.press("/")  # "/" focuses the search box
+    assert await page.evaluate("document.activeElement.id") == "q"
+    await page.goto(f"{web_server.url}/inventory/add")
+    box = page.get_by_label("Card name or id")
+    await box.press_sequentially("charizard set:base1", delay=20)
+    option = page.get_by_role("option").filter(has_text="base1-4")
+    await option.wait_for()
+    await screenshot(page, "add-suggestions")
+    for _ in range(await page.get_by_role("option").count()):  # down to base1-4
+        await box.press("ArrowDown")
+        if await option.get_attribute("aria-selected") == "true":
+            break
+    await box.press("Enter")
+    await page.wait_for_url(re.compile(r"/inventory/add\?card=base1-4"))
+    printing = page.get_by_label("Printing")
+    names = await printing.locator("option").all_inner_texts()
+    assert "Holo · Shadowless · 1st Edition" in names, names  # named in full
+    await printing.select_option(label="Holo · Unlimited")
+    await page.get_by_label("Location").fill("Case 1")
+    quantity = page.get_by_label("Quantity")
+    await quantity.fill("2")
+    await quantity.press("Enter")  # Enter submits
+    await page.wait_for_url(re.compile(r"/inventory/add\?added=2"))
+    assert "Added 2 items" in await page.get_by_role("status").first.inner_text()
+    await screenshot(page, "add-added-two")
+    ids = await page.locator(".notice.ok a[href^='/inventory/items/']").all_inner_texts()
+    first = int(ids[0].lstrip("#"))
+    row = await catalog.fetchrow(
+        "SELECT p.card_id, v.subtype, i.location FROM inventory_items i JOIN products p ON "
+        "p.id = i.product_id JOIN card_variants v ON v.id = p.variant_id WHERE i.id = $1",
+        first)
+    assert (row["card_id"], row["subtype"], row["location"]) == ("base1-4", "unlimited",
+                                                                 "Case 1")
+
+
+async def test_sell_asks_for_confirmation(signed_in: SignedIn,  # noqa: F811
+                                          web_server: WebServer) -> None:  # noqa: F811
+    page = await signed_in("write")
+    await offline(page)
+    await page.goto(f"{web_server.url}/inventory/add?card=sv01-001")
+    await page.get_by_role("button", name="Add to inventory").click()
+    await page.wait_for_url(re.compile(r"/inventory/items/\d+\?done=added"))
+    item_url = page.url.split("?")[0]
+    await page.get_by_label("Sale amount (USD)").fill("12.50")
+    await page.get_by_role("button", name="Sell", exact=True).click()
+    confirm = page.get_by_role("button", name="Yes, sell it for $12.50")
+    await confirm.wait_for()
+    assert "This is final" in await page.content()
+    await screenshot(page, "sell-confirm")
+    await page.get_by_role("link", name="No, keep it").click()  # nothing happened
+    await page.wait_for_url(item_url)
+    assert "in stock" in await page.locator(".badge").first.inner_text()
+    await page.get_by_label("Sale amount (USD)").fill("12.50")
+    await page.get_by_role("button", name="Sell", exact=True).click()
+    await page.get_by_role("button", name="Yes, sell it for $12.50").click()
+    await page.wait_for_url(re.compile(r"\?done=sell"))
+    assert "sold" in await page.locator(".badge").first.inner_text()

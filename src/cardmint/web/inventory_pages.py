@@ -25,6 +25,7 @@ from cardmint.inventory import fields, items, ledger
 from cardmint.inventory.errors import NotFound, StaleVersion, TransitionNotAllowed
 from cardmint.inventory.fields import GRADERS
 from cardmint.inventory.products import VariantRef, describe
+from cardmint.web import add_pages
 from cardmint.web.forms import CONDITION_NAMES, field_of, positive_id, read_form
 from cardmint.web.render import render
 from cardmint.web.session import Session, check_csrf, require_page
@@ -210,7 +211,8 @@ async def change_status(request: Request, raw_id: str, action: str,
 # -- adding -----------------------------------------------------------------------------------
 
 async def _add_page(request: Request, form: dict[str, str], *, status_code: int = 200,
-                    errors: dict[str, str] | None = None) -> HTMLResponse:
+                    errors: dict[str, str] | None = None,
+                    added: dict[str, int] | None = None) -> HTMLResponse:
     card_id = form.get("cardId", "").strip()
     card = await search.get_card(_db(request), card_id) if 0 < len(card_id) <= 64 else None
     errors = dict(errors or {})
@@ -220,14 +222,25 @@ async def _add_page(request: Request, form: dict[str, str], *, status_code: int 
     variants = [(v["id"], describe(v)) for v in card["variants"]] if card else []
     return render(request, "add.html", status_code=status_code, card=card, variants=variants,
                   form=form, errors=errors, condition_options=CONDITION_NAMES,
-                  grader_options=[("", "—"), *((g, g) for g in GRADERS)])
+                  grader_options=[("", "—"), *((g, g) for g in GRADERS)], q="",
+                  found=None, found_error=None, added=added)
 
 
 @router.get("/inventory/add")
 async def add_form(request: Request,
                    session: Session = Depends(require_page("write"))) -> HTMLResponse:
-    card_id = request.query_params.get("card", "")
-    return await _add_page(request, {"cardId": card_id, "condition": "NM", "language": "en"})
+    params = request.query_params
+    card_id = params.get("card", "")
+    form = {"cardId": card_id, "condition": "NM", "language": "en", "quantity": "1"}
+    q = params.get("q", "").strip()
+    if q and not card_id:  # typed a name and pressed Enter: the cards it finds
+        return await add_pages.search_page(request, q[:200], form)
+    count = inputs.whole(params.get("added", ""), minimum=1, maximum=10**6)
+    first = inputs.whole(params.get("first", ""), minimum=1)
+    last = inputs.whole(params.get("last", ""), minimum=1)
+    added = {"count": count, "first": first, "last": last} if count and first and last \
+        else None
+    return await _add_page(request, form, added=added)
 
 
 def _new_item(form: dict[str, str]) -> tuple[items.NewItem, str | None]:
@@ -262,9 +275,21 @@ async def add_submit(request: Request,
     check_csrf(session, form.get("csrf"))
     try:
         new, reason = _new_item(form)
+        quantity = inputs.whole((form.get("quantity") or "1").strip(), minimum=1,
+                                maximum=add_pages.MAX_QUANTITY)
+        if quantity is None:
+            raise ValidationError(f"a whole number from 1 to {add_pages.MAX_QUANTITY}",
+                                  field="quantity")
+        if quantity > 1 and new.cert_number:
+            raise ValidationError("a cert number belongs to one card: add graded cards "
+                                  "one at a time", field="quantity")
         async with _db(request).transaction() as tx:
-            row = await items.add(tx, new, actor=session.principal.owner, reason=reason)
+            rows = [await items.add(tx, new, actor=session.principal.owner, reason=reason)
+                    for _ in range(quantity)]
     except ValidationError as exc:  # Conflict (a cert number taken) is one too
         return await _add_page(request, form, status_code=422,
                                errors={field_of(exc.field): str(exc)})
-    return RedirectResponse(f"/inventory/items/{row['id']}?done=added", status_code=303)
+    if len(rows) > 1:
+        return RedirectResponse(f"/inventory/add?added={len(rows)}&first={rows[0]['id']}"
+                                f"&last={rows[-1]['id']}", status_code=303)
+    return RedirectResponse(f"/inventory/items/{rows[0]['id']}?done=added", status_code=303)
