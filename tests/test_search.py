@@ -260,3 +260,14 @@ async def test_search_forgives_word_order_set_names_and_says_what_it_meant(
     assert miss.total_count == 0
     assert any("did you mean set:base1 (Base Set)" in h for h in miss.hints), miss.hints
     assert any('rarity:"Holo Rare"' in h for h in miss.hints), miss.hints
+
+
+async def test_the_api_docs_need_no_network(client: httpx.AsyncClient) -> None:
+    """Issue 17 item 9: /docs loaded Swagger UI from a CDN (a blank page offline); its
+    files now come from the pinned swagger-ui-bundle package."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "http" not in page.text.split("<body>")[-1]
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = await client.get(f"/docs/assets/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
