@@ -46,17 +46,27 @@ def _since(value: Any) -> str:
 
 
 def _alert_table(alerts: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("sev", "alert", "node", "value", "threshold", "status", "since (UTC)",
-                "runbook", "do"):
-        table.add_column(col, overflow="fold")
+    """Readable at 80 columns: five columns that wrap at spaces (never inside a word),
+    the fix and the runbook section together in the last."""
+    table = Table(title=title, show_lines=True)
+    table.add_column("sev", no_wrap=True)
+    table.add_column("alert", min_width=12, ratio=2)
+    table.add_column("value", no_wrap=True)
+    table.add_column("since (UTC)", min_width=10, ratio=1)
+    table.add_column("what to do", min_width=20, ratio=5)
     for a in alerts:
         colour = _COLOURS.get(a["severity"], "")
-        table.add_row(f"[{colour}]{a['severity']}[/]", a["name"], a["node"] or "",
-                      "" if a["value"] is None else f"{a['value']:g}",
-                      "" if a["threshold"] is None else f"{a['threshold']:g}", a["status"],
-                      _since(a["started_at"]), escape(a["runbook_section"] or ""),
-                      escape(a["recommendation"] or ""))
+        value = "" if a["value"] is None else f"{a['value']:g}"
+        if a["threshold"] is not None:
+            value += f" / {a['threshold']:g}"
+        name = a["name"] + (f" on {a['node']}" if a["node"] else "")
+        if a["status"] != "firing":
+            name += f" ({a['status']})"
+        do = escape(a["recommendation"] or "")
+        if a["runbook_section"]:
+            do += f"\n[dim]runbook: {escape(a['runbook_section'])}[/]"
+        table.add_row(f"[{colour}]{a['severity']}[/]", name, value, _since(a["started_at"]),
+                      do)
     return table
 
 
