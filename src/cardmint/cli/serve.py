@@ -24,11 +24,15 @@ def register(app: typer.Typer) -> None:
         sync_guard: Annotated[bool, typer.Option(
             help="On a local --sync cluster, run the sync guard in-process (one acts "
                  "cluster-wide).")] = True,
+        access_log: Annotated[bool, typer.Option(
+            help="Log each request (method, path, status) to stderr.")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
+        from uvicorn.config import LOGGING_CONFIG
 
         from cardmint.api.app import create_app
+        from cardmint.db.outage_log import serve_log_config
 
         s = settings(home)
         host = host or s.api_host
@@ -54,6 +58,8 @@ def register(app: typer.Typer) -> None:
             run_sync_guard_in(api)
         # proxy_headers off: uvicorn would believe X-Forwarded-* from loopback, i.e. from
         # anyone here; the app believes them only from CARDMINT_TRUSTED_PROXIES
+        # one line per expected outage, not a traceback; an access log (db/outage_log.py)
         uvicorn.run(api, host=host, port=port or s.api_port, loop="uvloop",
-                    http="httptools", log_level="info", access_log=False,
+                    http="httptools", log_level="info", access_log=access_log,
+                    log_config=serve_log_config(LOGGING_CONFIG),
                     proxy_headers=False, server_header=False)
