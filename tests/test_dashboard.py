@@ -151,6 +151,17 @@ async def test_a_naive_clock_is_refused(pg: TestCluster, db: Database) -> None:
         await snapshot(pg.settings(), db, now=datetime(2031, 1, 5, 3, 0))
 
 
+def test_all_clear_counts_a_failed_drill() -> None:
+    from cardmint.ops.monitor.dashboard import overall
+
+    snap = {"cluster": {"nodes": [{"status": "ok"}]}, "health": {"available": True,
+                                                                   "status": "ok"},
+            "drills": {"available": True, "items": [{"ok": True}]}}
+    assert overall(snap) == "ok"
+    snap["drills"]["items"].insert(0, {"ok": False})
+    assert overall(snap) == "warn"  # not "all clear" while the last drill failed
+
+
 def test_node_verdicts() -> None:
     s = make_settings(Path("/nonexistent"))
     up = {"name": "node2", "role": "replica", "running": True, "state": "streaming",

@@ -90,6 +90,7 @@ async def run_drill(settings: Settings, *, provider: str, old_primary: str,
             report["error"] is None and report.get("in_recovery_after") is False
             and report["lost_writes"] == 0 and report["health"] != "critical"
             and report.get("test_card") and report["rejoined"])
+        report["why"] = explain(report)
         report["finished_at"] = datetime.now(UTC)
         report["markdown"] = str(write_markdown(home, report))
         try:
@@ -132,6 +133,38 @@ async def _tally(db: Database, probe: WriteProbe, killed_at: float,
     report["probe"] = {"attempts": probe.attempts, "interval_ms": probe.interval_s * 1000,
                        "failures": dict(probe.failures)}
     report["outage_budget_s"] = budget(report)
+
+
+def explain(report: dict[str, Any]) -> list[str]:
+    """Why a drill failed, in words an operator acts on (empty when it passed)."""
+    if report["ok"]:
+        return []
+    why = []
+    lost_writes = report.get("lost_writes") or 0
+    if lost_writes and not report.get("sync"):
+        why.append(
+            f"{lost_writes} acknowledged write(s) lost: with asynchronous replication the "
+            "primary acknowledges a commit before a replica has it, so killing it can lose "
+            "its last writes. That is what asynchronous means, not a fault of the failover. "
+            "For a drill that must lose nothing, run a synchronous cluster: "
+            "`cardmint cluster up --sync` (a new cluster), or `cardmint cluster add-replica "
+            "--sync` then `cardmint cluster remove-replica` the asynchronous one.")
+    elif lost_writes:
+        why.append(f"{lost_writes} acknowledged write(s) lost although replication is "
+                   "synchronous: a real data-loss bug; keep the report and open an incident "
+                   "(`cardmint incident open --severity P0 --title 'drill lost writes'`).")
+    if report.get("error"):
+        why.append(f"the drill stopped: {report['error']}")
+    if report.get("in_recovery_after") is not False and report.get("new_primary"):
+        why.append("the new primary was still in recovery: the promotion did not finish")
+    if report.get("health") == "critical":
+        why.append("health was critical after the failover: `cardmint health`")
+    if report.get("new_primary") and not report.get("test_card"):
+        why.append("the test card failed after the failover: `cardmint test-card`")
+    if report.get("new_primary") and not report.get("rejoined"):
+        why.append(f"the old primary did not rejoin: `cardmint cluster rejoin "
+                   f"{report['old_primary']}`")
+    return why
 
 
 def budget(report: dict[str, Any]) -> dict[str, float] | None:
@@ -190,6 +223,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"({(report.get('rejoin') or {}).get('method', '—')}) |",
         f"| Health after rejoin | {report.get('health_after_rejoin')} |",
         "",
+        *(["## Why it failed", "", *(f"- {w}" for w in report.get("why") or []), ""]
+          if report.get("why") else []),
         "## Where the time went",
         "",
     ]

@@ -188,6 +188,7 @@ async def snapshot(settings: Settings, db: Database,
         "replica_lag_warn_s": settings.replica_lag_warn_s,
         "replica_lag_critical_s": settings.replica_lag_critical_s,
     }
+    out["failed_drill"] = failed_drill(out)
     out["status"] = overall(out)
     return out
 
@@ -200,4 +201,13 @@ def overall(snap: dict[str, Any]) -> str:
         statuses.append(snap["health"]["status"])
     if not statuses:
         return CRITICAL
+    if failed_drill(snap):  # "all clear" must not hide a failover that did not hold
+        statuses.append(WARN)
     return worst(statuses)
+
+
+def failed_drill(snap: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest failover drill, if it failed (the drills section lists newest first)."""
+    drills = snap.get("drills") or {}
+    items = drills.get("items") or [] if drills.get("available") else []
+    return items[0] if items and not items[0].get("ok") else None
