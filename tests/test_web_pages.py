@@ -178,6 +178,12 @@ async def test_validation_errors_sit_next_to_their_field(
         assert r.status_code == 422, (field, r.text[:300])
         error = re.search(rf'<p id="e-{field}" class="error" role="alert">([^<]*)<', r.text)
         assert error and words in error.group(1), (field, error)
+    # several at once: each is shown, not only the first
+    r = await c.post("/inventory/add", data={**base, "acquisitionCost": "abc", "grade": "11",
+                                             "acquiredOn": "yesterday"})
+    assert r.status_code == 422
+    for field in ("acquisitionCost", "grade", "acquiredOn"):
+        assert f'<p id="e-{field}" class="error"' in r.text, field
     item_id = await add_item(c)
     item = await c.get(f"/inventory/items/{item_id}")
     r = await c.post(f"/inventory/items/{item_id}/sell",
@@ -366,3 +372,11 @@ async def test_add_by_name_without_javascript_and_in_bulk(app_client: httpx.Asyn
     assert good.status_code == 303 and "added=3" in good.headers["location"]
     assert await catalog.fetchval("SELECT count(*) FROM inventory_items WHERE location = $1",
                                   loc) == 3
+
+
+def test_commands_show_as_code_not_backticks() -> None:
+    from cardmint.web.render import code
+
+    assert str(code("to fix: `cardmint cluster rejoin node2` <now>")) == (
+        "to fix: <code>cardmint cluster rejoin node2</code> &lt;now&gt;")
+    assert str(code("a lone ` stays")) == "a lone ` stays"

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
-from cardmint.cli.output import console, emit
+from cardmint.cli.output import console, emit, measured
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.errors import UsageError
@@ -75,8 +75,10 @@ def _render_round(d: dict[str, Any]) -> None:
     stored = "" if d["stored"] else " [red](not stored: database unreachable)[/]"
     host = s.get("host") or {}
     console.print(f"{_since(d['taken_at'])} primary {s.get('primary') or '[red]none[/]'}, "
-                  f"p95 {s.get('latency_p95_ms')} ms, pool {s.get('pool_utilization_pct')} %, "
-                  f"CPU {host.get('cpu_pct')} %, memory {host.get('memory_pct')} %; "
+                  f"p95 {measured(s.get('latency_p95_ms'), 'ms')}, pool "
+                  f"{measured(s.get('pool_utilization_pct'), '%')}, CPU "
+                  f"{measured(host.get('cpu_pct'), '%')}, memory "
+                  f"{measured(host.get('memory_pct'), '%')}; "
                   f"{len(d['firing'])} firing{stored}")
     for error in d["errors"]:
         console.print(f"  [yellow]{escape(error)}[/]")

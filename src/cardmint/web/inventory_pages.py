@@ -146,6 +146,7 @@ async def _change(request: Request, session: Session, raw_id: str, action: str) 
         return _no_item(request, raw_id)
     form = await read_form(request)
     check_csrf(session, form.get("csrf"))
+    form["_action"] = action  # which form it was: its fields are shown again on a refusal
     errors: dict[str, str] = {}
     version = _version(form)
     if version is None:
@@ -268,11 +269,39 @@ def _new_item(form: dict[str, str]) -> tuple[items.NewItem, str | None]:
     return new, fields.text(opt("reason"), "reason", max_length=200)
 
 
+def _all_errors(form: dict[str, str]) -> dict[str, str]:
+    """Every field's refusal at once (the domain's checks, field by field), so a person
+    fixes the form in one go rather than one error per submit."""
+    def opt(name: str) -> str | None:
+        return form.get(name, "").strip() or None
+
+    checks = (
+        lambda: _new_item({k: v for k, v in form.items() if k in ("cardId", "variantId")}),
+        lambda: fields.condition(form.get("condition", "NM")),
+        lambda: fields.language(form.get("language", "en").strip()),
+        lambda: fields.text(opt("location"), "location"),
+        lambda: fields.dollars(form.get("acquisitionCost", ""), "acquisitionCost"),
+        lambda: fields.day(opt("acquiredOn"), "acquiredOn"),
+        lambda: fields.grading(opt("gradingCompany"), opt("grade"), opt("certNumber")),
+        lambda: fields.text(opt("reason"), "reason", max_length=200),
+    )
+    errors: dict[str, str] = {}
+    for run_check in checks:
+        try:
+            run_check()
+        except ValidationError as exc:
+            errors.setdefault(field_of(exc.field), str(exc))
+    return errors
+
+
 @router.post("/inventory/add")
 async def add_submit(request: Request,
                      session: Session = Depends(require_page("write"))) -> Response:
     form = await read_form(request)
     check_csrf(session, form.get("csrf"))
+    errors = _all_errors(form)
+    if errors:
+        return await _add_page(request, form, status_code=422, errors=errors)
     try:
         new, reason = _new_item(form)
         quantity = inputs.whole((form.get("quantity") or "1").strip(), minimum=1,

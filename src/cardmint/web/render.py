@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 
 from cardmint import printings
 from cardmint.catalog import images
@@ -59,7 +60,17 @@ def printing(row: Any, prefix: str = "variant_") -> str:
     return printings.name({k: row.get(prefix + k) for k in keys})
 
 
+def code(text: Any) -> Markup:
+    """Text whose `backticked` parts are commands: escaped, the commands as <code>, so a
+    page never shows literal backticks."""
+    parts = escape(str(text or "")).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays as it is
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
 environment.filters["money"] = money
+environment.filters["code"] = code
 environment.filters["when"] = when
 environment.filters["printing"] = printing
 environment.globals["image_url"] = images.image_url

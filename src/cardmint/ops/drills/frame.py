@@ -239,7 +239,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {v * 1000:.1f} ms" for k, v in after.items())]
     failures = (report.get("probe") or {}).get("failures")
     if failures:
-        lines += ["", f"Probe writes refused during the outage: {failures}"]
+        refused = ", ".join(f"{n} × {kind}" for kind, n in failures.items())
+        lines += ["", f"Probe writes refused during the outage: {refused}"]
     return "\n".join(lines) + "\n"
 
 
