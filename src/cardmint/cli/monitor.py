@@ -30,7 +30,7 @@ from cardmint.db import Database
 from cardmint.errors import UsageError
 from cardmint.ops.monitor import grafana, prometheus, sample
 from cardmint.ops.monitor.loop import run_loop
-from cardmint.ops.monitor.rules import worst_severity
+from cardmint.ops.monitor.rules import RULE_NAMES, worst_severity
 from cardmint.ops.monitor.runbook import RUNBOOK
 
 app = typer.Typer(help="Sample the cluster and raise or clear alerts on the runbook's "
@@ -48,12 +48,13 @@ def _since(value: Any) -> str:
 def _alert_table(alerts: list[dict[str, Any]], title: str) -> Table:
     """Readable at 80 columns: five columns that wrap at spaces (never inside a word),
     the fix and the runbook section together in the last."""
-    table = Table(title=title, show_lines=True)
+    table = Table(title=title, show_lines=True, expand=True)
     table.add_column("sev", no_wrap=True)
-    table.add_column("alert", min_width=12, ratio=2)
+    longest = max(map(len, RULE_NAMES))  # a rule name is never cut
+    table.add_column("alert", min_width=longest, max_width=longest)
     table.add_column("value", no_wrap=True)
-    table.add_column("since (UTC)", min_width=10, ratio=1)
-    table.add_column("what to do", min_width=20, ratio=5)
+    table.add_column("since (UTC)", min_width=10, max_width=10)  # date over time
+    table.add_column("what to do", min_width=20, ratio=1)
     for a in alerts:
         colour = _COLOURS.get(a["severity"], "")
         value = "" if a["value"] is None else f"{a['value']:g}"

@@ -88,7 +88,7 @@ async def run_drill(settings: Settings, *, provider: str, old_primary: str,
             report["health_after_rejoin"] = (await check_health(refreshed(settings))).status
         report["ok"] = bool(
             report["error"] is None and report.get("in_recovery_after") is False
-            and report["lost_writes"] == 0 and report["health"] != "critical"
+            and report["lost_writes"] == 0 and report.get("health_severity") != "P0"
             and report.get("test_card") and report["rejoined"])
         report["why"] = explain(report)
         report["finished_at"] = datetime.now(UTC)
@@ -109,6 +109,9 @@ async def check_after_failover(settings: Settings, report: dict[str, Any]) -> No
     fresh = refreshed(settings)
     health = await check_health(fresh)
     report["health"] = health.status
+    # the old primary is down until it rejoins: that P1 is the drill's own doing; an
+    # outage left behind (P0: no primary, writes failing) is what fails the drill
+    report["health_severity"] = health.severity
     report["health_findings"] = [f"{c['name']} {c['node'] or ''} {c['status']}: "
                                  f"{c['detail']}" for c in health.to_dict()["checks"]
                                  if c["status"] != "ok"]
@@ -157,8 +160,8 @@ def explain(report: dict[str, Any]) -> list[str]:
         why.append(f"the drill stopped: {report['error']}")
     if report.get("in_recovery_after") is not False and report.get("new_primary"):
         why.append("the new primary was still in recovery: the promotion did not finish")
-    if report.get("health") == "critical":
-        why.append("health was critical after the failover: `cardmint health`")
+    if report.get("health_severity") == "P0":
+        why.append("an outage remained after the failover (health P0): `cardmint health`")
     if report.get("new_primary") and not report.get("test_card"):
         why.append("the test card failed after the failover: `cardmint test-card`")
     if report.get("new_primary") and not report.get("rejoined"):
@@ -217,7 +220,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| Acknowledged writes | {report['acknowledged_writes']} |",
         f"| Acknowledged writes lost | {report['lost_writes']} |",
         f"| pg_is_in_recovery() on the new primary | {report.get('in_recovery_after')} |",
-        f"| Health after failover | {report['health']} |",
+        f"| Health after failover | {report['health']} ({report.get('health_severity') or '-'}) |",
         f"| Test card | {'ok' if report.get('test_card') else 'FAILED'} |",
         f"| Old primary rejoined | {report['rejoined']} "
         f"({(report.get('rejoin') or {}).get('method', '—')}) |",

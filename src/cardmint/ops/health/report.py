@@ -321,7 +321,8 @@ async def _application_checks(settings: Settings, figures: dict[str, Any]) -> li
             s.latency_p95_critical_ms,
             detail=f"{primary['count']} probe queries on the primary: p50 "
                    f"{primary['p50_ms']} ms, p99 {primary['p99_ms']} ms; replica p95 "
-                   f"{stats['replica']['p95_ms']} ms"))
+                   + (f"{stats['replica']['p95_ms']} ms" if stats['replica']['p95_ms']
+                      is not None else "not measured (no replica answered)")))
         async with db.connection() as conn:
             backup = await facts.latest_backup(conn)
         figures["latest_backup"] = backup
