@@ -122,7 +122,8 @@ def test_an_expected_outage_logs_one_line_and_serve_logs_requests() -> None:
     assert out.count("Traceback") == 1 and "ValueError: a bug" in out  # the bug keeps it
     config = serve_log_config(LOGGING_CONFIG)
     assert all("outage" in h["filters"] for h in config["handlers"].values())
-    assert config["loggers"]["cardmint"]["handlers"] == ["default"]
+    assert all(config["loggers"][n]["handlers"] == ["default"]
+               for n in ("cardmint", "asyncio", "asyncpg"))
     assert "filters" not in LOGGING_CONFIG["handlers"]["default"]  # uvicorn's left alone
 
 

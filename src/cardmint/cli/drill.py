@@ -24,7 +24,10 @@ def render(d: dict[str, Any]) -> None:
     console.print(f"  detection {s(d['detection_s'])}, promotion {s(d['promotion_s'])}, "
                   f"write outage {s(d['write_outage_s'])}")
     console.print(f"  acknowledged writes {d['acknowledged_writes']}, lost {d['lost_writes']}; "
-                  f"health {d['health']}; rejoined {d['rejoined']}")
+                  f"health after the failover {d['health']}"
+                  + (f" ({d['health_severity']}: the old primary is down until it rejoins)"
+                     if d.get("health_severity") == "P1" else "")
+                  + f"; rejoined {d['rejoined']}")
     for why in d.get("why") or []:  # the reasons, each with what to do
         console.print(f"  [red]why:[/] {escape(why)}")
     if d.get("markdown"):
