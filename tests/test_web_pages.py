@@ -380,3 +380,17 @@ def test_commands_show_as_code_not_backticks() -> None:
     assert str(code("to fix: `cardmint cluster rejoin node2` <now>")) == (
         "to fix: <code>cardmint cluster rejoin node2</code> &lt;now&gt;")
     assert str(code("a lone ` stays")) == "a lone ` stays"
+
+
+def test_prices_far_apart_get_a_chart_each() -> None:
+    """Issue 17 item 8: a $9,000 line beside a $300 one drew the cheap one flat."""
+    from cardmint.web.catalog_pages import by_magnitude
+    from cardmint.web.charts import Series
+
+    dear = Series("Holo · Shadowless · 1st Edition · NM", [(1.0, 9000.0), (2.0, 9400.0)])
+    mid = Series("Holo · Unlimited · NM", [(1.0, 300.0), (2.0, 320.0)])
+    near = Series("Holo · Unlimited · LP", [(1.0, 150.0), (2.0, 180.0)])
+    groups = by_magnitude([mid, dear, near])
+    assert [[s.label for s in g] for g, _ in groups] == [[dear.label], [mid.label, near.label]]
+    assert groups[0][1] == ", 1 of 2: up to $9,400.00"
+    assert by_magnitude([mid, near]) == [([mid, near], "")]

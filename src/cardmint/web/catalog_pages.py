@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from cardmint import inputs
 from cardmint.catalog import search
@@ -113,11 +114,38 @@ async def card_page(request: Request, card_id: str) -> HTMLResponse:
             key = (row["variant_id"], row["condition"])
             by_line.setdefault(key, []).append((row["observed_at"], row["price_cents"] / 100))
     series = [Series(f"{names.get(v, v)} · {c}", pts) for (v, c), pts in sorted(by_line.items())]
-    chart = line_chart(series, title=f"Price history of {card['name']} (USD)",
-                       y_label=lambda v: money(v))
+    chart = Markup("").join(
+        line_chart(group, title=f"Price history of {card['name']} (USD)" + suffix,
+                   y_label=lambda v: money(v))
+        for group, suffix in by_magnitude(series))
     held_rows, held_total = held[0] if held else ([], 0)
     return render(request, "card.html", card=card, variant_names=names, chart=chart,
                   latest=latest, held=held_rows, held_total=held_total)
+
+
+SCALE_RATIO = 8.0  # lines further apart than this get a chart each, else the low ones are flat
+
+
+def _top(one: Series) -> float:
+    return max((p[1] for p in one.points if p[1] is not None), default=0.0)
+
+
+def by_magnitude(series: list[Series]) -> list[tuple[list[Series], str]]:
+    """The series in groups whose highest prices lie within SCALE_RATIO of each other,
+    dearest first, each with a title suffix: a $9,000 line beside a $300 one would draw
+    the cheap one flat along the axis."""
+    if not series:
+        return [([], "")]
+    groups: list[list[Series]] = []
+    for one in sorted(series, key=_top, reverse=True):
+        if groups and _top(groups[-1][0]) <= _top(one) * SCALE_RATIO:
+            groups[-1].append(one)
+        else:
+            groups.append([one])
+    if len(groups) == 1:
+        return [(groups[0], "")]
+    return [(g, f", {i + 1} of {len(groups)}: up to {money(_top(g[0]))}")
+            for i, g in enumerate(groups)]
 
 
 def _no_card(request: Request, card_id: str) -> HTMLResponse:
