@@ -271,3 +271,8 @@ async def test_the_api_docs_need_no_network(client: httpx.AsyncClient) -> None:
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         r = await client.get(f"/docs/assets/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000, asset
+
+
+async def test_type_synonyms(catalog: Database) -> None:
+    assert (await search_cards(catalog, "type:electric", page_size=1)).total_count == (
+        await search_cards(catalog, "type:lightning", page_size=1)).total_count > 0

@@ -159,7 +159,14 @@ def _keyword(column: str) -> Callable[[Params, str], str]:
     return match
 
 
+# What players call the TCG's energy types after the video games' names.
+TYPE_SYNONYMS = {"electric": "Lightning", "dark": "Darkness", "steel": "Metal",
+                 "normal": "Colorless", "colourless": "Colorless", "ghost": "Psychic",
+                 "ground": "Fighting", "rock": "Fighting", "ice": "Water", "bug": "Grass"}
+
+
 def _type(p: Params, v: str) -> str:
+    v = TYPE_SYNONYMS.get(fold(v).lower(), v)
     if "*" in v:
         pattern = p.add(like_pattern(v, contains=False), "text")
         return ("EXISTS (SELECT 1 FROM unnest(c.types) AS t(v) "
