@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make run HOST=0.0.0.0 PORT=8080`: where the API listens
+# `make run PORT=8080` (HOST= another loopback address): where the API listens
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
