@@ -5,14 +5,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run PORT=8080` (HOST= another loopback address): where the API listens
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: run test venv postgres pgbouncer patroni browser promtool fonts lint bench down clean
+.PHONY: run port-free test venv postgres pgbouncer patroni browser promtool fonts lint bench down clean
 
-run: venv postgres pgbouncer patroni
+# The port is checked first: a taken one fails in a second, not after the whole set-up.
+run: port-free venv postgres pgbouncer patroni
 	$(BIN)/cardmint cluster up
 	$(BIN)/cardmint db upgrade
 	$(BIN)/cardmint catalog load
-	$(BIN)/cardmint serve
+	$(BIN)/cardmint serve --host $(HOST) --port $(PORT)
+
+port-free:
+	@$(PYTHON) -c 'import socket, sys; s = socket.socket(); \
+	s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); \
+	exec("try: s.bind((sys.argv[1], int(sys.argv[2])))\nexcept OSError as e: " \
+	"sys.exit(f\"make run: cannot listen on {sys.argv[1]}:{sys.argv[2]} ({e.strerror}); " \
+	"choose another: make run PORT=8001\")")' '$(HOST)' '$(PORT)'
 
 # The contracts (lint) first: a broken one fails at once, before any setup or test.
 test: lint postgres pgbouncer patroni browser promtool fonts

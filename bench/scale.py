@@ -150,7 +150,7 @@ async def measure(s: Settings, token: str, sets: list[str], seconds: int,
                   clients: int, workers: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": load()}
     headers = {"Authorization": f"Bearer {token}"}
-    args = ("--no-monitor", "--workers", str(workers))
+    args = ("--no-monitor", "--no-access-log", "--workers", str(workers))
     async with serving(s, extra_args=args) as (url, _pid):
         async with loadgen.client(url, 1, 10.0) as http:
             cards = await mix.draw_cards(http, random.Random(7))

@@ -97,3 +97,11 @@ def test_production_cli_shim() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "production_cli.py"), "bogus"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "usage" in done.stderr
+
+
+def test_figures_read_as_words() -> None:
+    """Issue 17 item 8: no {'idle': 7} or 'None ms' in what people read."""
+    from cardmint.cli.output import counts, measured
+
+    assert counts({"idle": 7, "active": 2}) == "7 idle, 2 active" and counts({}) == "none"
+    assert measured(None, "ms") == "not measured" and measured(12.5, "ms") == "12.5 ms"

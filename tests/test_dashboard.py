@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,6 +151,17 @@ async def test_a_naive_clock_is_refused(pg: TestCluster, db: Database) -> None:
         await snapshot(pg.settings(), db, now=datetime(2031, 1, 5, 3, 0))
 
 
+def test_all_clear_counts_a_failed_drill() -> None:
+    from cardmint.ops.monitor.dashboard import overall
+
+    snap = {"cluster": {"nodes": [{"status": "ok"}]}, "health": {"available": True,
+                                                                   "status": "ok"},
+            "drills": {"available": True, "items": [{"ok": True}]}}
+    assert overall(snap) == "ok"
+    snap["drills"]["items"].insert(0, {"ok": False})
+    assert overall(snap) == "warn"  # not "all clear" while the last drill failed
+
+
 def test_node_verdicts() -> None:
     s = make_settings(Path("/nonexistent"))
     up = {"name": "node2", "role": "replica", "running": True, "state": "streaming",
@@ -159,7 +173,8 @@ def test_node_verdicts() -> None:
     assert judge_node({**up, "patroni": {"running": False}}, [], s) == (
         "warn", ["its Patroni agent is not running"])
     status, reasons = judge_node({**up, "running": False, "state": "stopped"}, [], s)
-    assert status == "critical" and reasons == ["not running"]
+    assert status == "critical" and reasons == [
+        "not running (to fix: `cardmint cluster rejoin node2`)"]
     failing = [{"name": "storage", "node": "node2", "status": "warn"},
                {"name": "storage", "node": "node1", "status": "critical"}]
     assert judge_node(up, failing, s) == ("warn", ["storage warn"])
@@ -198,7 +213,7 @@ async def _replica_down_then_no_primary(tc: TestCluster, s, db: Database, client
     snap = await snapshot(s, db)
     replica = node(snap, "node2")
     assert replica["status"] == "critical" and replica["running"] is False
-    assert "not running" in replica["reasons"]
+    assert replica["reasons"][0].startswith("not running")
     assert check(snap, "connectivity", "node2")["status"] != "ok"
     assert node(snap, "node1")["status"] in ("ok", "warn")
     assert snap["status"] == "critical"
@@ -206,6 +221,7 @@ async def _replica_down_then_no_primary(tc: TestCluster, s, db: Database, client
     page = await client.get("/dashboard", headers=headers)
     assert page.status_code == 200
     assert re.search(r'data-node="node2" data-status="critical"', page.text)
+    await _one_verdict_everywhere(tc)
 
     await tc.cluster.up()  # starts the stopped node, by its data directory
     await poll(lambda: _node_status(s, db, "node2", "ok"), timeout=30)
@@ -234,6 +250,33 @@ async def _replica_down_then_no_primary(tc: TestCluster, s, db: Database, client
         assert password not in page.text, role
     fragment = await client.get("/dashboard/fragment", headers=headers)
     assert fragment.status_code == 200 and "unavailable: " in fragment.text
+
+
+async def _one_verdict_everywhere(tc: TestCluster) -> None:
+    """Issue 17 item 12: a stopped replica was warn in `health` (exit 1), P1 in the alerts
+    (exit 2), red on the dashboard, and ok in the role check. Now it is P1, critical,
+    exit 2 in each, and each names the command that fixes it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env["CARDMINT_HOME"] = str(tc.home)
+
+    def cardmint(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cardmint", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    health = await asyncio.to_thread(cardmint, "health", "--json")
+    doc = json.loads(health.stdout)
+    assert health.returncode == 2 and doc["severity"] == "P1", health.stdout
+    by = {(c["name"], c["node"]): c for c in doc["checks"]}
+    assert by[("connectivity", "node2")]["status"] == "critical"
+    assert by[("role", None)]["status"] == "critical"
+    for name in ("connectivity", "role"):
+        node_name = "node2" if name == "connectivity" else None
+        assert "`cardmint cluster rejoin node2`" in by[(name, node_name)]["detail"]
+    monitor = await asyncio.to_thread(cardmint, "monitor", "--once", "--no-backups", "--json")
+    assert monitor.returncode == 2, monitor.stdout + monitor.stderr
+    firing = {a["name"]: a for a in json.loads(monitor.stdout)["firing"]}
+    assert firing["node_unreachable"]["severity"] == "P1"
+    assert "`cardmint cluster rejoin node2`" in firing["node_unreachable"]["recommendation"]
 
 
 async def _node_status(s, db: Database, name: str, expected: str) -> bool:

@@ -207,6 +207,27 @@ async def test_a_rewind_that_is_impossible_falls_back_to_a_base_backup(ha: TestC
     assert old in await streaming_from(ha, report.new_primary)
 
 
+async def test_a_replica_that_merely_stopped_is_started_again(ha: TestCluster) -> None:
+    """Issue 17 item 14: a crashed replica got "pg_rewind was impossible", server log
+    lines, a silent base backup and its old directory left behind. A plain start comes
+    first now; the command says each step as it goes, in our words."""
+    state = ha.cluster.state()
+    replica = state.replicas[0]
+    os.kill(replica.pid, signal.SIGKILL)  # a crash, not a clean stop
+    await process.wait_gone(Path(replica.datadir))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env.update(CARDMINT_HOME=str(ha.home), COLUMNS="100")
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "rejoin", replica.name],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert f"{replica.name}: starting it again as it is" in done.stderr  # progress
+    assert f"{replica.name} streams from {state.primary.name} (started again" in done.stdout
+    assert "LOG:" not in done.stdout + done.stderr and "impossible" not in done.stdout
+    assert "kept in" not in done.stdout  # nothing set aside: nothing to clean up
+    assert replica.name in await streaming_from(ha, state.primary.name)
+
+
 async def test_switchover_under_write_load_loses_nothing_and_the_old_primary_streams(
         ha: TestCluster) -> None:
     async with write_load(ha) as (probe, _):

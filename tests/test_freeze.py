@@ -260,3 +260,32 @@ async def test_the_api_answers_a_frozen_write_with_503_and_the_reason(pg: TestCl
             assert (await client.get("/read")).status_code == 200
     finally:
         await freeze.thaw(pg.settings())
+
+
+async def test_signed_in_reads_keep_working_while_frozen(pg: TestCluster, db: Database) -> None:
+    """Issue 17 item 11: the token check recorded each use with a write, so during a
+    freeze every signed-in page and authenticated GET answered 503. Its use is now
+    recorded when it can be; reads are served either way (writes: the test above)."""
+    import httpx
+
+    from cardmint.api.app import create_app
+    from cardmint.tokens import create_token
+    from support import serving
+
+    reader, _ = await create_token(db, owner="freeze-reader", scope="write")
+    bearer = {"Authorization": f"Bearer {reader}"}
+    await freeze.freeze(pg.settings(), reason="reads test")
+    try:
+        async with serving(create_app(pg.settings())) as client:
+            client.base_url = httpx.URL("http://127.0.0.1")  # the cookie goes without Secure
+            listed = await client.get("/v1/inventory/items", headers=bearer)
+            assert listed.status_code == 200, listed.text
+            signed = await client.post("/signin", data={"token": reader, "next": "/inventory"})
+            assert signed.status_code == 303, signed.text
+            page = await client.get("/inventory")
+            assert page.status_code == 200 and "Inventory" in page.text
+    finally:
+        await freeze.thaw(pg.settings())
+    used = await db.fetchval("SELECT last_used_at FROM api_tokens WHERE owner = $1",
+                             "freeze-reader")
+    assert used is None  # the freeze refused the bookkeeping, not the reader

@@ -221,12 +221,13 @@ async def test_archive_failures_and_lost_nodes(work_root: Path, template_dir: Pa
         finally:
             await admin.close()
 
-        # a replica down: HA is degraded (warn, P1); the primary still serves
+        # a replica down: HA is degraded (P1, so critical as everywhere); the primary
+        # still serves
         state = tc.cluster.state()
         from cardmint.cluster.pg import process
         await process.stop(state.replicas[0].pid)
         report = await check_health(s)
-        assert status(report, "connectivity", "node2") == "warn"
+        assert status(report, "connectivity", "node2") == "critical"
         assert status(report, "connectivity", "node1") == "ok"
         assert report.severity == "P1"
 

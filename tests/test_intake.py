@@ -322,3 +322,21 @@ async def test_serve_runs_a_worker_that_stocks_a_capture(pg: TestCluster,
     # processed unless another test left base1-4 priced above $100
     assert data["status"] in ("processed", "needs_review")
     assert (data["item"] is not None) == (data["status"] == "processed")
+
+
+async def test_discarding_a_capture_keeps_who_and_why(api: Api) -> None:
+    """Issue 17 item 4: a capture that is no card leaves the queue with its reason."""
+    capture = await api.in_review()
+    path = f"/v1/captures/{capture['id']}/discard"
+    headers = api.headers["write"]
+    blank = await api.c.post(path, json={"reason": ""}, headers=headers)
+    assert blank.status_code in (400, 422)
+    done = await api.c.post(path, json={"reason": "not a card"}, headers=headers)
+    assert done.status_code == 200, done.text
+    data = done.json()["data"]
+    assert data["status"] == "discarded" and data["discarded"]["reason"] == "not a card"
+    again = await api.c.post(path, json={"reason": "twice"}, headers=headers)
+    assert again.status_code == 409
+    missing = await api.c.post("/v1/captures/999999999/discard", json={"reason": "x"},
+                               headers=headers)
+    assert missing.status_code == 404

@@ -246,6 +246,9 @@ async def test_list_filters_and_pages(api: Api) -> None:
     assert await ids() == [a["id"], b["id"], c["id"]]
     alias = (await api.get("/v1/inventory", location=loc)).json()
     assert [i["id"] for i in alias["data"]] == [a["id"], b["id"], c["id"]]
+    # locations are found as people type them: any case, and by their start
+    prefix = (await api.get(ITEMS, location=loc[:-3].upper())).json()
+    assert [i["id"] for i in prefix["data"]] == [a["id"], b["id"], c["id"]]
     assert await ids(status="RESERVED") == [a["id"]]
     assert await ids(condition="HP") == [b["id"]]
     assert await ids(set="sv01") == [b["id"]]

@@ -89,3 +89,61 @@ async def test_errors_found_by_level_and_time(work_root: Path, template_dir: Pat
             assert not any(p in f.read_text() for f in files for p in passwords)
     finally:
         await tc.cluster.down(purge=True)
+
+
+def test_an_expected_outage_logs_one_line_and_serve_logs_requests() -> None:
+    """Issue 17 item 15: a lost connection is one line with its cause, not a traceback;
+    any other error keeps its traceback; `cardmint serve` has an access log."""
+    import io
+    import logging as logging_
+
+    import asyncpg
+    from uvicorn.config import LOGGING_CONFIG
+
+    from cardmint.db.outage_log import OutageFilter, serve_log_config
+
+    stream = io.StringIO()
+    handler = logging_.StreamHandler(stream)
+    handler.addFilter(OutageFilter())
+    logger = logging_.getLogger("cardmint.test-outage")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for exc in (asyncpg.CannotConnectNowError("the database system is shutting down"),
+                    ValueError("a bug")):
+            try:
+                raise exc
+            except Exception:
+                logger.exception("round failed")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "round failed (CannotConnectNowError: the database system is shutting down)" in out
+    assert out.count("Traceback") == 1 and "ValueError: a bug" in out  # the bug keeps it
+    config = serve_log_config(LOGGING_CONFIG)
+    assert all("outage" in h["filters"] for h in config["handlers"].values())
+    assert all(config["loggers"][n]["handlers"] == ["default"]
+               for n in ("cardmint", "asyncio", "asyncpg"))
+    assert "filters" not in LOGGING_CONFIG["handlers"]["default"]  # uvicorn's left alone
+
+
+async def test_a_background_job_failing_at_shutdown_does_not_fail_the_shutdown(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """After a failover the monitor's lock connection is gone and releasing it raised
+    out of the lifespan: Ctrl-C printed "Application shutdown failed"."""
+
+    import asyncpg
+    from fastapi import FastAPI
+
+    from cardmint.api.background import run_beside
+
+    async def job(app: FastAPI, stop: asyncio.Event) -> None:
+        await stop.wait()
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+    app = FastAPI()
+    run_beside(app, job)
+    with caplog.at_level("WARNING", logger="cardmint.background"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert "ended with an error at shutdown: ConnectionDoesNotExistError" in caplog.text

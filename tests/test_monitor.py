@@ -344,3 +344,30 @@ async def test_serve_runs_the_monitor_loop(pg: TestCluster, fresh_rows: None) ->
                                            "WHERE id > $1", before), timeout=30)
     finally:
         await db.close()
+
+
+async def test_the_alerts_table_reads_at_80_columns(pg: TestCluster, fresh_rows: None) -> None:
+    """Issue 17 item 16: the alerts table wrapped inside words at 80 columns."""
+    from cardmint.ops.monitor.rules import RULES
+
+    rule = RULES["node_unreachable"]
+    admin = await pg.admin()
+    try:
+        await admin.execute(
+            "INSERT INTO alerts (name, severity, message, node, runbook_section, "
+            "recommendation, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, now())",
+            rule.name, rule.severity, "node7 does not answer", "node7", rule.runbook_section,
+            rule.advice("node7"))
+    finally:
+        await admin.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
+    env.update(CARDMINT_HOME=str(pg.home), COLUMNS="80")
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "cardmint", "alerts"], capture_output=True,
+        text=True, env=env, timeout=120, cwd=ROOT)
+    no_traceback(done)
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, done.stdout
+    words = set(done.stdout.replace("│", " ").split())
+    for word in ("node_unreachable", "`cardmint", "rejoin", "availability", "Connection"):
+        assert word in words, (word, done.stdout)  # whole, never cut across lines

@@ -132,3 +132,21 @@ async def test_card_history_and_latest(api: Api) -> None:
     for params in ({"condition": "MINT"}, {"pageSize": 0}, {"variantId": "x"}):
         assert (await api.get("/v1/cards/sv01-001/prices", scope="none",
                               **params)).status_code == 400
+
+
+async def test_an_ambiguous_printing_is_refused_with_the_choices(api: Api) -> None:
+    """A feed's "normal" for base1-58 (Pikachu) once went to the jumbo printing; now it
+    is refused, naming every standard-size choice in full; variantSize picks the jumbo."""
+    source = f"jumbo-{api.tag}"
+    jumbo = await api.variant("base1-58", "normal", size="jumbo")
+    r = await api.post("/v1/prices", {"source": source, "rows": [
+        row(cardId="base1-58", variantType="normal"),
+        row(cardId="base1-58", variantType="normal", variantSize="jumbo", priceCents=7)]})
+    data = r.json()["data"]
+    assert (data["inserted"], data["rejected"]) == (1, 1), r.text
+    message = data["errors"][0]["message"]
+    assert data["errors"][0]["field"] == "body.rows[0].variantType"
+    assert "Normal · Shadowless · 1st Edition" in message and "none was chosen" in message
+    assert "Jumbo" not in message  # a size-less row means a standard card
+    assert await api.db.fetchval(
+        "SELECT variant_id FROM prices WHERE source = $1", source) == jumbo

@@ -239,3 +239,17 @@ def test_every_rule_names_its_settings_and_a_unit() -> None:
             assert field is None or isinstance(field, float | int) or hasattr(SETTINGS, field)
         assert rule.threshold_of(SETTINGS) is not None and rule.condition
         assert "$threshold" in rule.expr and ("$upper" in rule.expr) == (rule.upper is not None)
+
+
+def test_the_runbook_holds_one_verdict_per_condition() -> None:
+    """docs/runbook.md's table is the rules': severity, status, exit code and fix."""
+    from pathlib import Path
+
+    from cardmint.ops.incidents.severity import STATUS_OF
+    from cardmint.ops.monitor.runbook import verdicts_table
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "runbook.md").read_text()
+    assert verdicts_table(rules.RULES.values(), STATUS_OF) in text
+    for rule in rules.RULES.values():
+        assert "cardmint " in rule.advice("node2"), f"{rule.name} names no command"
+    assert "`cardmint cluster rejoin node2`" in rules.RULES["node_unreachable"].advice("node2")

@@ -242,3 +242,37 @@ async def test_random_queries_answer_or_say_why(client: httpx.AsyncClient) -> No
         assert r.status_code in (200, 400), (q, r.status_code, r.text)
         statuses.add(r.status_code)
     assert statuses == {200, 400}
+
+
+async def test_search_forgives_word_order_set_names_and_says_what_it_meant(
+        catalog: Database) -> None:
+    """The README's own `rarity:"Rare Holo"` finds the data's "Holo Rare" too; a set by
+    its name; a value that matches nothing gets the closest ones."""
+    both = await search_cards(catalog, 'rarity:"Rare Holo"', page_size=1)
+    holo_rare = await search_cards(catalog, 'rarity:"holo rare"', page_size=1)
+    assert both.total_count == holo_rare.total_count > 700
+    assert (await search_cards(catalog, 'rarity:"Rare Ultra"')).total_count == (
+        await search_cards(catalog, 'rarity:"Ultra Rare"')).total_count > 0
+    by_name = await search_cards(catalog, 'set:"base set"', page_size=1)
+    assert by_name.total_count == 102 == (await search_cards(catalog, "set:base1")).total_count
+    assert by_name.hints == []
+    miss = await search_cards(catalog, 'charizard set:"Base Sett" rarity:"Holo Rrae"')
+    assert miss.total_count == 0
+    assert any("did you mean set:base1 (Base Set)" in h for h in miss.hints), miss.hints
+    assert any('rarity:"Holo Rare"' in h for h in miss.hints), miss.hints
+
+
+async def test_the_api_docs_need_no_network(client: httpx.AsyncClient) -> None:
+    """Issue 17 item 9: /docs loaded Swagger UI from a CDN (a blank page offline); its
+    files now come from the pinned swagger-ui-bundle package."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "http" not in page.text.split("<body>")[-1]
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = await client.get(f"/docs/assets/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+
+
+async def test_type_synonyms(catalog: Database) -> None:
+    assert (await search_cards(catalog, "type:electric", page_size=1)).total_count == (
+        await search_cards(catalog, "type:lightning", page_size=1)).total_count > 0

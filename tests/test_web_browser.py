@@ -115,7 +115,7 @@ async def test_resolve_a_review_item_with_a_click(signed_in: SignedIn,  # noqa: 
     card = page.locator(f"article[aria-labelledby='cap-{capture['id']}']")
     assert capture["reasons"][0]["message"] in await card.inner_text()
     await screenshot(page, "review")
-    await card.get_by_role("button", name="This one").first.click()
+    await card.get_by_role("button", name=re.compile(r"^It is ")).first.click()
     await page.wait_for_url(re.compile(rf"/review\?resolved={capture['id']}"))
     notice = page.get_by_role("status").first
     assert f"Capture {capture['id']} resolved" in await notice.inner_text()

@@ -4,6 +4,7 @@ full catalog. Sign-in, CSRF, query errors, stale forms, and no 500 for odd input
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -177,6 +178,12 @@ async def test_validation_errors_sit_next_to_their_field(
         assert r.status_code == 422, (field, r.text[:300])
         error = re.search(rf'<p id="e-{field}" class="error" role="alert">([^<]*)<', r.text)
         assert error and words in error.group(1), (field, error)
+    # several at once: each is shown, not only the first
+    r = await c.post("/inventory/add", data={**base, "acquisitionCost": "abc", "grade": "11",
+                                             "acquiredOn": "yesterday"})
+    assert r.status_code == 422
+    for field in ("acquisitionCost", "grade", "acquiredOn"):
+        assert f'<p id="e-{field}" class="error"' in r.text, field
     item_id = await add_item(c)
     item = await c.get(f"/inventory/items/{item_id}")
     r = await c.post(f"/inventory/items/{item_id}/sell",
@@ -287,11 +294,18 @@ async def test_remove_from_stock_is_final_and_in_the_ledger(
     item_id = await add_item(c)
     page = await c.get(f"/inventory/items/{item_id}")
     assert "Remove from stock" in page.text
-    r = await c.post(f"/inventory/items/{item_id}/remove",
-                     data={"csrf": csrf_of(page.text), "version": version_of(page.text),
-                           "reason": "water damage"})
+    form = {"csrf": csrf_of(page.text), "version": version_of(page.text),
+            "reason": "water damage"}
+    # final and one click away: a page asks first, and nothing changes until confirmed
+    ask = await c.post(f"/inventory/items/{item_id}/remove", data=form)
+    assert ask.status_code == 200 and "This is final" in ask.text
+    assert 'name="confirm" value="yes"' in ask.text and "No, keep it" in ask.text
+    assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",
+                                  item_id) == "IN_STOCK"
+    r = await c.post(f"/inventory/items/{item_id}/remove", data={**form, "confirm": "yes"})
     assert r.status_code == 303
-    after = await c.get(f"/inventory/items/{item_id}")
+    after = await c.get(r.headers["location"])
+    assert "Removed from stock." in after.text  # it says so
     assert "removed" in after.text and "water damage" in after.text
     assert "Remove from stock" not in after.text  # final: no more status forms
     assert await catalog.fetchval("SELECT status FROM inventory_items WHERE id = $1",
@@ -318,3 +332,65 @@ async def test_resolving_sets_the_items_condition_and_location(
     row = await catalog.fetchrow("SELECT p.condition, i.location FROM inventory_items i "
                                  "JOIN products p ON p.id = i.product_id WHERE i.id = $1", item)
     assert (row["condition"], row["location"]) == ("LP", "Binder Z")
+
+
+async def test_remote_images_can_be_turned_off(pg: TestCluster, catalog: Database) -> None:
+    """CARDMINT_REMOTE_IMAGES=false: placeholders only, and TCGdex's host is not in the
+    policy (it is, for that host alone, by default: test_web_ux_browser)."""
+    async with serving(create_app(pg.settings(remote_images=False))) as c:
+        c.headers.update(HTML)
+        r = await c.get("/cards/base1-4")
+        assert r.status_code == 200
+        assert "tcgdex" not in r.text and "tcgdex" not in r.headers["content-security-policy"]
+        assert 'aria-label="Charizard, Base Set 4: no picture"' in r.text
+
+
+async def test_add_by_name_without_javascript_and_in_bulk(app_client: httpx.AsyncClient,
+                                                          catalog: Database) -> None:
+    c = app_client
+    await sign_in(c, catalog, "write")
+    found = await c.get("/inventory/add", params={"q": "charizard set:base1"})
+    assert found.status_code == 200 and 'href="/inventory/add?card=base1-4"' in found.text
+    hint = await c.get("/inventory/add/suggest", params={"q": 'set:"Base Sett"'})
+    assert "did you mean set:base1" in hint.json()["hints"][0]
+    csrf = csrf_of(found.text)
+    loc = f"bulk-{uuid.uuid4().hex[:8]}"
+    normal = await catalog.fetchval("SELECT id FROM card_variants WHERE card_id = 'sv01-001' "
+                                    "AND type = 'normal'")
+    first = f"2 sv01-001 #{normal}"
+    bad = await c.post("/inventory/add/bulk", data={
+        "csrf": csrf, "location": loc, "lines": f"{first}\n1 base1-4\n1 nosuchcard-zz\n"})
+    assert bad.status_code == 422 and "Nothing was added" in bad.text
+    assert "Line 2" in bad.text and "printings, add one" in bad.text  # never guessed
+    assert "Line 3" in bad.text and "Line 1" not in bad.text  # every problem at once
+    assert await catalog.fetchval("SELECT count(*) FROM inventory_items WHERE location = $1",
+                                  loc) == 0
+    holo = await catalog.fetchval("SELECT id FROM card_variants WHERE card_id = 'base1-4' "
+                                  "AND subtype = 'unlimited'")
+    good = await c.post("/inventory/add/bulk", data={
+        "csrf": csrf, "location": loc, "lines": f"{first}\n1 base1-4 #{holo}\n"})
+    assert good.status_code == 303 and "added=3" in good.headers["location"]
+    assert await catalog.fetchval("SELECT count(*) FROM inventory_items WHERE location = $1",
+                                  loc) == 3
+
+
+def test_commands_show_as_code_not_backticks() -> None:
+    from cardmint.web.render import code
+
+    assert str(code("to fix: `cardmint cluster rejoin node2` <now>")) == (
+        "to fix: <code>cardmint cluster rejoin node2</code> &lt;now&gt;")
+    assert str(code("a lone ` stays")) == "a lone ` stays"
+
+
+def test_prices_far_apart_get_a_chart_each() -> None:
+    """Issue 17 item 8: a $9,000 line beside a $300 one drew the cheap one flat."""
+    from cardmint.web.catalog_pages import by_magnitude
+    from cardmint.web.charts import Series
+
+    dear = Series("Holo · Shadowless · 1st Edition · NM", [(1.0, 9000.0), (2.0, 9400.0)])
+    mid = Series("Holo · Unlimited · NM", [(1.0, 300.0), (2.0, 320.0)])
+    near = Series("Holo · Unlimited · LP", [(1.0, 150.0), (2.0, 180.0)])
+    groups = by_magnitude([mid, dear, near])
+    assert [[s.label for s in g] for g, _ in groups] == [[dear.label], [mid.label, near.label]]
+    assert groups[0][1] == ", 1 of 2: up to $9,400.00"
+    assert by_magnitude([mid, near]) == [([mid, near], "")]

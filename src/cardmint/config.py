@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # A data directory to copy instead of running initdb (made on first use).
     pg_template: Path | None = None
 
+    # Card pictures from TCGdex's asset host (assets.tcgdex.net) on the pages; false shows
+    # placeholders and keeps the host out of the pages' Content-Security-Policy.
+    remote_images: bool = True
+
     # Connections. Unset DSNs come from the local cluster's state.
     database_url: SecretStr | None = None  # primary, application role (DML only)
     replica_urls: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -19,11 +20,12 @@ from typing import Any
 
 from cardmint.db import Database, one
 from cardmint.db.values import TOKEN_SCOPES
-from cardmint.errors import DatabaseUnavailable, UsageError, ValidationError
+from cardmint.errors import DatabaseError, UsageError, ValidationError
 
 SCOPES = TOKEN_SCOPES
 PREFIX = "cm_"
 MAX_CLIENTS = 10_000  # addresses the failure limiter remembers at most
+log = logging.getLogger(__name__)
 TOUCH_EVERY_S = 60  # last_used_at is refreshed at most this often (a write per use is waste)
 
 
@@ -61,7 +63,7 @@ async def create_token(db: Database, *, owner: str, scope: str) -> tuple[str, di
 async def authenticate(db: Database, token: str, *, stale_ok: bool = False) -> Principal | None:
     """The principal a presented token stands for, or None (unknown, revoked, malformed).
     `stale_ok` lets a replica vouch for it (a revocation reaches it within the replica lag)
-    and makes recording its use best-effort: for reading when there is no primary."""
+    for reading when there is no primary. Recording its use is always best-effort."""
     if not token.startswith(PREFIX) or len(token) > 100:
         return None
     wanted = digest(token)
@@ -75,12 +77,15 @@ async def authenticate(db: Database, token: str, *, stale_ok: bool = False) -> P
     if row is None or not hmac.compare_digest(bytes(row["token_hash"]), wanted):
         return None
     if row["stale"]:
+        # Recording the use is bookkeeping: it never decides an answer. Under `db freeze`
+        # the write is refused (permission denied), without a primary it cannot be made;
+        # either way the token is still good and a read must still be served.
         try:
             await db.execute("UPDATE api_tokens SET last_used_at = now() WHERE id = $1",
                              row["id"])
-        except DatabaseUnavailable:
-            if not stale_ok:
-                raise
+        except DatabaseError as exc:
+            log.info("token %s used; its last use not recorded (%s)", row["id"],
+                     type(exc).__name__)
     return Principal(row["id"], row["owner"], row["scope"])
 
 

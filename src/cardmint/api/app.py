@@ -14,6 +14,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from cardmint import __version__, web
 from cardmint.api import (
     catalog,
+    docs,
     health,
     intake,
     inventory,
@@ -58,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await listener
             await db.close()
 
-    app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan)
+    # /docs from the package's own Swagger UI files (api/docs.py), never a CDN
+    app = FastAPI(title="CardMint", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.auth_failures = FailureLimiter()
     # photo uploads: the photo's limit plus room for a form's other parts
     upload_bytes = settings.image_max_bytes + 64 * 1024
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     problems.install(app)
     metrics.install(app)
     health.install(app)
+    docs.install(app)
 
     app.include_router(catalog.router)
     app.include_router(scan.router)  # before intake's: it takes the uploads to /v1/captures

@@ -5,11 +5,16 @@ database closes, and is awaited so it finishes what it was doing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+
+from cardmint.dsn import redact
+
+log = logging.getLogger("cardmint.background")
 
 Job = Callable[[FastAPI, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -27,7 +32,14 @@ def run_beside(app: FastAPI, job: Job) -> None:
                 yield state
             finally:
                 stop.set()
-                await task
+                # a job that ends in an error (its connection gone after a failover) is
+                # logged in one line: the server still shuts down cleanly on Ctrl-C
+                try:
+                    await task
+                except Exception as exc:  # any: the shutdown must finish
+                    log.warning("%s ended with an error at shutdown: %s: %s",
+                                getattr(job, "__qualname__", "background job"),
+                                type(exc).__name__, redact(str(exc)))
 
     app.router.lifespan_context = lifespan
 

@@ -107,6 +107,7 @@ async def search_cards(
                                            page_size=page_size, stale_ok=stale_ok)
         body = CardList.of([CardSummary.fields_of(r) for r in result.rows], page=result.page,
                            page_size=result.page_size, total_count=result.total_count)
+        body.hints = result.hints
         return body.model_dump_json(by_alias=True).encode(), result.catalog_version
 
     try:

@@ -130,6 +130,12 @@ class ResolveRequest(Model):
     location: str | None = Field(None, min_length=1, max_length=100)
 
 
+class DiscardRequest(Model):
+    """Why the capture is no card to stock (kept with it)."""
+
+    reason: str = Field(..., min_length=1, max_length=captures.MAX_REASON)
+
+
 def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
@@ -225,6 +231,29 @@ async def resolve_capture(request: Request, body: ResolveRequest,
                 tx, capture_id, card_id=body.card_id, variant_id=body.variant_id,
                 condition=body.condition, language=body.language, location=body.location,
                 actor=who.owner)
+        except captures.CaptureNotFound as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except captures.NotReviewable as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        return 200, OneCapture(data=Capture.of(capture))
+
+    return await idempotent(request, who, run)
+
+
+@router.post("/captures/{capture_id}/discard", response_model=OneCapture,
+             responses=responses(400, 404, 409, 413, 422, 503, *AUTH))
+async def discard_capture(request: Request, body: DiscardRequest,
+                          capture_id: int = _capture_id(),
+                          who: Principal = Depends(require_scope("write"))) -> Response:
+    """The operator discards a capture in review (not a card, a duplicate...): it leaves
+    the queue, with who and why kept. 409 if the capture is not in review."""
+
+    async def run(tx: Transaction) -> tuple[int, OneCapture]:
+        try:
+            capture = await captures.discard(tx, capture_id, reason=body.reason,
+                                             actor=who.owner)
         except captures.CaptureNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         except captures.NotReviewable as exc:

@@ -58,7 +58,9 @@ Location = Field(None, min_length=1, max_length=100)
 
 
 class AddItem(Model):
-    """A physical card: its printing (variantId, or cardId and variantType) and details."""
+    """A physical card: its printing (variantId, or cardId and variantType with the parts
+    that tell its printings apart; an ambiguous one is refused with the choices) and
+    details."""
 
     variant_id: int | None = Field(None, alias="variantId", ge=1, le=MAX_ID)
     card_id: str | None = Field(None, alias="cardId", min_length=1, max_length=64)
@@ -66,6 +68,8 @@ class AddItem(Model):
     variant_subtype: str | None = Field(None, alias="variantSubtype", min_length=1,
                                         max_length=64)
     variant_foil: str | None = Field(None, alias="variantFoil", min_length=1, max_length=64)
+    variant_stamps: list[str] | None = Field(None, alias="variantStamps", max_length=8)
+    variant_size: str | None = Field(None, alias="variantSize", min_length=1, max_length=64)
     condition: Condition = "NM"
     language: str = Field("en", pattern=LANGUAGE, max_length=10)
     location: str | None = Location
@@ -158,7 +162,9 @@ async def add_item(request: Request, body: AddItem,
     new = items.NewItem(
         variant=VariantRef(variant_id=body.variant_id, card_id=body.card_id,
                            type=body.variant_type, subtype=body.variant_subtype,
-                           foil=body.variant_foil),
+                           foil=body.variant_foil, size=body.variant_size,
+                           stamps=tuple(body.variant_stamps)
+                           if body.variant_stamps is not None else None),
         condition=body.condition, language=body.language, location=body.location,
         acquisition_cost_cents=body.acquisition_cost_cents, acquired_on=body.acquired_on,
         grading_company=body.grading_company, grade=body.grade, cert_number=body.cert_number)

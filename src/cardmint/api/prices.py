@@ -22,7 +22,8 @@ router = APIRouter(prefix="/v1", tags=["prices"])
 
 class PriceFeed(Model):
     """Observed prices. Each row: variantId (or cardId and variantType, with
-    variantSubtype, variantFoil, variantStamps to tell printings apart), condition (NM),
+    variantSubtype, variantFoil, variantStamps, variantSize (e.g. jumbo) to tell printings
+    apart; an ambiguous printing is refused with the choices, never guessed), condition (NM),
     priceCents, currency (three ASCII capitals; USD), source (else the feed's),
     observedAt (ISO 8601 with offset, from 1990, at most 5 minutes ahead of the server's
     clock). A bad row refuses only itself: every row is checked, each bad one is reported

@@ -47,15 +47,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def child_argv(fd: int, index: int, home: Path, background: Sequence[str]) -> list[str]:
-    """Child `index`'s command: the socket's fd; the background loops only in child 0."""
-    argv = [sys.executable, "-m", "cardmint", "serve", "--fd", str(fd), "--home", str(home)]
+def child_argv(fd: int, index: int, home: Path, background: Sequence[str],
+               common: Sequence[str] = ()) -> list[str]:
+    """Child `index`'s command: the socket's fd and the `common` options; the background
+    loops only in child 0."""
+    argv = [sys.executable, "-m", "cardmint", "serve", "--fd", str(fd), "--home", str(home),
+            *common]
     return argv + (list(background) if index == 0
                    else ["--no-worker", "--no-monitor", "--no-sync-guard"])
 
 
 def supervise(host: str, port: int, workers: int, home: Path,
-              background: Sequence[str]) -> int:
+              background: Sequence[str], common: Sequence[str] = ()) -> int:
     """Run `workers` children until a signal or a child's exit; the exit code."""
     sock = bind(host, port)
     children: list[subprocess.Popen[bytes]] = []
@@ -70,7 +73,7 @@ def supervise(host: str, port: int, workers: int, home: Path,
     try:
         for index in range(workers):
             children.append(subprocess.Popen(
-                child_argv(sock.fileno(), index, home, background),
+                child_argv(sock.fileno(), index, home, background, common),
                 pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent))
         log.info("serving on %s:%d with %d worker processes (PIDs %s)", host, port, workers,

@@ -6,7 +6,8 @@ In the spirit of pokemontcg.io and Scryfall:
     charizard                 a bare word: fuzzy name match (trigram, accent/case-insensitive)
     "mr. mime"                a quoted phrase: the name contains it
     name:char*                a field; `*` is a wildcard (name and illustrator: contains)
-    rarity:"Rare Holo"        quoted values
+    rarity:"Rare Holo"        quoted values; rarity words in any order ("Holo Rare" too)
+    set:"Base Set"            a set by id, code or name
     hp:[100 TO *] hp:>=100    ranges ([] inclusive, {} exclusive, * open) and comparisons
     -type:fire  NOT x         negation
     (a OR b) c                OR with parentheses; AND by juxtaposition (or the word AND)
@@ -158,7 +159,14 @@ def _keyword(column: str) -> Callable[[Params, str], str]:
     return match
 
 
+# What players call the TCG's energy types after the video games' names.
+TYPE_SYNONYMS = {"electric": "Lightning", "dark": "Darkness", "steel": "Metal",
+                 "normal": "Colorless", "colourless": "Colorless", "ghost": "Psychic",
+                 "ground": "Fighting", "rock": "Fighting", "ice": "Water", "bug": "Grass"}
+
+
 def _type(p: Params, v: str) -> str:
+    v = TYPE_SYNONYMS.get(fold(v).lower(), v)
     if "*" in v:
         pattern = p.add(like_pattern(v, contains=False), "text")
         return ("EXISTS (SELECT 1 FROM unnest(c.types) AS t(v) "
@@ -168,10 +176,51 @@ def _type(p: Params, v: str) -> str:
 
 
 def _set(p: Params, v: str) -> str:
+    # an id (base1), a code (BS) or the set's whole name ("Base Set"), any case or accent
     x = p.add(like_pattern(v, contains=False), "text")
     return (f"c.set_id IN (SELECT s.id FROM sets s WHERE lower(s.id) LIKE lower({x}) "
             f"OR lower(s.abbreviation) LIKE lower({x}) "
-            f"OR lower(s.tcg_online_code) LIKE lower({x}))")
+            f"OR lower(s.tcg_online_code) LIKE lower({x}) "
+            f"OR fold_search(s.name) LIKE fold_search({x}))")
+
+
+# Names other catalogs use for the same rarity (pokemontcg.io says "Rare Rainbow" where
+# TCGdex says "Hyper rare"); word order is forgiven separately ("Rare Holo" = "Holo Rare").
+RARITY_SYNONYMS = {"rare rainbow": "hyper rare", "rare shiny": "shiny rare",
+                   "rare shiny gx": "shiny rare", "rare ace": "ace spec rare",
+                   "rare break": "ultra rare", "rare ultra": "ultra rare",
+                   "rare secret": "secret rare"}
+
+
+def terms(node: Node | None) -> list[Match]:
+    """The field:value terms of a query, in order (for "did you mean")."""
+    if node is None:
+        return []
+    if isinstance(node, Match):
+        return [node]
+    if isinstance(node, Not):
+        return terms(node.child)
+    if isinstance(node, And | Or):
+        return [m for child in node.children for m in terms(child)]
+    return []
+
+
+def word_key(text: str) -> list[str]:
+    """The words of a value, folded and sorted: "Rare Holo" and "Holo Rare" agree."""
+    return sorted(fold(text).lower().split())
+
+
+def _rarity(p: Params, v: str) -> str:
+    if "*" in v:
+        return _keyword("c.rarity")(p, v)
+    wanted = " ".join(fold(v).lower().split())
+    wanted = RARITY_SYNONYMS.get(wanted, wanted)
+    x = p.add(word_key(wanted), "text[]")
+    # ~30 distinct rarities: compare their word lists, not 21k rows' (OFFSET 0: see above)
+    return ("c.rarity IN (SELECT r.rarity FROM (SELECT DISTINCT rarity FROM cards "
+            "WHERE rarity IS NOT NULL OFFSET 0) AS r WHERE ARRAY(SELECT w FROM "
+            "unnest(string_to_array(fold_search(r.rarity), ' ')) AS w "
+            f'ORDER BY w COLLATE "C") = {x})')  # Python's sort is code point order
 
 
 def _set_name(p: Params, v: str) -> str:
@@ -213,7 +262,7 @@ FIELDS: dict[str, Field] = {
     "set.name": Field(TEXT, _set_name),
     "series": Field(TEXT, _series),
     "number": Field(NUMBER, _number, column=NUMERIC_LOCAL_ID),
-    "rarity": Field(TEXT, _keyword("c.rarity")),
+    "rarity": Field(TEXT, _rarity),
     "type": Field(TEXT, _type),
     "category": Field(TEXT, _keyword("c.category")),
     "stage": Field(TEXT, _keyword("c.stage")),

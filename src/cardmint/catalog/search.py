@@ -6,7 +6,8 @@ Rows come back as plain dicts with snake_case keys; the API renders them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, field
 from typing import Any
 
 from cardmint.catalog import query
@@ -54,6 +55,7 @@ class Page:
     page: int
     page_size: int
     catalog_version: int | None = None  # what the rows were read at (None: no row read)
+    hints: list[str] = field(default_factory=list)  # "did you mean" for an empty result
 
 
 def _check_page(page: int, page_size: int) -> None:
@@ -124,8 +126,57 @@ async def search_cards(db: Database, q: str | None, *, order_by: str | None = No
         item = dict(row)
         del item["total_count"], item["catalog_version"]
         data.append(item)
+    hints = await did_you_mean(db, q) if total == 0 else []
     return Page(data, total, page, page_size,
-                rows[0]["catalog_version"] if rows else None)
+                catalog_version=rows[0]["catalog_version"] if rows else None,
+                hints=hints)
+
+
+# field -> SQL listing what its values may be: (value to suggest, label)
+SUGGEST_SQL = {
+    "set": "SELECT id, name FROM sets UNION ALL SELECT id, name FROM sets",
+    "rarity": "SELECT DISTINCT rarity, rarity FROM cards WHERE rarity IS NOT NULL",
+    "type": "SELECT DISTINCT t, t FROM cards, unnest(types) AS t",
+    "category": "SELECT DISTINCT category, category FROM cards",
+    "stage": "SELECT DISTINCT stage, stage FROM cards WHERE stage IS NOT NULL",
+    "series": "SELECT DISTINCT series_id, series_name FROM sets",
+}
+MAX_HINTS = 3
+
+
+async def did_you_mean(db: Database, q: str | None) -> list[str]:
+    """For each field term that alone matches no card, the closest values the field
+    does hold: 'set:"Base Sett" matches nothing; did you mean set:base1 (Base Set)?'."""
+    hints: list[str] = []
+    for term in query.terms(query.parse(q))[:MAX_HINTS]:
+        if term.field not in SUGGEST_SQL or "*" in term.value:
+            continue
+        alone = query.compile_query(term)
+        if await db.fetchval(f"SELECT EXISTS (SELECT 1 FROM cards c WHERE {alone.where})",
+                             *alone.params, stale_ok=True):
+            continue
+        rows = await db.fetch(SUGGEST_SQL[term.field], stale_ok=True)
+        # a set is matched on its id and its name alike; each suggests its id
+        labels: dict[str, tuple[str, str]] = {}
+        for i, (value, label) in enumerate(rows):
+            key = (label if term.field == "set" and i >= len(rows) // 2 else value)
+            labels[query.fold(str(key)).lower()] = (str(value), str(label))
+        close = difflib.get_close_matches(query.fold(term.value).lower(), labels, n=3,
+                                          cutoff=0.5)
+        shown = f'{term.field}:{_quoted(term.value)}'
+        picks: list[str] = []
+        for key in close:
+            value, label = labels[key]
+            text = f"{term.field}:{_quoted(value)}" + (f" ({label})" if label != value else "")
+            if text not in picks:
+                picks.append(text)
+        hints.append(f"{shown} matches nothing; did you mean {' or '.join(picks)}?" if picks
+                     else f"{shown} matches nothing.")
+    return hints
+
+
+def _quoted(value: str) -> str:
+    return f'"{value}"' if " " in value else value
 
 
 async def list_sets(db: Database, *, page: int = 1, page_size: int = MAX_PAGE_SIZE,

@@ -7,6 +7,7 @@ import subprocess
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
@@ -174,21 +175,41 @@ def switchover(home: HomeOpt = None, to: ToOpt = None, as_json: JsonOpt = False)
     emit({"ok": True, **report.to_dict()}, as_json, _render_failover)
 
 
+def _print_progress(logger: str) -> None:
+    """Print a logger's INFO records on stderr as they come (long steps' progress)."""
+    import logging
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  … %(message)s"))
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    target.setLevel(logging.INFO)
+
+
 @app.command()
 def rejoin(
     node: Annotated[str, typer.Argument(help="The node to bring back as a replica.")],
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A fenced or broken node back as a replica (pg_rewind, else a base backup)."""
+    """A stopped, fenced or broken node back as a replica: started again if that is
+    enough, else pg_rewind, else a fresh base backup (with progress)."""
+    if not as_json:  # each step as it happens, on stderr
+        _print_progress("cardmint.rejoin")
     report = run(_cluster(home).rejoin(node))
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"{d['node']} streams from {d['primary']} ({d['method']}, "
-                      f"{d['duration_s']:.2f} s)")
+        how = {"restart": "started again", "rewind": "rewound with pg_rewind",
+               "basebackup": "copied afresh from the primary"}.get(d["method"], d["method"])
+        console.print(f"{d['node']} streams from {d['primary']} ({how}, "
+                      f"{d['duration_s']:.1f} s)")
         if d["fallback_reason"]:
-            console.print(f"  pg_rewind was impossible: {d['fallback_reason']}")
-            console.print(f"  its old directory is kept in {d['set_aside']}")
+            console.print(f"  not rewound: {escape(d['fallback_reason'])}")
+        if d["set_aside"]:
+            console.print(f"  its old directory is kept in {d['set_aside']}: after a "
+                          "failover it may hold writes no other node has. Check them, "
+                          f"then remove it: rm -rf {d['set_aside']}")
 
     emit({"ok": True, **report.to_dict()}, as_json, render)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
 from cardmint.cli.maintenance import ForceOpt
@@ -23,9 +24,12 @@ def render(d: dict[str, Any]) -> None:
     console.print(f"  detection {s(d['detection_s'])}, promotion {s(d['promotion_s'])}, "
                   f"write outage {s(d['write_outage_s'])}")
     console.print(f"  acknowledged writes {d['acknowledged_writes']}, lost {d['lost_writes']}; "
-                  f"health {d['health']}; rejoined {d['rejoined']}")
-    if d.get("error"):
-        console.print(f"  [red]error:[/] {d['error']}")
+                  f"health after the failover {d['health']}"
+                  + (f" ({d['health_severity']}: the old primary is down until it rejoins)"
+                     if d.get("health_severity") == "P1" else "")
+                  + f"; rejoined {d['rejoined']}")
+    for why in d.get("why") or []:  # the reasons, each with what to do
+        console.print(f"  [red]why:[/] {escape(why)}")
     if d.get("markdown"):
         console.print(f"  report: {d['markdown']}")
 

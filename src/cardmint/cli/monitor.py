@@ -24,13 +24,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cardmint.cli.common import HomeOpt, JsonOpt, run, settings
-from cardmint.cli.output import console, emit
+from cardmint.cli.output import console, emit, measured
 from cardmint.config import Settings
 from cardmint.db import Database
 from cardmint.errors import UsageError
 from cardmint.ops.monitor import grafana, prometheus, sample
 from cardmint.ops.monitor.loop import run_loop
-from cardmint.ops.monitor.rules import worst_severity
+from cardmint.ops.monitor.rules import RULE_NAMES, worst_severity
 from cardmint.ops.monitor.runbook import RUNBOOK
 
 app = typer.Typer(help="Sample the cluster and raise or clear alerts on the runbook's "
@@ -46,17 +46,28 @@ def _since(value: Any) -> str:
 
 
 def _alert_table(alerts: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("sev", "alert", "node", "value", "threshold", "status", "since (UTC)",
-                "runbook", "do"):
-        table.add_column(col, overflow="fold")
+    """Readable at 80 columns: five columns that wrap at spaces (never inside a word),
+    the fix and the runbook section together in the last."""
+    table = Table(title=title, show_lines=True, expand=True)
+    table.add_column("sev", no_wrap=True)
+    longest = max(map(len, RULE_NAMES))  # a rule name is never cut
+    table.add_column("alert", min_width=longest, max_width=longest)
+    table.add_column("value", no_wrap=True)
+    table.add_column("since (UTC)", min_width=10, max_width=10)  # date over time
+    table.add_column("what to do", min_width=20, ratio=1)
     for a in alerts:
         colour = _COLOURS.get(a["severity"], "")
-        table.add_row(f"[{colour}]{a['severity']}[/]", a["name"], a["node"] or "",
-                      "" if a["value"] is None else f"{a['value']:g}",
-                      "" if a["threshold"] is None else f"{a['threshold']:g}", a["status"],
-                      _since(a["started_at"]), escape(a["runbook_section"] or ""),
-                      escape(a["recommendation"] or ""))
+        value = "" if a["value"] is None else f"{a['value']:g}"
+        if a["threshold"] is not None:
+            value += f" / {a['threshold']:g}"
+        name = a["name"] + (f" on {a['node']}" if a["node"] else "")
+        if a["status"] != "firing":
+            name += f" ({a['status']})"
+        do = escape(a["recommendation"] or "")
+        if a["runbook_section"]:
+            do += f"\n[dim]runbook: {escape(a['runbook_section'])}[/]"
+        table.add_row(f"[{colour}]{a['severity']}[/]", name, value, _since(a["started_at"]),
+                      do)
     return table
 
 
@@ -65,8 +76,10 @@ def _render_round(d: dict[str, Any]) -> None:
     stored = "" if d["stored"] else " [red](not stored: database unreachable)[/]"
     host = s.get("host") or {}
     console.print(f"{_since(d['taken_at'])} primary {s.get('primary') or '[red]none[/]'}, "
-                  f"p95 {s.get('latency_p95_ms')} ms, pool {s.get('pool_utilization_pct')} %, "
-                  f"CPU {host.get('cpu_pct')} %, memory {host.get('memory_pct')} %; "
+                  f"p95 {measured(s.get('latency_p95_ms'), 'ms')}, pool "
+                  f"{measured(s.get('pool_utilization_pct'), '%')}, CPU "
+                  f"{measured(host.get('cpu_pct'), '%')}, memory "
+                  f"{measured(host.get('memory_pct'), '%')}; "
                   f"{len(d['firing'])} firing{stored}")
     for error in d["errors"]:
         console.print(f"  [yellow]{escape(error)}[/]")

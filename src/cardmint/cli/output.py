@@ -39,3 +39,17 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         sys.stdout.write(to_json(data) + "\n")
     else:
         render(data)
+
+
+def counts(by: dict[str, int] | None) -> str:
+    """{'idle': 7, 'active': 2} for people: '7 idle, 2 active' (largest first)."""
+    if not by:
+        return "none"
+    return ", ".join(f"{n} {name}" for name, n in sorted(by.items(), key=lambda kv: -kv[1]))
+
+
+def measured(value: float | None, unit: str) -> str:
+    """'12.3 ms', or 'not measured' where a figure is missing (never 'None ms')."""
+    if value is None:
+        return "not measured"
+    return f"{value:g} {unit}".rstrip() if unit != "%" else f"{value:g} %"

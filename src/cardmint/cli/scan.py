@@ -55,6 +55,7 @@ def _render(data: dict[str, Any]) -> None:
     for key, label in (("queued", "sent now"), ("skipped", "sent before (skipped)"),
                        ("refused", "refused"), ("processed", "identified and stocked"),
                        ("needs_review", "in the review queue"), ("failed", "failed"),
+                       ("discarded", "discarded in review"),
                        ("pending", "still queued")):
         if counts.get(key):
             table.add_row(label, str(counts[key]))

@@ -29,11 +29,15 @@ def register(app: typer.Typer) -> None:
                                 "run in one of them only).")] = 1,
         fd: Annotated[int | None, typer.Option(
             hidden=True, help="Accept on this inherited socket (a worker process).")] = None,
+        access_log: Annotated[bool, typer.Option(
+            help="Log each request (method, path, status) to stderr.")] = True,
     ) -> None:
         """Serve the HTTP API (uvicorn on uvloop) until Ctrl-C."""
         import uvicorn
+        from uvicorn.config import LOGGING_CONFIG
 
         from cardmint.api.app import create_app
+        from cardmint.db.outage_log import serve_log_config
 
         s = settings(home)
         host = host or s.api_host
@@ -49,7 +53,9 @@ def register(app: typer.Typer) -> None:
 
             background = [f"--{'' if on else 'no-'}{name}" for name, on in
                           (("worker", worker), ("monitor", monitor), ("sync-guard", sync_guard))]
-            raise typer.Exit(supervise(host, port or s.api_port, workers, s.home, background))
+            common = ["--access-log" if access_log else "--no-access-log"]
+            raise typer.Exit(supervise(host, port or s.api_port, workers, s.home, background,
+                                       common))
         api = create_app(s)
         if worker:  # intake jobs are processed by this process too (`--no-worker`: not)
             from cardmint.api.intake import run_worker_in
@@ -66,7 +72,8 @@ def register(app: typer.Typer) -> None:
         # proxy_headers off: uvicorn would believe X-Forwarded-* from loopback, i.e. from
         # anyone here; the app believes them only from CARDMINT_TRUSTED_PROXIES
         config = uvicorn.Config(api, host=host, port=port or s.api_port, loop="uvloop",
-                                http="httptools", log_level="info", access_log=False,
+                                http="httptools", log_level="info", access_log=access_log,
+                                log_config=serve_log_config(LOGGING_CONFIG),
                                 proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
         if fd is None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cardmint.cli.output import console
+from cardmint.cli.output import console, counts, measured
 
 
 def _mib(n: int | None) -> str:
@@ -17,8 +17,9 @@ def render_stats(d: dict[str, Any]) -> None:
     lat = d.get("latency", {})
     if "primary" in lat:
         p, r = lat["primary"], lat["replica"]
-        console.print(f"probe latency  primary p50 {p['p50_ms']} / p95 {p['p95_ms']} / p99 "
-                      f"{p['p99_ms']} ms   replica p95 {r['p95_ms']} ms")
+        console.print(f"probe latency  primary p50 {measured(p['p50_ms'], 'ms')}, p95 "
+                      f"{measured(p['p95_ms'], 'ms')}, p99 {measured(p['p99_ms'], 'ms')}; "
+                      f"replica p95 {measured(r['p95_ms'], 'ms')}")
     a = d.get("activity")
     if a:
         console.print(f"activity over {a['window_s']} s: {a['tps']} TPS, reads/s "
@@ -34,8 +35,9 @@ def render_stats(d: dict[str, Any]) -> None:
     console.print(nodes)
     if "connections" in d:
         c = d["connections"]
-        console.print(f"connections: {c['total']} of {c['max_connections']}; by state "
-                      f"{c['by_state']}; by application {c['by_application']}")
+        console.print(f"connections: {c['total']} of {c['max_connections']}; by state: "
+                      f"{counts(c['by_state'])}; by application: "
+                      f"{counts(c['by_application'])}")
     for title, rows, cols in (
         ("slowest queries (pg_stat_statements)", d.get("slow_queries", []),
          ("mean_ms", "calls", "total_ms", "query")),

@@ -8,7 +8,8 @@ ITEM_STATUSES = ("IN_STOCK", "RESERVED", "SOLD", "REMOVED")
 LEDGER_EVENTS = (
     "acquired", "reserved", "released", "sold", "returned", "removed", "moved", "adjusted",
 )
-CAPTURE_STATUSES = ("captured", "queued", "processing", "processed", "needs_review", "failed")
+CAPTURE_STATUSES = ("captured", "queued", "processing", "processed", "needs_review", "failed",
+                    "discarded")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed")
 SEVERITIES = ("P0", "P1", "P2")
 TOKEN_SCOPES = ("read", "write", "admin")  # each includes the ones before it

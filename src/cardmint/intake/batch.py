@@ -28,7 +28,7 @@ from cardmint.intake.worker import Worker
 from cardmint.scan.images import ImageRejected
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-DONE = ("processed", "needs_review", "failed")
+DONE = ("processed", "needs_review", "failed", "discarded")
 
 
 @dataclass

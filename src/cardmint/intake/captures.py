@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cardmint import printings
 from cardmint.catalog.identify import Candidate, OcrInput
 from cardmint.catalog.search import MAX_PAGE, MAX_PAGE_SIZE, Page
 from cardmint.db import Database, Row, one
@@ -119,7 +120,7 @@ def view(row: Row) -> dict[str, Any]:
         "reasons": doc.get("reasons", []), "price": doc.get("price"), "item": doc.get("item"),
         "resolved_by": doc.get("resolved_by"), "error": row["error"], "job": job,
         "image_sha256": row["image_sha256"], "source_sha256": row["source_sha256"],
-        "reading": doc.get("reading"),
+        "reading": doc.get("reading"), "discarded": doc.get("discarded"),
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     }
 
@@ -168,6 +169,17 @@ async def review_queue(db: Database, *, page: int = 1, page_size: int = 50) -> P
 
 async def variants_of(ex: Executor, card_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in await ex.fetch(VARIANTS_SQL, card_id)]
+
+
+async def printings_of(ex: Executor, card_ids: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """Each card's printings as (variant id, name in full), in catalog order: the review
+    page's picker for every candidate, in one query."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for r in await ex.fetch("SELECT id, card_id, type, subtype, size, stamps, foil FROM "
+                            "card_variants WHERE card_id = ANY($1::text[]) "
+                            "ORDER BY card_id, position", sorted(set(card_ids))):
+        out.setdefault(r["card_id"], []).append((r["id"], printings.name(r)))
+    return out
 
 
 async def record_outcome(ex: Executor, capture_id: int, *, status: str, card_id: str | None,
@@ -223,4 +235,31 @@ async def resolve(ex: Executor, capture_id: int, *, card_id: str, actor: str,
             "UPDATE captures SET status = 'processed', card_id = $2, variant_id = $3, "
             "ocr = $4, error = NULL, updated_at = now() WHERE id = $1",
             capture_id, card_id, variant["id"], doc)
+        return view(one(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id)))
+
+
+MAX_REASON = 200
+
+
+async def discard(ex: Executor, capture_id: int, *, reason: str, actor: str) -> dict[str, Any]:
+    """The operator's other answer: this capture is no card to stock (not a card, a
+    duplicate, unreadable). It leaves the queue as 'discarded'; who, when and why are
+    kept in its document (`discarded`). A reason is required: it is the only record."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("say why the capture is discarded", field="reason")
+    if len(reason) > MAX_REASON:
+        raise ValidationError(f"at most {MAX_REASON} characters", field="reason")
+    async with atomic(ex) as tx:
+        row = await tx.fetchrow("SELECT status, ocr FROM captures WHERE id = $1 FOR UPDATE",
+                                capture_id)
+        if row is None:
+            raise CaptureNotFound(f"no capture {capture_id}")
+        if row["status"] != "needs_review":
+            raise NotReviewable(capture_id, row["status"])
+        doc = dict(row["ocr"] or {})
+        at = await tx.fetchval("SELECT now()")
+        doc["discarded"] = {"by": actor, "reason": reason, "at": at.isoformat()}
+        await tx.execute("UPDATE captures SET status = 'discarded', ocr = $2, "
+                         "updated_at = now() WHERE id = $1", capture_id, doc)
         return view(one(await tx.fetchrow(SELECT_SQL + " WHERE c.id = $1", capture_id)))

@@ -8,6 +8,7 @@ corrected by a new item, so the ledger never has to explain a sale that un-happe
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -42,7 +43,7 @@ SELECT i.id, i.product_id, i.status, i.location, i.acquisition_cost_cents, i.acq
        p.sku, p.card_id, p.variant_id, p.condition, p.language,
        c.name AS card_name, c.set_id, c.local_id AS number,
        v.type AS variant_type, v.subtype AS variant_subtype, v.foil AS variant_foil,
-       v.stamps AS variant_stamps,
+       v.stamps AS variant_stamps, v.size AS variant_size,
        price.price_cents AS market_price_cents, price.observed_at AS priced_at
 FROM inventory_items i
 JOIN products p ON p.id = i.product_id
@@ -298,11 +299,15 @@ def _where(f: Filters, *, status: str = "i.status") -> tuple[str, list[Any]]:
     where graded is a column to sum, not a condition)."""
     clauses, args = ["true"], []
     for column, value in (("c.set_id", f.set_id), ("p.card_id", f.card_id),
-                          ("p.condition", f.condition), (status, f.status),
-                          ("i.location", f.location)):
+                          ("p.condition", f.condition), (status, f.status)):
         if value is not None:
             args.append(value)
             clauses.append(f"{column} = ${len(args)}")
+    if f.location is not None:
+        # "binder" finds "Binder 3" and "BINDER 12": people type locations as they recall
+        # them. A prefix match, LIKE's own characters taken literally.
+        args.append(re.sub(r"([\\%_])", r"\\\1", f.location.lower()) + "%")
+        clauses.append(f"lower(i.location) LIKE ${len(args)}")
     if f.graded is not None and status == "i.status":
         clauses.append(f"i.grading_company IS {'NOT ' if f.graded else ''}NULL")
     return " AND ".join(clauses), args

@@ -74,7 +74,8 @@ def parse_row(raw: Any, default_source: str | None, *, now: datetime | None = No
     if not isinstance(raw, dict):
         raise ValidationError("must be an object", field=None)
     known = {"variantId", "cardId", "variantType", "variantSubtype", "variantFoil",
-             "variantStamps", "condition", "priceCents", "currency", "source", "observedAt"}
+             "variantStamps", "variantSize", "condition", "priceCents", "currency", "source",
+             "observedAt"}
     extra = sorted(set(raw) - known)
     if extra:
         raise ValidationError(f"unknown field {extra[0]!r}", field=extra[0])
@@ -91,7 +92,8 @@ def parse_row(raw: Any, default_source: str | None, *, now: datetime | None = No
         type=fields.text(raw.get("variantType"), "variantType", max_length=64),
         subtype=fields.text(raw.get("variantSubtype"), "variantSubtype", max_length=64),
         foil=fields.text(raw.get("variantFoil"), "variantFoil", max_length=64),
-        stamps=tuple(stamps) if stamps is not None else None)
+        stamps=tuple(stamps) if stamps is not None else None,
+        size=fields.text(raw.get("variantSize"), "variantSize", max_length=64))
     currency = inputs.currency(raw.get("currency", CURRENCY))
     source = fields.text(raw.get("source", default_source), "source", max_length=64,
                          required=True)

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cardmint import printings
 from cardmint.db import Row, Transaction
 from cardmint.errors import DatabaseError, ValidationError
 
@@ -58,6 +59,7 @@ class VariantRef:
     subtype: str | None = None
     foil: str | None = None
     stamps: tuple[str, ...] | None = None
+    size: str | None = None
 
 
 class Variants:
@@ -99,28 +101,35 @@ class Variants:
 
 
 def pick(variants: Sequence[Row], ref: VariantRef) -> Row:
-    """The one variant matching every part given; among several, the plain one (no
-    subtype, foil or stamps) if there is exactly one, since that is what a feed that
-    says only "holo" means. Anything else is ambiguous and refused, never guessed."""
+    """The one variant matching every part given. A ref that names no size means a
+    standard-size card (a feed's "normal" is never the jumbo). Among several matches,
+    the plain one (no subtype, foil or stamps) if there is exactly one, since that is
+    what a feed that says only "holo" means. Anything else is ambiguous: refused, with
+    each choice named in full and its variantId, never guessed."""
     found = [v for v in variants if v["type"] == ref.type
              and (ref.subtype is None or v["subtype"] == ref.subtype)
              and (ref.foil is None or v["foil"] == ref.foil)
-             and (ref.stamps is None or sorted(v["stamps"]) == sorted(ref.stamps))]
+             and (ref.stamps is None or sorted(v["stamps"]) == sorted(ref.stamps))
+             and (v["size"] or "standard") == (ref.size or "standard")]
     if not found:
-        have = ", ".join(sorted({describe(v) for v in variants}))
-        raise ValidationError(f"no such variant of {ref.card_id}; it has: {have}",
-                              field="variantType")
+        raise ValidationError(f"no {ref.type!r} printing of {ref.card_id} matches what was "
+                              f"given; its printings: {choices(variants)}", field="variantType")
     if len(found) > 1:
         plain = [v for v in found if not v["subtype"] and not v["foil"] and not v["stamps"]]
         if len(plain) != 1:
             raise ValidationError(
-                f"{len(found)} variants of {ref.card_id} match: "
-                f"{', '.join(describe(v) for v in found)}; give variantId or more parts",
-                field="variantType")
+                f"{len(found)} printings of {ref.card_id} match, so none was chosen: "
+                f"{choices(found)}; give variantId (or variantSubtype, variantFoil, "
+                f"variantStamps, variantSize)", field="variantType")
         found = plain
     return found[0]
 
 
+def choices(variants: Sequence[Row]) -> str:
+    """'variantId 12 = Holo · Shadowless · 1st Edition; variantId 13 = ...'."""
+    return "; ".join(f"variantId {v['id']} = {describe(v)}" for v in variants)
+
+
 def describe(v: Row) -> str:
-    parts = [v["type"], v["subtype"], v["foil"], *(v["stamps"] or [])]
-    return "/".join(p for p in parts if p)
+    """The printing named in full (see cardmint.printings)."""
+    return printings.name(v)

@@ -8,8 +8,9 @@ import asyncio
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from cardmint import inputs
 from cardmint.catalog import search
@@ -47,9 +48,12 @@ def _int(value: str | None, default: int) -> int | None:
 
 @router.get("/catalog")
 async def catalog(request: Request, q: str = "", page: str | None = None,
-                  sort: str = "") -> HTMLResponse:
+                  sort: str = "", chosen_set: str = Query("", alias="set")) -> HTMLResponse:
     await current_session(request)
     q = q.strip()
+    sets = await _set_choices(_db(request))
+    set_id = chosen_set if chosen_set in {s_id for s_id, _ in sets} else ""
+    full_q = f"{q} set:{set_id}".strip() if set_id else q
     error: dict[str, Any] | None = None
     result = None
     number = _int(page, 1)
@@ -62,7 +66,8 @@ async def catalog(request: Request, q: str = "", page: str | None = None,
         error = {"field": "sort", "message": f"unknown sort {sort[:40]!r}"}
     else:
         try:
-            result = await search.search_cards(_db(request), q or None, order_by=sort or None,
+            result = await search.search_cards(_db(request), full_q or None,
+                                               order_by=sort or None,
                                                page=number, page_size=PAGE_SIZE)
         except ValidationError as exc:
             error = {"field": exc.field or "q", "message": str(exc)}
@@ -71,7 +76,16 @@ async def catalog(request: Request, q: str = "", page: str | None = None,
     pages = max(1, -(-result.total_count // PAGE_SIZE)) if result else 1
     return render(request, "catalog.html", status_code=400 if error else 200, q=q,
                   sort=sort, sorts=SORTS, result=result, pages=pages, error=error,
-                  examples=EXAMPLES)
+                  examples=EXAMPLES, sets=sets, set_id=set_id)
+
+
+async def _set_choices(db: Database) -> list[tuple[str, str]]:
+    """(id, "Base Set (1999)") for the set picker, newest first."""
+    page = await search.list_sets(db)
+    rows = sorted(page.rows, key=lambda r: (str(r["release_date"] or ""), r["id"]),
+                  reverse=True)
+    return [(r["id"], f"{r['name']} ({str(r['release_date'] or '')[:4] or r['id']})")
+            for r in rows]
 
 
 @router.get("/cards/{card_id}")
@@ -100,11 +114,38 @@ async def card_page(request: Request, card_id: str) -> HTMLResponse:
             key = (row["variant_id"], row["condition"])
             by_line.setdefault(key, []).append((row["observed_at"], row["price_cents"] / 100))
     series = [Series(f"{names.get(v, v)} · {c}", pts) for (v, c), pts in sorted(by_line.items())]
-    chart = line_chart(series, title=f"Price history of {card['name']} (USD)",
-                       y_label=lambda v: money(v))
+    chart = Markup("").join(
+        line_chart(group, title=f"Price history of {card['name']} (USD)" + suffix,
+                   y_label=lambda v: money(v))
+        for group, suffix in by_magnitude(series))
     held_rows, held_total = held[0] if held else ([], 0)
     return render(request, "card.html", card=card, variant_names=names, chart=chart,
                   latest=latest, held=held_rows, held_total=held_total)
+
+
+SCALE_RATIO = 8.0  # lines further apart than this get a chart each, else the low ones are flat
+
+
+def _top(one: Series) -> float:
+    return max((p[1] for p in one.points if p[1] is not None), default=0.0)
+
+
+def by_magnitude(series: list[Series]) -> list[tuple[list[Series], str]]:
+    """The series in groups whose highest prices lie within SCALE_RATIO of each other,
+    dearest first, each with a title suffix: a $9,000 line beside a $300 one would draw
+    the cheap one flat along the axis."""
+    if not series:
+        return [([], "")]
+    groups: list[list[Series]] = []
+    for one in sorted(series, key=_top, reverse=True):
+        if groups and _top(groups[-1][0]) <= _top(one) * SCALE_RATIO:
+            groups[-1].append(one)
+        else:
+            groups.append([one])
+    if len(groups) == 1:
+        return [(groups[0], "")]
+    return [(g, f", {i + 1} of {len(groups)}: up to {money(_top(g[0]))}")
+            for i, g in enumerate(groups)]
 
 
 def _no_card(request: Request, card_id: str) -> HTMLResponse:

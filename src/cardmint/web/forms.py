@@ -21,11 +21,12 @@ class FormRefused(Exception):
         self.field, self.message = field, message
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request, *, multiline: tuple[str, ...] = ()) -> dict[str, str]:
     """The fields of an `application/x-www-form-urlencoded` body (the last value of a
     repeated name wins); anything else reads as an empty form, which then fails its
     checks with a message instead of a 500. Every field of our forms is short text, so
-    a control or direction-changing character anywhere refuses the form (FormRefused)."""
+    a control or direction-changing character anywhere refuses the form (FormRefused);
+    the `multiline` fields (a textarea) may also hold line breaks, each line checked."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         return {}
@@ -35,7 +36,9 @@ async def read_form(request: Request) -> dict[str, str]:
     except ValueError:  # more fields than max_num_fields
         raise FormRefused("form", f"has more than {MAX_FIELDS} fields") from None
     for name, value in pairs:
-        problem = inputs.text_problem(name) or inputs.text_problem(value)
+        lines = value.replace("\r\n", "\n").split("\n") if name in multiline else [value]
+        problem = inputs.text_problem(name) or next(
+            (p for p in map(inputs.text_problem, lines) if p is not None), None)
         if problem is not None:
             raise FormRefused(name if inputs.text_problem(name) is None else "form", problem)
     return dict(pairs)

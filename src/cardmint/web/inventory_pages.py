@@ -25,6 +25,7 @@ from cardmint.inventory import fields, items, ledger
 from cardmint.inventory.errors import NotFound, StaleVersion, TransitionNotAllowed
 from cardmint.inventory.fields import GRADERS
 from cardmint.inventory.products import VariantRef, describe
+from cardmint.web import add_pages
 from cardmint.web.forms import CONDITION_NAMES, field_of, positive_id, read_form
 from cardmint.web.render import render
 from cardmint.web.session import Session, check_csrf, require_page
@@ -124,7 +125,9 @@ async def item_page(request: Request, raw_id: str,
 
 
 DONE = {"added": "Added to the inventory.", "moved": "Moved.", "reserve": "Reserved.",
-        "release": "Released back into stock.", "sell": "Sold."}
+        "release": "Released back into stock.", "sell": "Sold.",
+        "remove": "Removed from stock."}
+FINAL = ("sell", "remove")  # cannot be undone: confirmed on a page of their own
 
 
 def _no_item(request: Request, raw: str) -> HTMLResponse:
@@ -143,6 +146,7 @@ async def _change(request: Request, session: Session, raw_id: str, action: str) 
         return _no_item(request, raw_id)
     form = await read_form(request)
     check_csrf(session, form.get("csrf"))
+    form["_action"] = action  # which form it was: its fields are shown again on a refusal
     errors: dict[str, str] = {}
     version = _version(form)
     if version is None:
@@ -151,17 +155,25 @@ async def _change(request: Request, session: Session, raw_id: str, action: str) 
                                      "saw. Reload the page and try again."})
     try:
         reason = fields.text(form.get("reason"), "reason", max_length=200)
+        amount = None
+        if action == "sell":
+            amount = fields.dollars(form.get("amount", ""), "amount")
+            if amount is None:
+                raise ValidationError("a sale needs its amount", field="amount")
+        if action in FINAL and form.get("confirm") != "yes":
+            # final and one click away: say what will happen and ask once more
+            item = await items.get(_db(request), item_id)
+            if item is None:
+                return _no_item(request, raw_id)
+            return render(request, "confirm.html", item=item, action=action,
+                          label=ACTIONS[action], amount_cents=amount, reason=reason,
+                          form=form)
         async with _db(request).transaction() as tx:
             if action == "move":
                 await items.update(tx, item_id, version=version,
                                    changes={"location": form.get("location", "")},
                                    actor=session.principal.owner, reason=reason)
             else:
-                amount = None
-                if action == "sell":
-                    amount = fields.dollars(form.get("amount", ""), "amount")
-                    if amount is None:
-                        raise ValidationError("a sale needs its amount", field="amount")
                 await items.transition(tx, item_id, action, version=version,
                                        actor=session.principal.owner, amount_cents=amount,
                                        reason=reason)
@@ -200,25 +212,36 @@ async def change_status(request: Request, raw_id: str, action: str,
 # -- adding -----------------------------------------------------------------------------------
 
 async def _add_page(request: Request, form: dict[str, str], *, status_code: int = 200,
-                    errors: dict[str, str] | None = None) -> HTMLResponse:
+                    errors: dict[str, str] | None = None,
+                    added: dict[str, int] | None = None) -> HTMLResponse:
     card_id = form.get("cardId", "").strip()
     card = await search.get_card(_db(request), card_id) if 0 < len(card_id) <= 64 else None
     errors = dict(errors or {})
     if card_id and card is None and "cardId" not in errors:
         errors["cardId"] = f"no card {card_id[:64]!r} in the catalog"
         status_code = max(status_code, 400) if request.method == "POST" else status_code
-    variants = [(v["id"], describe(v) + (f" · {', '.join(v['stamps'])}" if v["stamps"] else ""))
-                for v in card["variants"]] if card else []
+    variants = [(v["id"], describe(v)) for v in card["variants"]] if card else []
     return render(request, "add.html", status_code=status_code, card=card, variants=variants,
                   form=form, errors=errors, condition_options=CONDITION_NAMES,
-                  grader_options=[("", "—"), *((g, g) for g in GRADERS)])
+                  grader_options=[("", "—"), *((g, g) for g in GRADERS)], q="",
+                  found=None, found_error=None, added=added)
 
 
 @router.get("/inventory/add")
 async def add_form(request: Request,
                    session: Session = Depends(require_page("write"))) -> HTMLResponse:
-    card_id = request.query_params.get("card", "")
-    return await _add_page(request, {"cardId": card_id, "condition": "NM", "language": "en"})
+    params = request.query_params
+    card_id = params.get("card", "")
+    form = {"cardId": card_id, "condition": "NM", "language": "en", "quantity": "1"}
+    q = params.get("q", "").strip()
+    if q and not card_id:  # typed a name and pressed Enter: the cards it finds
+        return await add_pages.search_page(request, q[:200], form)
+    count = inputs.whole(params.get("added", ""), minimum=1, maximum=10**6)
+    first = inputs.whole(params.get("first", ""), minimum=1)
+    last = inputs.whole(params.get("last", ""), minimum=1)
+    added = {"count": count, "first": first, "last": last} if count and first and last \
+        else None
+    return await _add_page(request, form, added=added)
 
 
 def _new_item(form: dict[str, str]) -> tuple[items.NewItem, str | None]:
@@ -246,16 +269,56 @@ def _new_item(form: dict[str, str]) -> tuple[items.NewItem, str | None]:
     return new, fields.text(opt("reason"), "reason", max_length=200)
 
 
+def _all_errors(form: dict[str, str]) -> dict[str, str]:
+    """Every field's refusal at once (the domain's checks, field by field), so a person
+    fixes the form in one go rather than one error per submit."""
+    def opt(name: str) -> str | None:
+        return form.get(name, "").strip() or None
+
+    checks = (
+        lambda: _new_item({k: v for k, v in form.items() if k in ("cardId", "variantId")}),
+        lambda: fields.condition(form.get("condition", "NM")),
+        lambda: fields.language(form.get("language", "en").strip()),
+        lambda: fields.text(opt("location"), "location"),
+        lambda: fields.dollars(form.get("acquisitionCost", ""), "acquisitionCost"),
+        lambda: fields.day(opt("acquiredOn"), "acquiredOn"),
+        lambda: fields.grading(opt("gradingCompany"), opt("grade"), opt("certNumber")),
+        lambda: fields.text(opt("reason"), "reason", max_length=200),
+    )
+    errors: dict[str, str] = {}
+    for run_check in checks:
+        try:
+            run_check()
+        except ValidationError as exc:
+            errors.setdefault(field_of(exc.field), str(exc))
+    return errors
+
+
 @router.post("/inventory/add")
 async def add_submit(request: Request,
                      session: Session = Depends(require_page("write"))) -> Response:
     form = await read_form(request)
     check_csrf(session, form.get("csrf"))
+    errors = _all_errors(form)
+    if errors:
+        return await _add_page(request, form, status_code=422, errors=errors)
     try:
         new, reason = _new_item(form)
+        quantity = inputs.whole((form.get("quantity") or "1").strip(), minimum=1,
+                                maximum=add_pages.MAX_QUANTITY)
+        if quantity is None:
+            raise ValidationError(f"a whole number from 1 to {add_pages.MAX_QUANTITY}",
+                                  field="quantity")
+        if quantity > 1 and new.cert_number:
+            raise ValidationError("a cert number belongs to one card: add graded cards "
+                                  "one at a time", field="quantity")
         async with _db(request).transaction() as tx:
-            row = await items.add(tx, new, actor=session.principal.owner, reason=reason)
+            rows = [await items.add(tx, new, actor=session.principal.owner, reason=reason)
+                    for _ in range(quantity)]
     except ValidationError as exc:  # Conflict (a cert number taken) is one too
         return await _add_page(request, form, status_code=422,
                                errors={field_of(exc.field): str(exc)})
-    return RedirectResponse(f"/inventory/items/{row['id']}?done=added", status_code=303)
+    if len(rows) > 1:
+        return RedirectResponse(f"/inventory/add?added={len(rows)}&first={rows[0]['id']}"
+                                f"&last={rows[-1]['id']}", status_code=303)
+    return RedirectResponse(f"/inventory/items/{rows[0]['id']}?done=added", status_code=303)

@@ -14,7 +14,10 @@ from typing import Any
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 
+from cardmint import printings
+from cardmint.catalog import images
 from cardmint.web.session import forget_stale
 
 __all__ = ["environment", "money", "render"]
@@ -48,25 +51,60 @@ def when(value: Any) -> str:
     return str(value)
 
 
+def printing(row: Any, prefix: str = "variant_") -> str:
+    """A printing named in full, from a variant (`type`, `subtype`...) or from a row
+    that carries them as `variant_type`, `variant_subtype`... (inventory items)."""
+    keys = ("type", "subtype", "size", "foil", "stamps")
+    if "type" in row:
+        return printings.name(row)
+    return printings.name({k: row.get(prefix + k) for k in keys})
+
+
+def code(text: Any) -> Markup:
+    """Text whose `backticked` parts are commands: escaped, the commands as <code>, so a
+    page never shows literal backticks."""
+    parts = escape(str(text or "")).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays as it is
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
 environment.filters["money"] = money
+environment.filters["code"] = code
 environment.filters["when"] = when
+environment.filters["printing"] = printing
+environment.globals["image_url"] = images.image_url
 
 
 def render(request: Request, template_name: str, *, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     """The template rendered for this request, as an HTML response."""
     session = getattr(request.state, "web_session", None)
+    remote = remote_images(request)
     page = environment.get_template(template_name).render(
-        request=request, session=session, csrf=session.csrf if session else "", **context)
+        request=request, session=session, csrf=session.csrf if session else "",
+        remote_images=remote, **context)
     # pages show one person's data: never cached by a shared cache, nor kept after sign-out
     response = HTMLResponse(page, status_code=status_code,
                             headers={"Cache-Control": "no-store",
                                      "X-Content-Type-Options": "nosniff",
                                      "Referrer-Policy": "same-origin",
-                                     "Content-Security-Policy": CSP})
+                                     "Content-Security-Policy": csp(remote)})
     return forget_stale(request, response)
 
 
-# Only our own files: no inline script, no third-party origin, no framing.
+# Only our own files: no inline script, no framing, and no third-party origin but the
+# card images' host, and that only while remote images are on.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+CSP_WITH_IMAGES = CSP.replace("img-src 'self' data:", f"img-src 'self' data: {images.ORIGIN}")
+
+
+def csp(remote: bool) -> str:
+    return CSP_WITH_IMAGES if remote else CSP
+
+
+def remote_images(request: Request) -> bool:
+    """The operator's setting (CARDMINT_REMOTE_IMAGES); on when the app has no settings."""
+    settings = getattr(request.app.state, "settings", None)
+    return bool(getattr(settings, "remote_images", True))

@@ -35,9 +35,16 @@ async def _queue(request: Request, *, status_code: int = 200, notice: dict[str, 
                       message=f"page must be a whole number from 1 to {MAX_PAGE}",
                       back="/review")
     result = await captures.review_queue(_db(request), page=page, page_size=PAGE_SIZE)
+    printings = await captures.printings_of(
+        _db(request), [k["card_id"] for c in result.rows for k in c["candidates"]])
     return render(request, "review.html", status_code=status_code, result=result,
                   pages=max(1, -(-result.total_count // PAGE_SIZE)), notice=notice,
-                  errors=errors or {}, condition_options=CONDITION_NAMES)
+                  errors=errors or {}, condition_options=CONDITION_NAMES,
+                  printings=printings, discard_reasons=DISCARD_REASONS)
+
+
+# what a capture in review most often turns out to be, offered first (any text will do)
+DISCARD_REASONS = ("not a card", "duplicate photo", "unreadable photo", "not in the catalog")
 
 
 @router.get("/review")
@@ -46,10 +53,14 @@ async def review(request: Request,
     notice = None
     done = positive_id(request.query_params.get("resolved"))
     item = positive_id(request.query_params.get("item"))
+    discarded = positive_id(request.query_params.get("discarded"))
     if done is not None:
         text = f"Capture {done} resolved"
         notice = {"kind": "ok", "text": text + (f"; it is inventory item #{item}." if item
                                                 else ".")}
+    elif discarded is not None:
+        notice = {"kind": "ok", "text": f"Capture {discarded} discarded; the reason is kept "
+                                        "with it."}
     return await _queue(request, notice=notice)
 
 
@@ -69,8 +80,10 @@ async def resolve(request: Request, raw_id: str,
     try:
         # empty fields keep what the capture itself says
         location = fields.text(form.get("location"), "location", max_length=fields.MAX_TEXT)
+        # the printing picked beside this candidate, if any ("" keeps the usual one)
+        variant_id = positive_id(form.get(f"variant-{card_id}") or form.get("variantId") or "")
         capture = await captures.resolve(_db(request), capture_id, card_id=card_id,
-                                         actor=session.principal.owner,
+                                         actor=session.principal.owner, variant_id=variant_id,
                                          condition=form.get("condition") or None,
                                          location=location)
     except captures.CaptureNotFound as exc:
@@ -86,3 +99,30 @@ async def resolve(request: Request, raw_id: str,
     item = (capture.get("item") or {}).get("item_id")
     suffix = f"&item={item}" if item else ""
     return RedirectResponse(f"/review?resolved={capture_id}{suffix}", status_code=303)
+
+
+@router.post("/review/{raw_id}/discard")
+async def discard(request: Request, raw_id: str,
+                  session: Session = Depends(require_page("write"))) -> Response:
+    """Discard a capture in review, with the reason (kept with the capture)."""
+    form = await read_form(request)
+    check_csrf(session, form.get("csrf"))
+    capture_id = positive_id(raw_id)
+    if capture_id is None:
+        return await _queue(request, status_code=404, notice={
+            "kind": "error", "text": f"{raw_id[:30]!r} is not a capture number."})
+    reason = (form.get("other") or "").strip() or (form.get("reason") or "").strip()
+    try:
+        await captures.discard(_db(request), capture_id, reason=reason,
+                               actor=session.principal.owner)
+    except captures.CaptureNotFound as exc:
+        return await _queue(request, status_code=404, notice={"kind": "error",
+                                                              "text": f"{exc}."})
+    except captures.NotReviewable as exc:
+        return await _queue(request, status_code=409, notice={
+            "kind": "error", "text": f"Not done: {exc} (someone may have resolved it "
+                                     "already)."})
+    except ValidationError as exc:
+        return await _queue(request, status_code=422,
+                            errors={capture_id: f"Reason: {exc}"})
+    return RedirectResponse(f"/review?discarded={capture_id}", status_code=303)

@@ -34,7 +34,7 @@ router = APIRouter(include_in_schema=False)
 
 UPLOAD_PATH = "/scan/photos"
 MAX_FILES = 10  # photos in one form sent without JavaScript
-DONE = ("processed", "needs_review", "failed")
+DONE = ("processed", "needs_review", "failed", "discarded")
 
 
 def _db(request: Request) -> Database:

@@ -7,8 +7,9 @@ import re
 from datetime import date
 from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
+from cardmint import printings
 from cardmint.api.models.base import Listing, Schema
 from cardmint.catalog.identify import Candidate as Identified
 
@@ -94,6 +95,13 @@ class Variant(Schema):
     tcgplayer_product_id: int | None
     cardmarket_id: int | None
 
+    @computed_field(description="The printing named in full: finish, variation, edition "  # type: ignore[prop-decorator]
+                    "and other stamps, size, foil")
+    @property
+    def name(self) -> str:
+        return printings.name({"type": self.type, "subtype": self.subtype, "size": self.size,
+                               "stamps": self.stamps, "foil": self.foil})
+
 
 class CardSummary(Schema):
     """A card as a search lists it."""
@@ -156,7 +164,9 @@ class Card(CardSummary):
 
 
 class CardList(Listing[CardSummary]):
-    pass
+    hints: list[str] = Field(default_factory=list, description=(
+        'When nothing matches: each field term that alone matches nothing, with the '
+        'closest values ("did you mean set:base1 (Base Set)?")'))
 
 
 class OneCard(Schema):

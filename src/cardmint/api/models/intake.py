@@ -70,9 +70,16 @@ class Job(Schema):
     finished_at: Timestamp | None
 
 
+class Discarded(Schema):
+    by: str
+    reason: str
+    at: str
+
+
 class Capture(Schema):
     id: int
-    status: str = Field(description="queued, processing, processed, needs_review, failed")
+    status: str = Field(description="queued, processing, processed, needs_review, failed, "
+                        "discarded")
     image_ref: str
     ocr_text: str | None
     ocr: OcrRead
@@ -95,6 +102,8 @@ class Capture(Schema):
     created_at: Timestamp
     updated_at: Timestamp
     image_url: str | None = Field(description="The photo (read scope), when one was sent")
+    discarded: Discarded | None = Field(None, description="Who discarded it in review, "
+                                        "when and why")
 
     @classmethod
     def of(cls, c: dict[str, Any]) -> Self:

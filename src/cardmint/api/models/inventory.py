@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field
 
+from cardmint import printings
 from cardmint.api.models.base import Condition, Listing, Schema, Timestamp
 
 Status = Literal["IN_STOCK", "RESERVED", "SOLD", "REMOVED"]
@@ -20,6 +21,9 @@ class ItemVariant(Schema):
     subtype: str | None
     foil: str | None
     stamps: list[str]
+    size: str | None
+    name: str = Field(description="The printing named in full: finish, variation, "
+                      "edition and other stamps, size, foil")
 
 
 class Grading(Schema):
@@ -59,7 +63,11 @@ class Item(Schema):
         return cls.model_validate({
             **i, "variant": {"id": i["variant_id"], "type": i["variant_type"],
                              "subtype": i["variant_subtype"], "foil": i["variant_foil"],
-                             "stamps": i["variant_stamps"]},
+                             "stamps": i["variant_stamps"], "size": i["variant_size"],
+                             "name": printings.name({
+                                 "type": i["variant_type"], "subtype": i["variant_subtype"],
+                                 "foil": i["variant_foil"], "stamps": i["variant_stamps"],
+                                 "size": i["variant_size"]})},
             "grading": None if i["grading_company"] is None else {
                 "company": i["grading_company"], "grade": float(i["grade"]),
                 "cert_number": i["cert_number"]}})

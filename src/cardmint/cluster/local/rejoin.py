@@ -13,6 +13,7 @@ written again afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from cardmint.errors import ClusterError
 
 if TYPE_CHECKING:
     from cardmint.cluster.local.engine import LocalCluster
+
+log = logging.getLogger("cardmint.rejoin")
 
 # Rewritten for a standby: its upstream, and none of a primary's synchronous standbys.
 REPLICA_ONLY = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
@@ -115,9 +118,31 @@ async def apply_sync(conn: asyncpg.Connection, state: ClusterState,
     return names
 
 
+RESTART_STREAM_S = 15.0  # a replica that merely stopped streams within seconds
+
+
+def why_not_rewound(exc: ClusterError) -> str:
+    """pg_rewind's or the server's refusal in our words (their text is in the logs)."""
+    text = str(exc).lower()
+    if "no common ancestor" in text or "could not find common ancestor" in text:
+        return "its history and the primary's share no point to rewind to"
+    if "pg_control" in text:
+        return "pg_rewind cannot read its data directory (pg_control: damaged)"
+    if "has already been removed" in text or "could not find previous wal record" in text \
+            or ("could not open file" in text and "pg_wal" in text):
+        return "the WAL it would need to rewind is no longer there"
+    if "does not stream after pg_rewind" in text:
+        return "it did not stream after the rewind"
+    if "no pg_rewind" in text:
+        return "pg_rewind is not installed"
+    return "pg_rewind failed (details in the node's log under logs/)"
+
+
 async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) -> RejoinReport:
-    """Make `node` a streaming replica of `state.primary`. The caller holds the cluster
-    lock and saves the state."""
+    """Make `node` a streaming replica of `state.primary`, the lightest way that works:
+    a replica that merely stopped is started again; else pg_rewind; else a fresh base
+    backup. The caller holds the cluster lock and saves the state. Each step is logged
+    (logger `cardmint.rejoin`, which `cluster rejoin` prints as progress)."""
     began = time.monotonic()
     primary = state.primary
     if node.name == primary.name:
@@ -125,13 +150,24 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
     pg = PgBin(Path(state.bindir), state.pg_version)
     user = OsUser.resolve(cluster.settings.pg_os_user)
     passwords = cluster.admin.passwords()
+    # a replica (not a fenced former primary) holds no write of its own: starting it may
+    # be all it needs, and a copy of its directory need not be kept
+    was_standby = node.role == "replica" and (Path(node.datadir) / "standby.signal").exists()
     await _stop(node)
     conn = await cluster.admin.connect(primary, "postgres")
     try:
+        if was_standby and await _restart(cluster, conn, pg, user, node, primary, passwords):
+            node.role = "replica"
+            names = await apply_sync(conn, state)
+            return RejoinReport(node=node.name, primary=primary.name, method="restart",
+                                fallback_reason=None, set_aside=None, streaming=True,
+                                sync_names=names,
+                                duration_s=round(time.monotonic() - began, 3))
         # pg_rewind compares against the primary's last checkpoint: one made before the
         # promotion makes it answer "no rewind required" and leave a broken standby.
         await conn.execute("CHECKPOINT")
         reason = kept = None
+        log.info("%s: rewinding it to %s's history (pg_rewind)", node.name, primary.name)
         try:
             await asyncio.to_thread(rewind, pg, user, node, primary, passwords[SUPERUSER])
             standby_config(user, node, primary, passwords[REPLICATION], cluster.archive)
@@ -141,17 +177,28 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
                 raise ClusterError(f"{node.name} does not stream after pg_rewind: "
                                    f"{process.tail(cluster.log(node), 5)}")
         except ClusterError as exc:
-            reason = str(exc)
+            reason = why_not_rewound(exc)
             await _stop(node)
             await replication.drop_slot(conn, node.slot, timeout=0)
             kept = set_aside(Path(node.datadir))
-            await asyncio.to_thread(nodes.base_backup, pg, user, primary, node,
-                                    passwords[REPLICATION])  # creates the slot again
+            size = await conn.fetchval("SELECT pg_size_pretty(sum(pg_database_size(oid))) "
+                                       "FROM pg_database")
+            log.info("%s: %s; copying %s afresh from %s (a base backup of about %s; this "
+                     "takes a while)", node.name, reason, node.name, primary.name, size)
+            copy = asyncio.create_task(asyncio.to_thread(
+                nodes.base_backup, pg, user, primary, node,
+                passwords[REPLICATION]))  # creates the slot again
+            await _report_progress(copy, Path(node.datadir), node.name)
             standby_config(user, node, primary, passwords[REPLICATION], cluster.archive)
+            log.info("%s: starting it as a replica of %s", node.name, primary.name)
             node.pid = await cluster.start_node(pg, user, node)
             if not await replication.wait_streaming(conn, [node.name]):
-                raise ClusterError(f"{node.name} does not stream after a fresh base backup: "
-                                   f"{process.tail(cluster.log(node), 5)}") from exc
+                raise ClusterError(f"{node.name} does not stream after a fresh base backup; "
+                                   f"see its log ({cluster.log(node)})") from exc
+            if kept is not None and was_standby:
+                # a standby's old directory holds nothing the primary lacks: not kept
+                shutil.rmtree(kept, ignore_errors=True)
+                kept = None
         node.role = "replica"
         names = await apply_sync(conn, state)
     finally:
@@ -161,6 +208,42 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
                         fallback_reason=reason, set_aside=kept, streaming=True,
                         sync_names=names,
                         duration_s=round(time.monotonic() - began, 3))
+
+
+async def _restart(cluster: LocalCluster, conn: asyncpg.Connection, pg: PgBin, user: OsUser,
+                   node: Node, primary: Node, passwords: dict[str, str]) -> bool:
+    """Start a stopped standby as it is (pointed at the current primary): whether it
+    streams. If not, it is stopped again for the heavier ways."""
+    log.info("%s: starting it again as it is (a replica that stopped needs no more)",
+             node.name)
+    try:
+        standby_config(user, node, primary, passwords[REPLICATION], cluster.archive,
+                       stopped=False)
+        await replication.ensure_slot(conn, node.slot)
+        node.pid = await cluster.start_node(pg, user, node)
+        if await replication.wait_streaming(conn, [node.name], timeout=RESTART_STREAM_S):
+            log.info("%s: streams from %s again", node.name, primary.name)
+            return True
+    except ClusterError as exc:
+        log.info("%s: a plain start was not enough (%s)", node.name,
+                 str(exc).splitlines()[0][:120])
+    await _stop(node)
+    return False
+
+
+async def _report_progress(copy: asyncio.Task[None], datadir: Path, name: str,
+                           every_s: float = 5.0) -> None:
+    """Log how much of the copy is on disk every few seconds until it is done."""
+    while not copy.done():
+        await asyncio.wait({copy}, timeout=every_s)
+        if not copy.done():
+            size = await asyncio.to_thread(_bytes_under, datadir)
+            log.info("%s: %.0f MB copied so far", name, size / 2**20)
+    await copy
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def set_aside(datadir: Path) -> str | None:

@@ -88,8 +88,9 @@ async def run_drill(settings: Settings, *, provider: str, old_primary: str,
             report["health_after_rejoin"] = (await check_health(refreshed(settings))).status
         report["ok"] = bool(
             report["error"] is None and report.get("in_recovery_after") is False
-            and report["lost_writes"] == 0 and report["health"] != "critical"
+            and report["lost_writes"] == 0 and report.get("health_severity") != "P0"
             and report.get("test_card") and report["rejoined"])
+        report["why"] = explain(report)
         report["finished_at"] = datetime.now(UTC)
         report["markdown"] = str(write_markdown(home, report))
         try:
@@ -108,6 +109,9 @@ async def check_after_failover(settings: Settings, report: dict[str, Any]) -> No
     fresh = refreshed(settings)
     health = await check_health(fresh)
     report["health"] = health.status
+    # the old primary is down until it rejoins: that P1 is the drill's own doing; an
+    # outage left behind (P0: no primary, writes failing) is what fails the drill
+    report["health_severity"] = health.severity
     report["health_findings"] = [f"{c['name']} {c['node'] or ''} {c['status']}: "
                                  f"{c['detail']}" for c in health.to_dict()["checks"]
                                  if c["status"] != "ok"]
@@ -132,6 +136,38 @@ async def _tally(db: Database, probe: WriteProbe, killed_at: float,
     report["probe"] = {"attempts": probe.attempts, "interval_ms": probe.interval_s * 1000,
                        "failures": dict(probe.failures)}
     report["outage_budget_s"] = budget(report)
+
+
+def explain(report: dict[str, Any]) -> list[str]:
+    """Why a drill failed, in words an operator acts on (empty when it passed)."""
+    if report["ok"]:
+        return []
+    why = []
+    lost_writes = report.get("lost_writes") or 0
+    if lost_writes and not report.get("sync"):
+        why.append(
+            f"{lost_writes} acknowledged write(s) lost: with asynchronous replication the "
+            "primary acknowledges a commit before a replica has it, so killing it can lose "
+            "its last writes. That is what asynchronous means, not a fault of the failover. "
+            "For a drill that must lose nothing, run a synchronous cluster: "
+            "`cardmint cluster up --sync` (a new cluster), or `cardmint cluster add-replica "
+            "--sync` then `cardmint cluster remove-replica` the asynchronous one.")
+    elif lost_writes:
+        why.append(f"{lost_writes} acknowledged write(s) lost although replication is "
+                   "synchronous: a real data-loss bug; keep the report and open an incident "
+                   "(`cardmint incident open --severity P0 --title 'drill lost writes'`).")
+    if report.get("error"):
+        why.append(f"the drill stopped: {report['error']}")
+    if report.get("in_recovery_after") is not False and report.get("new_primary"):
+        why.append("the new primary was still in recovery: the promotion did not finish")
+    if report.get("health_severity") == "P0":
+        why.append("an outage remained after the failover (health P0): `cardmint health`")
+    if report.get("new_primary") and not report.get("test_card"):
+        why.append("the test card failed after the failover: `cardmint test-card`")
+    if report.get("new_primary") and not report.get("rejoined"):
+        why.append(f"the old primary did not rejoin: `cardmint cluster rejoin "
+                   f"{report['old_primary']}`")
+    return why
 
 
 def budget(report: dict[str, Any]) -> dict[str, float] | None:
@@ -184,12 +220,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| Acknowledged writes | {report['acknowledged_writes']} |",
         f"| Acknowledged writes lost | {report['lost_writes']} |",
         f"| pg_is_in_recovery() on the new primary | {report.get('in_recovery_after')} |",
-        f"| Health after failover | {report['health']} |",
+        f"| Health after failover | {report['health']} ({report.get('health_severity') or '-'}) |",
         f"| Test card | {'ok' if report.get('test_card') else 'FAILED'} |",
         f"| Old primary rejoined | {report['rejoined']} "
         f"({(report.get('rejoin') or {}).get('method', '—')}) |",
         f"| Health after rejoin | {report.get('health_after_rejoin')} |",
         "",
+        *(["## Why it failed", "", *(f"- {w}" for w in report.get("why") or []), ""]
+          if report.get("why") else []),
         "## Where the time went",
         "",
     ]
@@ -204,7 +242,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {v * 1000:.1f} ms" for k, v in after.items())]
     failures = (report.get("probe") or {}).get("failures")
     if failures:
-        lines += ["", f"Probe writes refused during the outage: {failures}"]
+        refused = ", ".join(f"{n} × {kind}" for kind, n in failures.items())
+        lines += ["", f"Probe writes refused during the outage: {refused}"]
     return "\n".join(lines) + "\n"
 
 

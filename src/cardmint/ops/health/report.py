@@ -120,9 +120,12 @@ async def check_health(settings: Settings, *, now: datetime | None = None) -> He
     for (name, _), answer in zip(targets, answers, strict=True):
         if isinstance(answer, str):
             is_primary_slot = not any(n.name == name for n in nodes) and not primaries
+            fix = ("`cardmint cluster failover` (or start the primary again)"
+                   if is_primary_slot else f"`cardmint cluster rejoin {name}`")
             checks.append(check(
                 "connectivity", None, "ms", settings.latency_p95_warn_ms,
-                settings.latency_p95_critical_ms, node=name, detail=f"unreachable: {answer}",
+                settings.latency_p95_critical_ms, node=name,
+                detail=f"unreachable: {answer}; to fix: {fix}",
                 status=CRITICAL if is_primary_slot else WARN,
                 on_warn="P1", on_critical="P0"))
         else:
@@ -133,9 +136,16 @@ async def check_health(settings: Settings, *, now: datetime | None = None) -> He
 
     # role: exactly one primary, the rest in recovery
     if len(primaries) == 1:
-        checks.append(check("role", 1, "primaries", None, None, node=primaries[0].name,
-                            detail=f"{primaries[0].name} is the primary; "
-                                   f"{len(nodes) - 1} replica(s) in recovery"))
+        missing = [name for name, _ in targets if not any(n.name == name for n in nodes)]
+        detail = (f"{primaries[0].name} is the primary; {len(nodes) - 1} of "
+                  f"{len(targets) - 1} replica(s) in recovery")
+        if missing:  # high availability is lost until they are back: P1, as the alert says
+            detail += "; not answering: " + ", ".join(missing) + "; to fix: " + "; ".join(
+                f"`cardmint cluster rejoin {m}`" for m in missing)
+        # about the cluster, not the primary, when replicas are missing (the primary is fine)
+        checks.append(check("role", 1, "primaries", None, None,
+                            node=None if missing else primaries[0].name,
+                            detail=detail, status=WARN if missing else None, on_warn="P1"))
     else:
         what = "no primary" if not primaries else \
             f"{len(primaries)} primaries ({', '.join(p.name for p in primaries)}): split brain"
@@ -172,9 +182,12 @@ def _lag_checks(settings: Settings, nodes: list[facts.NodeFacts],
         c = check("replica_lag", n.lag_s, "s", settings.replica_lag_warn_s,
                   settings.replica_lag_critical_s, node=n.name, detail=detail)
         if not n.streaming and c.status == OK:
+            # minor while its lag is within bounds (the lag checks take over): P2, as the
+            # dashboard shows it
             c = check("replica_lag", n.lag_s, "s", settings.replica_lag_warn_s,
                       settings.replica_lag_critical_s, node=n.name, status=WARN,
-                      on_warn="P1", detail=detail + "; not streaming from the primary")
+                      detail=detail + "; not streaming from the primary; to fix: "
+                      f"`cardmint cluster rejoin {n.name}` if it stays so")
         out.append(c)
     return out
 
@@ -308,7 +321,8 @@ async def _application_checks(settings: Settings, figures: dict[str, Any]) -> li
             s.latency_p95_critical_ms,
             detail=f"{primary['count']} probe queries on the primary: p50 "
                    f"{primary['p50_ms']} ms, p99 {primary['p99_ms']} ms; replica p95 "
-                   f"{stats['replica']['p95_ms']} ms"))
+                   + (f"{stats['replica']['p95_ms']} ms" if stats['replica']['p95_ms']
+                      is not None else "not measured (no replica answered)")))
         async with db.connection() as conn:
             backup = await facts.latest_backup(conn)
         figures["latest_backup"] = backup

@@ -39,6 +39,11 @@ SEVERITIES: dict[str, Severity] = {
 }
 
 
+# One verdict per condition: a severity implies the status every face shows and the exit
+# code every command gives (health's critical = 2 = alerts' P1/P0 = red on the dashboard).
+STATUS_OF: dict[str, str] = {"P0": "critical", "P1": "critical", "P2": "warn"}
+
+
 def get_severity(code: str) -> Severity:
     """The level for a code (case and surrounding spaces ignored), or a ValidationError
     naming the field."""

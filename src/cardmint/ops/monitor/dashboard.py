@@ -91,8 +91,13 @@ def judge_node(node: dict[str, Any], checks: list[dict[str, Any]],
     statuses, reasons = [OK], []
     state = node.get("state")
     if state in DOWN_STATES or node.get("running") is False:
+        # critical: P1 for a replica (as `health` and the node_unreachable alert say),
+        # and the command that brings it back
         statuses.append(CRITICAL)
-        reasons.append(DOWN_STATES.get(state or "", "not running"))
+        why = DOWN_STATES.get(state or "", "not running")
+        if node.get("role") != "primary" and "rejoin" not in why:
+            why += f" (to fix: `cardmint cluster rejoin {node['name']}`)"
+        reasons.append(why)
     elif node.get("role") == "replica":
         lag = level(node.get("lag_s"), settings.replica_lag_warn_s,
                     settings.replica_lag_critical_s)
@@ -183,6 +188,7 @@ async def snapshot(settings: Settings, db: Database,
         "replica_lag_warn_s": settings.replica_lag_warn_s,
         "replica_lag_critical_s": settings.replica_lag_critical_s,
     }
+    out["failed_drill"] = failed_drill(out)
     out["status"] = overall(out)
     return out
 
@@ -195,4 +201,13 @@ def overall(snap: dict[str, Any]) -> str:
         statuses.append(snap["health"]["status"])
     if not statuses:
         return CRITICAL
+    if failed_drill(snap):  # "all clear" must not hide a failover that did not hold
+        statuses.append(WARN)
     return worst(statuses)
+
+
+def failed_drill(snap: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest failover drill, if it failed (the drills section lists newest first)."""
+    drills = snap.get("drills") or {}
+    items = drills.get("items") or [] if drills.get("available") else []
+    return items[0] if items and not items[0].get("ok") else None

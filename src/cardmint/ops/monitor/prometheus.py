@@ -66,7 +66,7 @@ def alerting_rule(rule: Rule, s: Settings, runbook: str = RUNBOOK) -> dict[str, 
     if minutes:
         out["for"] = duration(minutes)
     out["labels"] = {"severity": rule.severity, "rule": rule.name}
-    out["annotations"] = {"summary": summary(rule, s), "description": rule.recommendation,
+    out["annotations"] = {"summary": summary(rule, s), "description": rule.prom_advice,
                           "runbook_section": rule.runbook_section,
                           "runbook_url": link(rule.runbook_section, runbook)}
     return out

@@ -114,6 +114,19 @@ class Rule:
         over = value < t if self.op == "<" else value > t
         return over and (upper is None or value <= upper)
 
+    def advice(self, node: str | None, **facts: Any) -> str:
+        """The recommendation with the exact command filled in for this node."""
+        try:
+            return self.recommendation.format(node=node or "NODE", **facts)
+        except (KeyError, IndexError):  # a fact this reading lacks: the generic form
+            return self.recommendation.replace("{node}", node or "NODE")
+
+    @property
+    def prom_advice(self) -> str:
+        """The recommendation in Prometheus's template language."""
+        return self.recommendation.replace("{node}", "{{ $labels.node }}").replace(
+            "{names}", "the primaries")
+
     def promql(self, s: Settings) -> str:
         upper = self.upper_of(s)
         return Template(self.expr).substitute(threshold=f"{self.threshold_of(s):g}",
@@ -156,12 +169,13 @@ _CRITICAL_METRICS = "System Overview › Critical Metrics"
 _STORAGE_FULL = "Emergency Procedures › Storage Full (>90%)"
 _POOL_MESSAGE = ("pool utilization {value:.1f} % is over {threshold:g} % (busiest: "
                  "{busiest}, {busy} of {pool_max})")
-_POOL_ADVICE = ("Find what holds connections (`cardmint stats`); raise CARDMINT_POOL_MAX "
-                "within max_connections or add PgBouncer.")
+_POOL_ADVICE = ("Find what holds connections: `cardmint stats`; raise CARDMINT_POOL_MAX "
+                "within max_connections, or add PgBouncer: `cardmint pooler up`.")
 _LAG_MESSAGE = ("{node} is {value:.1f} s behind the primary ({lag_bytes} bytes to replay), "
                 "over {threshold:g} s")
-_LAG_ADVICE = ("Check the replica (`cardmint cluster status`): paused replay, a slow disk "
-               "or the network; stale-tolerant reads fall back to the primary meanwhile.")
+_LAG_ADVICE = ("Check the replica: `cardmint cluster status` (paused replay, a slow disk "
+               "or the network); if {node} does not catch up, `cardmint cluster rejoin "
+               "{node}`. Stale-tolerant reads fall back to the primary meanwhile.")
 _SUSTAINED = ("{what} over {threshold:g} {unit} for {minutes:g} min (now {value:.1f} "
               "{unit}, lowest {lowest:.1f})")
 
@@ -169,27 +183,30 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("no_primary", P0, "nodes answering as the primary", "", 1, r.primaries,
          f"({PRIMARIES} or vector(0)) < $threshold and on () (count(pg_up) > 0)",
          "no node answers as the primary ({detail})", _CONNECTION_FAILURES,
-         "If the primary is down, fail over to the replica (`cardmint cluster failover`); "
-         "if every node is down, escalate to the platform.", op="<",
+         "Fail over to a replica: `cardmint cluster failover`; if every node is down, "
+         "escalate to the platform.", op="<",
          summary="no node answers as the primary"),
     Rule("multiple_primaries", P0, "nodes answering as the primary", "", 1, r.primaries,
          f"{PRIMARIES} > $threshold",
          "{value:g} nodes answer as the primary: {names} (split brain)",
          "Emergency Procedures › Data Loss / Corruption",
-         "Stop writes to all but one primary, then rejoin the others "
-         "(`cardmint cluster rejoin`) and assess lost writes.",
+         "Stop writes (`cardmint db freeze --reason split-brain`), keep one primary and "
+         "rejoin each other one (`cardmint cluster rejoin NODE`, NODE one of {names}); "
+         "then `cardmint db thaw` and assess lost writes.",
          summary='{{ $value | printf "%.0f" }} nodes answer as the primary (split brain)'),
     Rule("database_unreachable", P0, "the application reaching the primary", "", 1,
          r.application_up, "cardmint_database_up < $threshold",
          "the application cannot reach the primary: {error}", _CONNECTION_FAILURES,
-         "Check the cluster (`cardmint cluster status`) and the application's "
-         "DATABASE_URL; fail over if the primary is down.", op="<", subject="instance",
+         "Check the cluster: `cardmint cluster status`; if the primary is down, "
+         "`cardmint cluster failover`; else check CARDMINT_DATABASE_URL.", op="<",
+         subject="instance",
          summary="{{ $labels.instance }}: the application cannot reach the primary"),
     Rule("node_unreachable", P1, "the node answering", "", 1, r.node_up,
          "max by (node) (pg_up) < $threshold", "{node} does not answer: {error}",
          _CONNECTION_FAILURES,
-         "Check the node's server and log (`cardmint cluster status`); high availability "
-         "is lost until it is back.", op="<", subject="node",
+         "Bring it back: `cardmint cluster rejoin {node}` (for the primary, "
+         "`cardmint cluster failover` first); high availability is lost until it is back.",
+         op="<", subject="node",
          summary="{{ $labels.node }} does not answer"),
     Rule("latency_p95", P1, "p95 query latency", "ms", "latency_p95_critical_ms",
          r.probe_p95_ms, f"{P95_MS} > $threshold",
@@ -202,11 +219,13 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          sustain="scale_latency_for_min"),
     Rule("cpu_sustained", P2, "CPU", "%", "scale_cpu_pct", r.host_cpu_pct,
          f"{CPU_PCT} > $threshold", _SUSTAINED, _VERTICAL,
-         "Scale up the machine (a larger VM size).", sustain="scale_cpu_for_min",
+         "Scale up the machine: `cardmint cluster resize --memory 4GB --cpu 2` (Fly: "
+         "`--vm-size`).", sustain="scale_cpu_for_min",
          subject="host"),
     Rule("memory_sustained", P2, "memory in use", "%", "scale_memory_pct",
          r.host_memory_pct, f"{MEMORY_PCT} > $threshold", _SUSTAINED, _VERTICAL,
-         "Scale up the machine (more memory).", sustain="scale_memory_for_min",
+         "Scale up the machine: `cardmint cluster resize --memory 4GB` (Fly: `--vm-size`).",
+         sustain="scale_memory_for_min",
          subject="host"),
     Rule("pool_utilization", P1, "pool utilization", "%", "pool_utilization_critical_pct",
          r.pool_utilization_pct, f"{POOL_PCT} > $threshold", _POOL_MESSAGE,
@@ -224,22 +243,25 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("storage", P1, "storage used", "%", "storage_critical_pct", r.storage_pct,
          f"{STORAGE_PCT} > $threshold", "{node} storage is {value:.1f} % full, over "
          "{threshold:g} %", _STORAGE_FULL,
-         "Free space (VACUUM, drop inactive replication slots) or extend the volume before "
-         "it reaches 90 %.", subject="node"),
+         "Free space: `cardmint storage vacuum` (and `cardmint cluster remove-replica NODE` "
+         "for an inactive slot's replica), or extend the volume (Fly: `cardmint storage "
+         "extend VOL --size-gb N`) before it reaches 90 %.", subject="node"),
     Rule("storage_warn", P2, "storage used", "%", "storage_warn_pct", r.storage_pct,
          f"{STORAGE_PCT} > $threshold <= $upper", "{node} storage is {value:.1f} % full, "
          "over {threshold:g} % (the alert is at {upper:g} %)", _STORAGE_FULL,
-         "Plan the space: VACUUM, drop inactive replication slots, or extend the volume.",
+         "Plan the space: `cardmint storage` shows what uses it; `cardmint storage vacuum`.",
          upper="storage_critical_pct", subject="node"),
     Rule("connections", P2, "connections", "connections", "pgbouncer_connections",
          r.connections, f"{CONNECTIONS} > $threshold",
          "{node} has {value:g} connections, over {threshold:g}: time for PgBouncer",
-         _POOL_SCALING, "Add PgBouncer in front of the database.", subject="node"),
+         _POOL_SCALING, "Add PgBouncer in front of the database: `cardmint pooler up`.",
+         subject="node"),
     Rule("read_write_ratio", P2, "rows read per row written", ":1",
          "read_replica_read_write_ratio", r.read_write_ratio, _RATIO,
          "{value:.1f} rows read per row written ({reads} read, {writes} written over "
          "{window_s} s), over {threshold:g}:1", "Scaling Procedures › Read Replica Addition",
-         "Add a read replica and send stale-tolerant reads to it.", subject="node"),
+         "Add a read replica and send stale-tolerant reads to it: "
+         "`cardmint cluster add-replica`.", subject="node"),
 )}
 RULE_NAMES = frozenset(RULES)
 
@@ -251,7 +273,7 @@ def _finding(rule: Rule, reading: Reading, s: Settings, **extra: Any) -> Finding
                                   **reading.facts, **extra)
     return Finding(rule.name, reading.node, rule.severity, message,
                    round(float(reading.value), 3), threshold, rule.runbook_section,
-                   rule.recommendation)
+                   rule.advice(reading.node, **reading.facts))
 
 
 def _ordered(window: Iterable[Sample], now: datetime) -> list[Sample]:

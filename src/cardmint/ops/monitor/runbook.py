@@ -8,6 +8,8 @@ Markdown renderers) make it: lower case, punctuation dropped, spaces as hyphens.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 RUNBOOK = "docs/runbook.md"
 SEPARATOR = " › "
@@ -35,3 +37,21 @@ def anchors(markdown: str) -> set[str]:
         elif not fenced and (m := re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)):
             out.add(anchor(m.group(1)))
     return out
+
+
+VERDICTS_HEADING = "## ✅ One Verdict Per Condition (CardMint)"
+
+
+def verdicts_table(rules: Iterable[Any], status_of: dict[str, str]) -> str:
+    """The runbook's table of every alert: its severity, the status `health` and the
+    dashboard give it, and the command that fixes it (docs/runbook.md holds it; a test
+    keeps the two equal)."""
+    rows = ["| condition | severity | status (exit code) | fix | runbook |",
+            "|---|---|---|---|---|"]
+    for r in rules:
+        status = status_of[r.severity]
+        fix = r.advice(None).replace("{names}", "the primaries")
+        rows.append(f"| `{r.name}` | {r.severity} | {status} "
+                    f"({2 if status == 'critical' else 1}) | {fix} | "
+                    f"[{r.runbook_section}](#{anchor(r.runbook_section.split(SEPARATOR)[-1])}) |")
+    return "\n".join(rows) + "\n"
