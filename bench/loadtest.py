@@ -190,7 +190,8 @@ def _brief(result: dict[str, Any]) -> dict[str, Any]:
 
 async def api(s: Settings, seconds: int, clients: int, workers: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"workers": workers}
-    async with serving(s, extra_args=("--no-monitor", "--no-access-log", "--workers", str(workers))) as (url, _):
+    args = ("--no-monitor", "--no-access-log", "--workers", str(workers))
+    async with serving(s, extra_args=args) as (url, _):
         async with loadgen.client(url, 1, 10.0) as http:
             spec, served = await mix.openapi(http)
             cards = await mix.draw_cards(http, random.Random(7))

@@ -68,8 +68,8 @@ async def _target(settings: Settings, url: str | None,
         yield url.rstrip("/"), None
     else:
         # no in-process monitor: the load test measures the API alone
-        async with serving(settings, extra_args=("--no-monitor", "--no-access-log", "--workers", str(workers))
-                           ) as (base, pid):
+        args = ("--no-monitor", "--no-access-log", "--workers", str(workers))
+        async with serving(settings, extra_args=args) as (base, pid):
             yield base, pid
 
 
