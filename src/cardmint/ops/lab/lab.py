@@ -265,33 +265,13 @@ async def up(settings: Settings, home: Path, *, count: int = 3, sync: bool = Tru
     if not patroni.is_file() or etcd is None:
         raise ClusterError("the lab needs Patroni and etcd: run `make patroni`")
     user.check_reachable(patroni)
-    lab_hosts = net.hosts(count)
-    home.mkdir(parents=True, exist_ok=True)
-    home.chmod(0o755)
-    user.check_reachable(home)
-    lab = Lab(home=str(home.resolve()), sync=sync, bindir=str(pg.bindir),
-              created_at=time.time())
-    for h in lab_hosts:
-        base = lab.path / "hosts" / h.name
-        lab.hosts.append(LabHost(
-            name=h.name, index=h.index, netns=h.netns, address=h.address,
-            datadir=str(base / "data"), socket_dir=str(base / "socket"),
-            config=str(base / "patroni.yml"), etcd_dir=str(base / "etcd")))
-    passwords = {**roles.new_passwords(), REST_SECRET: roles.new_password()}
-    secretfile.write(lab.path / SECRETS, passwords)
-    save(lab)
+    if net.namespaces() or net.links():  # another lab's: refused before we own anything
+        raise UsageError("a lab's network (cmlab-*) exists already: `cardmint lab down` "
+                         "(its home) or `cardmint lab down --sweep` first")
+    lab = _new(home, user, net.hosts(count), sync=sync, bindir=str(pg.bindir))
     try:
-        net.create(lab_hosts)
-        user.own(lab.path / "wal-archive")
-        user.own(lab.path / "logs", 0o755)
-        for host in lab.hosts:
-            base = Path(host.datadir).parent
-            user.own(base, 0o755)
-            user.own(Path(host.socket_dir), 0o755)
-            user.own(Path(host.etcd_dir))
-            user.own(lab.patroni_log(host).parent, 0o755)
-            nodes.write(user, Path(host.config),
-                        conf.render(member_config(lab, host, passwords)), 0o600)
+        net.create([h.host for h in lab.hosts])
+        _layout(lab, user)
         for host in lab.hosts:
             start_etcd(lab, host, user, etcd)
         await wait_etcd(lab)
@@ -300,11 +280,44 @@ async def up(settings: Settings, home: Path, *, count: int = 3, sync: bool = Tru
         for host in lab.hosts[1:]:
             start_patroni(lab, host, user, patroni)
         await wait_members(lab)
-        await _roles(lab, passwords)
+        await _roles(lab, lab.passwords())
     except BaseException:
         await down(home)
         raise
     return lab
+
+
+def _new(home: Path, user: process.OsUser, lab_hosts: list[Host], *, sync: bool,
+         bindir: str) -> Lab:
+    """lab.json and the secrets file of a new lab in `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    user.check_reachable(home)
+    lab = Lab(home=str(home.resolve()), sync=sync, bindir=bindir, created_at=time.time())
+    for h in lab_hosts:
+        base = lab.path / "hosts" / h.name
+        lab.hosts.append(LabHost(
+            name=h.name, index=h.index, netns=h.netns, address=h.address,
+            datadir=str(base / "data"), socket_dir=str(base / "socket"),
+            config=str(base / "patroni.yml"), etcd_dir=str(base / "etcd")))
+    secretfile.write(lab.path / SECRETS,
+                     {**roles.new_passwords(), REST_SECRET: roles.new_password()})
+    save(lab)
+    return lab
+
+
+def _layout(lab: Lab, user: process.OsUser) -> None:
+    """Directories the server user owns, and each host's Patroni file (mode 0600)."""
+    passwords = lab.passwords()
+    user.own(lab.path / "wal-archive")
+    user.own(lab.path / "logs", 0o755)
+    for host in lab.hosts:
+        user.own(Path(host.datadir).parent, 0o755)
+        user.own(Path(host.socket_dir), 0o755)
+        user.own(Path(host.etcd_dir))
+        user.own(lab.patroni_log(host).parent, 0o755)
+        nodes.write(user, Path(host.config),
+                    conf.render(member_config(lab, host, passwords)), 0o600)
 
 
 async def _roles(lab: Lab, passwords: dict[str, str]) -> None:
@@ -337,7 +350,7 @@ async def down(home: Path, *, purge: bool = True) -> list[str]:
             await stop_etcd(host)
             stopped.append(f"etcd-{host.name}")
     stopped += sweep()
-    if purge and home.exists():
+    if purge:
         shutil.rmtree(home, ignore_errors=True)
     return stopped
 
@@ -420,21 +433,23 @@ async def current_leader(lab: Lab, via: LabHost | None = None) -> str:
     raise ClusterError(f"lab: no running leader ({found})")
 
 
-async def wait_members(lab: Lab, timeout: float = UP_TIMEOUT_S,
-                       names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Until one leader runs and every other member (or those in `names`) streams; with
-    sync, until one is the synchronous standby."""
+async def wait_members(lab: Lab, timeout: float = UP_TIMEOUT_S) -> dict[str, dict[str, Any]]:
+    """Until every host's REST API tells the same story: one leader running, every other
+    member streaming (with sync: one of them the synchronous standby). Every host is
+    asked: a host just back from a partition may still answer from its own old view."""
     async def whole() -> dict[str, dict[str, Any]] | None:
-        found = await members(lab)
-        leaders = [n for n, m in found.items() if m.get("role") == "leader"
-                   and m.get("state") == "running"]
-        want = names or [h.name for h in lab.hosts]
-        others = [found.get(n) for n in want if n not in leaders]
-        if len(leaders) != 1 or not all(m and m.get("state") == "streaming" for m in others):
+        views = [await members(lab, h) for h in lab.hosts]
+        leaders = {n for v in views for n, m in v.items() if m.get("role") == "leader"
+                   and m.get("state") == "running"}
+        if len(leaders) != 1:
             return None
-        if lab.sync and not any(m.get("role") == "sync_standby" for m in found.values()):
-            return None
-        return found
+        for found in views:
+            others = [found.get(h.name) for h in lab.hosts if h.name not in leaders]
+            if not all(m and m.get("state") == "streaming" for m in others):
+                return None
+            if lab.sync and not any(m.get("role") == "sync_standby" for m in found.values()):
+                return None
+        return views[0]
 
     found: dict[str, dict[str, Any]] = await _until("every member streaming", whole, timeout)
     return found
