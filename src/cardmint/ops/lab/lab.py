@@ -267,7 +267,7 @@ async def up(settings: Settings, home: Path, *, count: int = 3, sync: bool = Tru
     user.check_reachable(patroni)
     if net.namespaces() or net.links():  # another lab's: refused before we own anything
         raise UsageError("a lab's network (cmlab-*) exists already: `cardmint lab down` "
-                         "(its home) or `cardmint lab down --sweep` first")
+                         "first (it removes every cmlab-* namespace)")
     lab = _new(home, user, net.hosts(count), sync=sync, bindir=str(pg.bindir))
     try:
         net.create([h.host for h in lab.hosts])
@@ -281,6 +281,7 @@ async def up(settings: Settings, home: Path, *, count: int = 3, sync: bool = Tru
             start_patroni(lab, host, user, patroni)
         await wait_members(lab)
         await _roles(lab, lab.passwords())
+        write_env(lab)
     except BaseException:
         await down(home)
         raise
@@ -453,6 +454,46 @@ async def wait_members(lab: Lab, timeout: float = UP_TIMEOUT_S) -> dict[str, dic
 
     found: dict[str, dict[str, Any]] = await _until("every member streaming", whole, timeout)
     return found
+
+
+ENV_FILE = "lab.env"
+
+
+def write_env(lab: Lab) -> Path:
+    """`lab.env` (mode 0600): the README's step 5 for this lab, the DSNs CardMint's
+    commands take (`set -a; . lab.env; set +a`, then `cardmint health` and the rest)."""
+    hosts = lab.hosts
+    per_host = [f"postgresql://{{role}}:{{pw}}@{h.address}:{PG_PORT}/{DATABASE}" for h in hosts]
+    pw = lab.passwords()
+
+    def each(role: str) -> str:
+        return ",".join(d.format(role=role, pw=_quote(pw[role])) for d in per_host)
+
+    secretfile.write(lab.path / ENV_FILE, {
+        "CARDMINT_DATABASE_URL": lab.dsn(APP),
+        "CARDMINT_MIGRATION_URL": lab.dsn(OWNER),
+        "CARDMINT_ADMIN_URL": lab.dsn(SUPERUSER),
+        "CARDMINT_READONLY_URL": lab.dsn(READONLY).replace("read-write", "any"),
+        "CARDMINT_REPLICA_URLS": each(READONLY),
+        "CARDMINT_MONITOR_URLS": each(MONITOR),
+    })
+    return lab.path / ENV_FILE
+
+
+async def status(lab: Lab) -> dict[str, Any]:
+    """Each host as it answers for itself (REST), whether its link is cut, and the
+    cluster as each host's REST API sees it."""
+    hosts = []
+    for h in lab.hosts:
+        me = await rest_get(h, "/patroni")
+        hosts.append({"name": h.name, "address": h.address, "cut": net.is_cut(h.host),
+                      "role": me.get("role") if me else None,
+                      "state": me.get("state") if me else None,
+                      "timeline": me.get("timeline") if me else None,
+                      "patroni_pid": proc.find(Path(h.config)),
+                      "etcd_pid": proc.find(Path(h.etcd_dir))})
+    return {"home": lab.home, "sync": lab.sync, "hosts": hosts,
+            "env_file": str(lab.path / ENV_FILE)}
 
 
 def summary(lab: Lab) -> dict[str, Any]:
