@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cardmint import secretfile
+from cardmint.api.app import create_app
 from cardmint.cluster.patroni import conf
 from cardmint.config import Settings
 from cardmint.ops.lab import lab as labs
 from cardmint.ops.lab import net, scenarios
 from cardmint.ops.lab.lab import Lab
 from cardmint.ops.lab.watch import Checker, Writer, prepare
+from support import poll, serving
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +70,74 @@ async def running(work_root: Path) -> AsyncIterator[Running]:
         assert net.namespaces() == [] and net.links() == []
 
 
+def runs(seen: list[tuple[float, int]], began: float) -> list[tuple[int, float, int]]:
+    """(code, seconds after `began` it started, how many in a row): for failure messages."""
+    out: list[tuple[int, float, int]] = []
+    for at, code in seen:
+        if out and out[-1][0] == code:
+            out[-1] = (code, out[-1][1], out[-1][2] + 1)
+        else:
+            out.append((code, round(at - began, 2), 1))
+    return out
+
+
+async def _ok(client: Any) -> bool:
+    return bool((await client.get("/health/primary")).status_code == 200)
+
+
 def no_two_primaries(r: Running) -> None:
     assert r.checker.rounds > 10
     assert r.checker.violations == [], r.checker.violations[:5]
 
 
+@dataclass
+class Answers:
+    """What `cardmint serve`'s /health/primary said, polled all along: (when, code)."""
+
+    seen: list[tuple[float, int]]
+
+
+async def poll_primary(client: Any, answers: Answers, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            code = (await client.get("/health/primary", timeout=15)).status_code
+        except Exception:  # a request that never answered counts as no answer (0)
+            code = 0
+        answers.seen.append((time.monotonic(), code))
+        await asyncio.sleep(0.2)
+
+
+def app_settings(lab: Lab, home: Path) -> Settings:
+    """`cardmint serve` pointed at all three hosts: lab.env's DSNs, no cluster.json."""
+    env = secretfile.read(lab.path / labs.ENV_FILE)
+    return Settings(_env_file=None, home=home,  # type: ignore[call-arg]
+                    database_url=env["CARDMINT_DATABASE_URL"],
+                    replica_urls=env["CARDMINT_REPLICA_URLS"].split(","),
+                    pool_min=1, pool_max=4)
+
+
 @needs
 async def test_the_partitioned_leader_demotes_the_majority_elects_nothing_acknowledged_is_lost(
-        running: Running) -> None:
-    result = await scenarios.partition_leader(running.lab, running.writer, running.checker)
-    print("partition leader:", result.to_dict())
+        running: Running, work_root: Path) -> None:
+    api = create_app(app_settings(running.lab, work_root / "lab-app"))
+    answers, stop = Answers([]), asyncio.Event()
+    async with serving(api) as client:
+        await poll(lambda: _ok(client))
+        poller = asyncio.create_task(poll_primary(client, answers, stop))
+        began = time.monotonic()
+        try:
+            result = await scenarios.partition_leader(running.lab, running.writer,
+                                                      running.checker)
+        finally:
+            stop.set()
+            await poller
+        # The same app, never restarted, answers for the new leader once the partition
+        # has healed. Not yet asserted: a 503 during the gap. A request on a pooled
+        # connection to the cut leader hangs (the data layer has no client-side timeout
+        # and TCP keeps retransmitting), so it answers only after the heal.
+        await poll(lambda: _ok(client), timeout=30)
+    print("partition leader:", result.to_dict(), "serve /health/primary:",
+          runs(answers.seen, began))
     assert result.new_leader != result.old_leader
     assert result.demotion_s < DEMOTE_BOUND_S
     assert result.demotion_s < result.detection_s  # demoted before anyone could take over
