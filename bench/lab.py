@@ -1,6 +1,7 @@
 """The three-host lab's failures, timed: median of several runs of each.
 
     .venv/bin/python -m bench.lab [--runs 3] [--json]
+    .venv/bin/python -m bench.lab --async --only leader [--runs 3]   # what async loses
 
 One lab (`cardmint lab up --hosts 3`, synchronous mode) under a fresh directory in /tmp,
 with the lab's writer (every acknowledged write recorded) and never-two-primaries checker
@@ -37,7 +38,7 @@ def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "min": min(r[k] for r in rows), "max": max(r[k] for r in rows)} for k in keys}
 
 
-async def main(runs: int) -> dict[str, Any]:
+async def main(runs: int, *, sync: bool = True, only: str | None = None) -> dict[str, Any]:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     etcd = shutil.which(settings.etcd) or "etcd"
     patroni = settings.patroni_bin / "patroni"
@@ -47,29 +48,31 @@ async def main(runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         labs.sweep()
-        lab = await labs.up(settings, home, count=3, sync=True)
+        lab = await labs.up(settings, home, count=3, sync=sync)
         await prepare(lab)
         writer, checker = Writer(lab), Checker(lab)
         tasks = [asyncio.create_task(writer.run()), asyncio.create_task(checker.run())]
         try:
             leader = [(await scenarios.partition_leader(lab, writer, checker)).to_dict()
                       for _ in range(runs)]
-            replica = [(await scenarios.partition_replica(lab, writer)).to_dict()
-                       for _ in range(runs)]
-            quorum = (await scenarios.lose_quorum(lab, writer, etcd, watch_s=25)).to_dict()
-            restart = [(await scenarios.restart_all(lab, writer, patroni, etcd)).to_dict()
-                       for _ in range(runs)]
+            out = {"runs": runs, "sync": sync,
+                   "leader_partition": {"runs": leader, "medians": medians(leader)}}
+            if only != "leader":
+                replica = [(await scenarios.partition_replica(lab, writer)).to_dict()
+                           for _ in range(runs)]
+                quorum = await scenarios.lose_quorum(lab, writer, etcd, watch_s=25)
+                restart = [(await scenarios.restart_all(lab, writer, patroni, etcd)).to_dict()
+                           for _ in range(runs)]
+                out.update({"replica_partition": {"runs": replica, "medians": medians(replica)},
+                            "quorum_loss": quorum.to_dict(),
+                            "restart": {"runs": restart, "medians": medians(restart)}})
         finally:
             writer.stop()
             checker.stop()
             await asyncio.gather(*tasks)
-        out = {"runs": runs, "leader_partition": {"runs": leader, "medians": medians(leader)},
-               "replica_partition": {"runs": replica, "medians": medians(replica)},
-               "quorum_loss": quorum,
-               "restart": {"runs": restart, "medians": medians(restart)},
-               "acknowledged_writes": len(writer.acks),
-               "two_primaries_moments": len(checker.violations),
-               "checker_rounds": checker.rounds}
+        out.update({"acknowledged_writes": len(writer.acks),
+                    "two_primaries_moments": len(checker.violations),
+                    "checker_rounds": checker.rounds})
     finally:
         await labs.down(home)
         shutil.rmtree(root, ignore_errors=True)
@@ -80,14 +83,19 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--async", dest="asynchronous", action="store_true",
+                        help="asynchronous replication (default: synchronous_mode)")
+    parser.add_argument("--only", choices=["leader"], help="only the leader's partition")
     args = parser.parse_args()
-    result = asyncio.run(main(args.runs))
+    result = asyncio.run(main(args.runs, sync=not args.asynchronous, only=args.only))
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
     else:
         for name in ("leader_partition", "replica_partition", "restart"):
-            print(name, json.dumps(result[name]["medians"]))
-        print("quorum_loss", json.dumps(result["quorum_loss"]))
+            if name in result:
+                print(name, json.dumps(result[name]["medians"]))
+        if "quorum_loss" in result:
+            print("quorum_loss", json.dumps(result["quorum_loss"]))
         print("acknowledged writes", result["acknowledged_writes"], "two-primaries moments",
               result["two_primaries_moments"], "checker rounds", result["checker_rounds"])
