@@ -344,7 +344,12 @@ async def down(home: Path, *, purge: bool = True) -> list[str]:
     lab = load(home)
     stopped: list[str] = []
     if lab is not None:
-        for host in reversed(lab.hosts):  # the replicas first: no handover on the way
+        try:
+            leader = await current_leader(lab)
+        except ClusterError:
+            leader = None
+        # the replicas first, the leader last: none of them takes over on the way
+        for host in sorted(lab.hosts, key=lambda h: h.name == leader):
             await stop_patroni(host)
             stopped.append(f"patroni-{host.name}")
         for host in lab.hosts:
