@@ -28,7 +28,10 @@ from support import TestCluster, migrated_cluster, poll
 pytestmark = pytest.mark.slow
 
 ROUNDS = 3
-REJOIN_BOUND_S = 5.0  # a tiny database: the rewind itself is well under a second
+# A guard against the old failure (a 60 s wait, then a base backup), not a speed target
+# (bench/README.md has the figures): each rejoin took 3.7-4.9 s with the load at 6-7 on
+# 2 cores here, 6.5-7.2 s at load 10.
+REJOIN_BOUND_S = 20.0
 
 
 @pytest.fixture(scope="module")
