@@ -22,8 +22,8 @@ from cardmint.api.app import create_app
 from cardmint.cluster.patroni import conf
 from cardmint.config import Settings
 from cardmint.ops.lab import lab as labs
-from cardmint.ops.lab import net, scenarios
-from cardmint.ops.lab.lab import Lab
+from cardmint.ops.lab import net, scenarios, state
+from cardmint.ops.lab.state import Lab
 from cardmint.ops.lab.watch import Checker, Writer, prepare
 from support import poll, serving
 
@@ -109,7 +109,7 @@ async def poll_primary(client: Any, answers: Answers, stop: asyncio.Event) -> No
 
 def app_settings(lab: Lab, home: Path) -> Settings:
     """`cardmint serve` pointed at all three hosts: lab.env's DSNs, no cluster.json."""
-    env = secretfile.read(lab.path / labs.ENV_FILE)
+    env = secretfile.read(lab.path / state.ENV_FILE)
     return Settings(_env_file=None, home=home,  # type: ignore[call-arg]
                     database_url=env["CARDMINT_DATABASE_URL"],
                     replica_urls=env["CARDMINT_REPLICA_URLS"].split(","),

@@ -24,9 +24,9 @@ def _home(home: Path | None) -> Path:
 
 
 def _lab(home: Path | None) -> Any:
-    from cardmint.ops.lab import lab as labs
+    from cardmint.ops.lab import state
 
-    found = labs.load(_home(home))
+    found = state.load(_home(home))
     if found is None:
         raise UsageError(f"no lab in {_home(home)}: `cardmint lab up` first")
     return found
@@ -51,10 +51,11 @@ def up(hosts: Annotated[int, typer.Option("--hosts", min=1, max=9,
        home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Make the namespaces and bridge, start etcd, Patroni and PostgreSQL on each host."""
     from cardmint.ops.lab import lab as labs
+    from cardmint.ops.lab import observe
 
     async def go() -> dict[str, Any]:
         made = await labs.up(settings(home), _home(home), count=hosts, sync=not asynchronous)
-        return await labs.status(made)
+        return await observe.status(made)
 
     emit(run(go()), as_json, _render_status)
 
@@ -62,9 +63,9 @@ def up(hosts: Annotated[int, typer.Option("--hosts", min=1, max=9,
 @app.command()
 def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Each host's link and what its Patroni says."""
-    from cardmint.ops.lab import lab as labs
+    from cardmint.ops.lab import observe
 
-    emit(run(labs.status(_lab(home))), as_json, _render_status)
+    emit(run(observe.status(_lab(home))), as_json, _render_status)
 
 
 @app.command()

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cardmint.cluster.pg import process
-from cardmint.ops.lab import lab as labs
-from cardmint.ops.lab import net
-from cardmint.ops.lab.lab import Lab, LabHost
+from cardmint.ops.lab import net, observe, procs
+from cardmint.ops.lab.state import Lab, LabHost
 from cardmint.ops.lab.watch import Checker, Writer, present
 
 POLL_S = 0.05
@@ -51,7 +50,7 @@ async def _until(what: str, check: Any, timeout: float = TIMEOUT_S) -> Any:
 
 
 async def _leader_seen_by(lab: Lab, via: LabHost) -> str | None:
-    found = await labs.members(lab, via)
+    found = await observe.members(lab, via)
     for name, m in found.items():
         if m.get("role") == "leader":
             return name
@@ -77,7 +76,7 @@ class LeaderPartition:
 
 async def partition_leader(lab: Lab, writer: Writer, checker: Checker) -> LeaderPartition:
     """Cut the leader's host off; the majority elects; heal; the old leader rejoins."""
-    old = lab.host(await labs.current_leader(lab))
+    old = lab.host(await observe.current_leader(lab))
     majority = [h for h in lab.hosts if h.name != old.name]
     inode = await asyncio.to_thread(lambda: os.stat(old.datadir).st_ino)
     await writer.more(20)
@@ -108,7 +107,7 @@ async def partition_leader(lab: Lab, writer: Writer, checker: Checker) -> Leader
     isolated = [a for a in writer.after(cut) if a.member == old.name]
     healed = time.monotonic()
     net.heal(old.host)
-    await labs.wait_members(lab, timeout=TIMEOUT_S)
+    await observe.wait_members(lab, timeout=TIMEOUT_S)
     rejoined = time.monotonic()
     acked = list(writer.acks)  # before the read: later acks are not in its snapshot
     have = await present(lab, lab.host(new))
@@ -137,7 +136,7 @@ class ReplicaPartition:
 async def partition_replica(lab: Lab, writer: Writer) -> ReplicaPartition:
     """Cut the synchronous standby's host (the worst replica to lose): writes go on once
     Patroni names the other replica synchronous; heal; it streams again."""
-    found = await labs.members(lab)
+    found = await observe.members(lab)
     leader = next(n for n, m in found.items() if m.get("role") == "leader")
     target = next((n for n, m in found.items() if m.get("role") == "sync_standby"),
                   next(n for n in found if n != leader))
@@ -147,10 +146,10 @@ async def partition_replica(lab: Lab, writer: Writer) -> ReplicaPartition:
     net.cut(host.host)
     await writer.more(50)
     stall = writer.outage(cut)
-    kept = await labs.current_leader(lab, lab.host(leader)) == leader
+    kept = await observe.current_leader(lab, lab.host(leader)) == leader
     healed = time.monotonic()
     net.heal(host.host)
-    await labs.wait_members(lab, timeout=TIMEOUT_S)
+    await observe.wait_members(lab, timeout=TIMEOUT_S)
     return ReplicaPartition(replica=target, was_sync=found[target].get("role") ==
                             "sync_standby", leader_kept=kept, write_stall_s=round(stall, 3),
                             rejoin_s=round(time.monotonic() - healed, 3))
@@ -173,14 +172,14 @@ async def lose_quorum(lab: Lab, writer: Writer, etcd: str, *, watch_s: float) ->
     """Stop two of the three etcd members (by PID) for `watch_s` (longer than the ttl,
     so the leader key would have expired): with failsafe_mode the leader stays primary
     while every Patroni answers it; then start them again."""
-    leader = await labs.current_leader(lab)
+    leader = await observe.current_leader(lab)
     stopped = [h for h in lab.hosts if h.name != leader][:2]
     if len(stopped) < 2:
         stopped = lab.hosts[:2]
     await writer.more(10)
     began = time.monotonic()
     for h in stopped:
-        await labs.stop_etcd(h)
+        await procs.stop_etcd(h)
     count = len(writer.acks)
     await asyncio.sleep(watch_s)  # a watched window, not a wait for state
     during = len(writer.acks) - count
@@ -190,9 +189,9 @@ async def lose_quorum(lab: Lab, writer: Writer, etcd: str, *, watch_s: float) ->
     user = _user(lab)
     back = time.monotonic()
     for h in stopped:
-        labs.start_etcd(lab, h, user, etcd)
-    await labs.wait_etcd(lab)
-    await labs.wait_members(lab, timeout=TIMEOUT_S)
+        procs.start_etcd(lab, h, user, etcd)
+    await observe.wait_etcd(lab)
+    await observe.wait_members(lab, timeout=TIMEOUT_S)
     return QuorumLoss(leader=leader, stopped_etcd=[h.name for h in stopped],
                       leader_kept_writing=writing, writes_during=during,
                       watched_s=round(time.monotonic() - began, 3),
@@ -213,21 +212,21 @@ class Restart:
 
 async def restart_all(lab: Lab, writer: Writer, patroni: Path, etcd: str) -> Restart:
     """Stop every Patroni (replicas first) and etcd, start them all again."""
-    before = await labs.current_leader(lab)
+    before = await observe.current_leader(lab)
     await writer.more(10)
     order = sorted(lab.hosts, key=lambda h: h.name == before)  # the leader last
     for h in order:
-        await labs.stop_patroni(h)
+        await procs.stop_patroni(h)
     for h in lab.hosts:
-        await labs.stop_etcd(h)
+        await procs.stop_etcd(h)
     user = _user(lab)
     began = time.monotonic()
     for h in lab.hosts:
-        labs.start_etcd(lab, h, user, etcd)
+        procs.start_etcd(lab, h, user, etcd)
     for h in lab.hosts:
-        labs.start_patroni(lab, h, user, patroni)
-    await labs.wait_etcd(lab)
-    found = await labs.wait_members(lab, timeout=TIMEOUT_S)
+        procs.start_patroni(lab, h, user, patroni)
+    await observe.wait_etcd(lab)
+    found = await observe.wait_members(lab, timeout=TIMEOUT_S)
     took = time.monotonic() - began
     leaders = [n for n, m in found.items() if m.get("role") == "leader"]
     await writer.more(10)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from cardmint.cluster.state import SUPERUSER
-from cardmint.ops.lab.lab import PG_PORT, Lab, LabHost
+from cardmint.ops.lab.state import PG_PORT, Lab, LabHost
 
 PROBE_DDL = "CREATE TABLE IF NOT EXISTS cmlab_probe (id bigint PRIMARY KEY, " \
             "member text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
