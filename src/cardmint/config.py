@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # condition), how long samples are kept, and where alert transitions are POSTed.
     monitor_interval_s: float = Field(60.0, gt=0)
     monitor_retention_h: float = Field(24.0, gt=0)
+    # The monitor inside `cardmint serve` restarts a local node whose postmaster died
+    # (issue 18), looking this often; 0 turns it off.
+    heal_interval_s: float = Field(5.0, ge=0)
     alert_webhook_url: SecretStr | None = None  # may carry a token in its path
 
     # Backups (issue 6): a base backup every `backup_interval_h`, kept `backup_retention_days`

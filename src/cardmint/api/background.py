@@ -48,13 +48,17 @@ def run_monitor_in(app: FastAPI, interval_s: float | None = None, *,
                    backups: bool = True) -> None:
     """The monitor loop beside the app, so alerts fire, the dashboard's charts fill and
     the daily backup is taken without another command. It works only while it leads
-    (one loop cluster-wide; see ops.monitor_loop)."""
+    (one loop cluster-wide; see ops.monitor_loop). Beside it, on a local cluster, the
+    healer restarts a node whose postmaster died (ops.monitor.heal)."""
+    from cardmint.ops.monitor.heal import heal_loop
     from cardmint.ops.monitor.loop import run_loop
 
     async def job(a: FastAPI, stop: asyncio.Event) -> None:
         s = a.state.settings
-        await run_loop(s, interval_s=interval_s or s.monitor_interval_s, backups=backups,
-                       stop=stop)
+        await asyncio.gather(
+            run_loop(s, interval_s=interval_s or s.monitor_interval_s, backups=backups,
+                     stop=stop),
+            heal_loop(s, stop))
 
     run_beside(app, job)
 

@@ -17,6 +17,7 @@ from cardmint.cli import (
     drill,
     incident,
     inventory,
+    lab,
     loadtest,
     maintenance,
     monitor,
@@ -61,6 +62,7 @@ app.add_typer(inventory.app, name="inventory")
 app.add_typer(drill.app, name="drill")
 app.add_typer(loadtest.app, name="loadtest")
 app.add_typer(pooler.app, name="pooler")
+app.add_typer(lab.app, name="lab")
 serve.register(app)
 ops.register(app)
 monitor.register(app)

@@ -30,7 +30,8 @@ from cardmint.cluster.engine import (
 )
 from cardmint.cluster.home import create_or_adopt, free_ports, locked, new_home
 from cardmint.cluster.home import purge as purge_home
-from cardmint.cluster.local import credentials, failover, pooler, rejoin, replicas, resize
+from cardmint.cluster.local import credentials, failover, heal, pooler, rejoin, replicas, resize
+from cardmint.cluster.local.heal import Restart
 from cardmint.cluster.local.resize import ResizeReport
 from cardmint.cluster.pg import logs, nodes, pgbin, process, replication, roles, tls
 from cardmint.cluster.pg.admin import NodeAdmin
@@ -95,9 +96,11 @@ class LocalCluster:
         with locked(self.home):
             yield
 
-    async def start_node(self, pg: pgbin.PgBin, user: process.OsUser, node: Node) -> int:
-        """Start `node`'s server and wait until it accepts connections; its PID."""
-        return await nodes.start(pg, user, node, self.log(node))
+    async def start_node(self, pg: pgbin.PgBin, user: process.OsUser, node: Node,
+                         stuck_after: float | None = None) -> int:
+        """Start `node`'s server and wait until it accepts connections; its PID.
+        `stuck_after`: see `process.wait_ready`."""
+        return await nodes.start(pg, user, node, self.log(node), stuck_after)
 
     # -- up ------------------------------------------------------------------------
 
@@ -277,6 +280,10 @@ class LocalCluster:
     async def rejoin(self, name: str) -> RejoinReport:
         """A fenced or broken node back as a replica (pg_rewind, else a base backup)."""
         return await failover.rejoin_named(self, name)
+
+    async def heal(self) -> list[Restart]:
+        """Restart any node whose postmaster died (not a fenced one); see heal.py."""
+        return await heal.heal(self)
 
     # -- scaling (replicas.py, resize.py, pooler.py) -------------------------------
 

@@ -8,6 +8,18 @@ is the data directory; pg_rewind reports "no rewind required" against a primary 
 not checkpointed since its promotion, so the primary checkpoints first; and pg_rewind
 copies the primary's configuration files, so the node's port, name, conninfo and slot are
 written again afterwards.
+
+A crashed primary's rewind needs WAL that may be gone from both servers' pg_wal (issue
+18): the rewound node replays from the last checkpoint before the divergence, through the
+new timeline's first segments, and the new primary recycles those at its next checkpoint
+(the one we ask for included) once they are archived; no slot keeps them for a node that
+was not its standby. Without a restore_command the node then waited for a segment nobody
+could send, never became consistent, and rejoin fell back to a base backup after 60 s.
+So a rejoining node reads the WAL archive (restore_command, pg_rewind
+--restore-target-wal for its own old segments), and a start that sits waiting for one
+segment is given up after STUCK_S, not 60 s. (A flush of the crashed directory would
+not help: a SIGKILLed postmaster's writes are in the page cache, which pg_rewind reads,
+and pg_rewind syncs the directory itself when done.)
 """
 
 from __future__ import annotations
@@ -35,7 +47,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("cardmint.rejoin")
 
 # Rewritten for a standby: its upstream, and none of a primary's synchronous standbys.
-REPLICA_ONLY = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names")
+REPLICA_ONLY = ("primary_conninfo", "primary_slot_name", "synchronous_standby_names",
+                "restore_command")
+# A rewound node whose recovery shows no progress (the segment it replays) for this long
+# before it is consistent is missing WAL: fall back to a base backup then, not after 60 s.
+# A 16 MB segment replays in well under a second here.
+STUCK_S = 10.0
 LEGACY_PASSFILE = "cardmint-replication.pgpass"  # in the data directory, before issue 15
 
 
@@ -46,7 +63,7 @@ def standby_config(user: OsUser, node: Node, primary: Node, password: str, archi
     server is `stopped`, no replication slots of its own (they would hold WAL forever)."""
     datadir = Path(node.datadir)
     nodes.configure(user, node, archive)
-    point_at(user, node, primary, password)
+    point_at(user, node, primary, password, archive)
     for slot in (datadir / "pg_replslot").glob("*") if stopped else ():
         shutil.rmtree(slot, ignore_errors=True)
 
@@ -65,37 +82,56 @@ def write_passfile(user: OsUser, node: Node, password: str) -> None:
     (Path(node.datadir) / LEGACY_PASSFILE).unlink(missing_ok=True)
 
 
-def point_at(user: OsUser, node: Node, primary: Node, password: str) -> None:
-    """Point `node` at `primary` on its own slot. The password goes to a password file,
-    not into primary_conninfo: a reload logs the changed conninfo in the server log."""
+def point_at(user: OsUser, node: Node, primary: Node, password: str,
+             archive: Path | None = None) -> None:
+    """Point `node` at `primary` on its own slot, and at the WAL `archive` for what the
+    primary no longer has. The password goes to a password file, not into
+    primary_conninfo: a reload logs the changed conninfo in the server log."""
     datadir = Path(node.datadir)
     write_passfile(user, node, password)
     conninfo = (f"host={primary.host} port={primary.port} user={REPLICATION} "
                 f"passfile='{passfile(node)}' application_name={node.name}")
-    auto = datadir / "postgresql.auto.conf"
-    lines = [line for line in (auto.read_text().splitlines() if auto.exists() else [])
-             if not line.strip().startswith(REPLICA_ONLY)]
-    lines += [f"primary_conninfo = {nodes.conf_string(conninfo)}",
-              f"primary_slot_name = {nodes.conf_string(node.slot)}"]
-    nodes.write(user, auto, "\n".join(lines) + "\n")
+    lines = [f"primary_conninfo = {nodes.conf_string(conninfo)}",
+             f"primary_slot_name = {nodes.conf_string(node.slot)}"]
+    auto_conf(user, node, REPLICA_ONLY, lines)
+    if archive is not None:
+        read_archive(user, node, archive)
     nodes.write(user, datadir / "standby.signal", "")
+
+
+def read_archive(user: OsUser, node: Node, archive: Path) -> None:
+    """Recovery on `node` may fetch WAL from the `archive` (restore_command)."""
+    auto_conf(user, node, ("restore_command",),
+              [f"restore_command = {nodes.conf_string(nodes.restore_command(archive))}"])
+
+
+def auto_conf(user: OsUser, node: Node, drop: tuple[str, ...], add: list[str]) -> None:
+    """postgresql.auto.conf without the settings named in `drop`, plus the lines `add`."""
+    auto = Path(node.datadir) / "postgresql.auto.conf"
+    lines = [line for line in (auto.read_text().splitlines() if auto.exists() else [])
+             if not line.strip().startswith(drop)]
+    nodes.write(user, auto, "\n".join([*lines, *add]) + "\n")
 
 
 def _pgpass(text: str) -> str:
     return text.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def rewind(pg: PgBin, user: OsUser, node: Node, primary: Node, password: str) -> str:
-    """pg_rewind `node` from the running `primary`; the password goes by environment."""
+def rewind(pg: PgBin, user: OsUser, node: Node, primary: Node, password: str,
+           archive: Path) -> str:
+    """pg_rewind `node` from the running `primary`; the password goes by environment.
+    The node's own old WAL it no longer holds comes from the `archive`."""
     if not Path(pg("pg_rewind")).is_file():
         raise ClusterError(f"no pg_rewind in {pg.bindir}")
+    # pg_rewind --restore-target-wal asks the target's configuration for its command
+    read_archive(user, node, archive)
     # The fence must go for a moment: pg_rewind first finishes a crashed target's
     # recovery in single-user mode, which refuses standby mode. The lock is ours and
     # the server is stopped, and standby_config puts the file back.
     (Path(node.datadir) / "standby.signal").unlink(missing_ok=True)
     source = (f"host={primary.host} port={primary.port} user={SUPERUSER} dbname=postgres "
               "application_name=cardmint-rewind")
-    done = user.run([pg("pg_rewind"), "--target-pgdata", node.datadir,
+    done = user.run([pg("pg_rewind"), "--target-pgdata", node.datadir, "--restore-target-wal",
                      "--source-server", source], env={"PGPASSWORD": password})
     lines = (done.stderr or done.stdout).strip().splitlines()
     return lines[-1] if lines else ""
@@ -169,10 +205,11 @@ async def rejoin_node(cluster: LocalCluster, state: ClusterState, node: Node) ->
         reason = kept = None
         log.info("%s: rewinding it to %s's history (pg_rewind)", node.name, primary.name)
         try:
-            await asyncio.to_thread(rewind, pg, user, node, primary, passwords[SUPERUSER])
+            await asyncio.to_thread(rewind, pg, user, node, primary, passwords[SUPERUSER],
+                                    cluster.archive)
             standby_config(user, node, primary, passwords[REPLICATION], cluster.archive)
             await replication.ensure_slot(conn, node.slot)
-            node.pid = await cluster.start_node(pg, user, node)
+            node.pid = await cluster.start_node(pg, user, node, stuck_after=STUCK_S)
             if not await replication.wait_streaming(conn, [node.name]):
                 raise ClusterError(f"{node.name} does not stream after pg_rewind: "
                                    f"{process.tail(cluster.log(node), 5)}")

@@ -139,6 +139,12 @@ def archive_command(archive: Path) -> str:
     )
 
 
+def restore_command(archive: Path) -> str:
+    """Fetch a WAL segment (or timeline history file) from the archive; a missing one
+    makes cp fail, which recovery takes as "not there"."""
+    return f'cp "{archive}/%f" "%p"'
+
+
 def common_conf(archive: Path) -> str:
     """The settings every node shares (the Patroni engine hands them to Patroni)."""
     conf = COMMON_CONF.format(archive_command=archive_command(archive))
@@ -193,16 +199,17 @@ def write(user: OsUser, path: Path, text: str, mode: int = 0o600) -> None:
         os.close(fd)
 
 
-async def start(pg: PgBin, user: OsUser, node: Node, log: Path) -> int:
+async def start(pg: PgBin, user: OsUser, node: Node, log: Path,
+                stuck_after: float | None = None) -> int:
     """Start `node`'s postmaster (logging start-up to `log`) and wait until it accepts
-    connections; its PID."""
+    connections; its PID. `stuck_after`: see `process.wait_ready`."""
     datadir = Path(node.datadir)
     # A postmaster.pid whose process is gone (or is someone else) would block startup.
     if (datadir / "postmaster.pid").exists() and process.postmaster_pid(datadir) is None:
         (datadir / "postmaster.pid").unlink()
     log.parent.mkdir(parents=True, exist_ok=True)
     pid = user.spawn([pg("postgres"), "-D", str(datadir)], log)
-    await process.wait_ready(datadir, pid, log)
+    await process.wait_ready(datadir, pid, log, stuck_after=stuck_after)
     return pid
 
 

@@ -155,16 +155,43 @@ def postmaster_status(datadir: Path) -> str | None:
     return lines[7].strip() if len(lines) > 7 else None
 
 
-async def wait_ready(datadir: Path, pid: int, log: Path, timeout: float = 60.0) -> None:
-    """Poll until the server says it accepts connections (ready, or standby for a replica)."""
+async def wait_ready(datadir: Path, pid: int, log: Path, timeout: float = 60.0,
+                     stuck_after: float | None = None) -> None:
+    """Poll until the server says it accepts connections (ready, or standby for a replica).
+    With `stuck_after`: give up once recovery has shown no progress for that long (its
+    startup process's title names the WAL segment it replays; a standby not yet
+    consistent that no source can feed would otherwise wait out `timeout`)."""
     deadline = time.monotonic() + timeout
+    seen: tuple[str | None, float] = (None, time.monotonic())
     while time.monotonic() < deadline:
         if not alive(pid):
             raise ClusterError(f"PostgreSQL on {datadir} exited while starting: {tail(log)}")
         if postmaster_status(datadir) in ("ready", "standby"):
             return
+        if stuck_after is not None:
+            title = startup_title(datadir)
+            if title != seen[0]:
+                seen = (title, time.monotonic())
+            elif title is not None and time.monotonic() - seen[1] > stuck_after:
+                raise ClusterError(
+                    f"PostgreSQL on {datadir} made no recovery progress in {stuck_after:.0f} s "
+                    f"before it was consistent ({title}): a WAL segment it needs is missing")
         await asyncio.sleep(0.02)
     raise ClusterError(f"PostgreSQL on {datadir} was not ready after {timeout:.0f} s: {tail(log)}")
+
+
+def startup_title(datadir: Path) -> str | None:
+    """What the startup process's title says it does ("recovering 0000000200000000000000
+    05", "waiting for ..."), or None while there is none."""
+    for pid in datadir_pids(datadir):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        _, sep, doing = title.partition(": startup ")
+        if sep:
+            return doing.strip()
+    return None
 
 
 Ladder = tuple[tuple[signal.Signals, str, float], ...]  # (signal, its name, seconds to wait)
