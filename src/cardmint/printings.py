@@ -7,6 +7,7 @@ A printing is any mapping with the catalog's keys: type, subtype, size, foil, st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -26,7 +27,7 @@ def words(slug: str) -> str:
     """'1999-2000-copyright' -> '1999-2000 Copyright'; 'no-e-reader' -> 'No e-Reader'."""
     if slug == "no-e-reader":
         return "No e-Reader"
-    if slug[:1].isdigit() and "-" in slug:  # keep a year range together
+    if re.match(r"[0-9]", slug) and "-" in slug:  # keep a year range together
         head, _, rest = slug.rpartition("-")
         return f"{head} {rest.capitalize()}"
     return " ".join(w if w in SMALL_WORDS else w.capitalize() for w in slug.split("-"))

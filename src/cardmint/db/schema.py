@@ -315,7 +315,9 @@ sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_i
 # read these rows instead of every matching item (1M items: seconds -> milliseconds).
 inventory_totals = sa.Table(
     "inventory_totals", metadata,
-    sa.Column("product_id", sa.BigInteger, sa.ForeignKey("products.id"), primary_key=True),
+    # a product goes only once no item holds it: its totals (zeros) go with it
+    sa.Column("product_id", sa.BigInteger, sa.ForeignKey("products.id", ondelete="CASCADE"),
+              primary_key=True),
     sa.Column("status", sa.Text, primary_key=True),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("graded", sa.BigInteger, nullable=False, server_default="0"),

@@ -6,11 +6,12 @@ from typing import Any
 
 from cardmint.intake.tx import Executor
 
-# Dollars only: the review rule's threshold is in US cents. The unique key
+# Dollars only: the review rule's threshold is in US cents. The shop's own asking price
+# is no market price. The unique key
 # (variant_id, condition, source, observed_at) serves the lookup.
 LATEST_SQL = """
 SELECT price_cents, currency, source, observed_at FROM prices
-WHERE variant_id = $1 AND condition = $2 AND currency = 'USD'
+WHERE variant_id = $1 AND condition = $2 AND currency = 'USD' AND source <> 'asking'
 ORDER BY observed_at DESC, id DESC LIMIT 1
 """
 

@@ -30,11 +30,13 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str, str]] = {
 }
 CERT_CONSTRAINT = "uq_inventory_items_grading_company_cert_number"
 
-# The latest USD price of the item's variant in its condition (any source).
+# The latest USD market price of the item's variant in its condition (any source but
+# the shop's own asking price).
 LATEST_PRICE = """
 LEFT JOIN LATERAL (
     SELECT pr.price_cents, pr.source, pr.observed_at FROM prices pr
     WHERE pr.variant_id = p.variant_id AND pr.condition = p.condition AND pr.currency = 'USD'
+      AND pr.source <> 'asking'
     ORDER BY pr.observed_at DESC, pr.id DESC LIMIT 1) price ON true
 """
 SELECT_SQL = f"""

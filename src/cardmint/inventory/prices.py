@@ -23,6 +23,9 @@ from cardmint.inventory.products import VariantRef, Variants
 
 MAX_ROWS = 5000
 CURRENCY = "USD"
+# The shop's own asking price (a file's TCG Marketplace Price, a price entered as ours):
+# kept beside the market prices, never read as one (value, review rules, the latest price).
+ASKING_SOURCE = "asking"
 MAX_SKEW = timedelta(minutes=5)  # clocks differ; a feed from the future does not
 
 INSERT_SQL = """
@@ -44,7 +47,7 @@ LIMIT $5 OFFSET $6
 LATEST_SQL = """
 SELECT DISTINCT ON (variant_id, condition) variant_id, condition, source, price_cents,
        currency, observed_at
-FROM prices WHERE card_id = $1 AND currency = 'USD'
+FROM prices WHERE card_id = $1 AND currency = 'USD' AND source <> 'asking'
 ORDER BY variant_id, condition, observed_at DESC, id DESC
 """
 

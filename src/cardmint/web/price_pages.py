@@ -15,7 +15,7 @@ from cardmint.catalog import search
 from cardmint.db import Database
 from cardmint.errors import ValidationError
 from cardmint.inventory import fields, prices
-from cardmint.inventory.interchange.importer import ASKING_SOURCE
+from cardmint.inventory.prices import ASKING_SOURCE
 from cardmint.inventory.products import describe
 from cardmint.web.forms import CONDITION_NAMES, read_form
 from cardmint.web.render import render

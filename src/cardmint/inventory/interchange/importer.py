@@ -28,6 +28,7 @@ from cardmint.inventory.interchange.matching import (
     Variant,
     label,
 )
+from cardmint.inventory.prices import ASKING_SOURCE
 from cardmint.inventory.products import make_sku
 
 Mode = Literal["add", "sync"]
@@ -37,7 +38,6 @@ REVIEW_LIMIT = 1_000
 MISSING_LIMIT = 1_000
 CHUNK = 2_000
 STATEMENT_TIMEOUT_MS = 600_000
-ASKING_SOURCE = "asking"  # the seller's own price, as a file's marketplace price states it
 
 # printing, condition, language, location, grader, grade; and in `add` also the cost and
 # date, so that an export's rows (one per cost and date) come back as they went.

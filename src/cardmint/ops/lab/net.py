@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
+from cardmint import inputs
 from cardmint.errors import ClusterError
 
 PREFIX = "cmlab-"
@@ -112,7 +113,7 @@ def is_cut(host: Host) -> bool:
 def pids(netns: str) -> list[int]:
     """The processes running in a lab namespace (`ip netns pids`)."""
     out = ip("netns", "pids", netns, check=False).stdout.split()
-    return [int(p) for p in out if p.isdigit()]
+    return [int(p) for p in out if inputs.is_digits(p)]
 
 
 def remove() -> list[str]:

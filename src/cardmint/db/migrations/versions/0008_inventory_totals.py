@@ -85,7 +85,8 @@ def upgrade() -> None:
         sa.Column("graded", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("cost_cents", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("with_cost", sa.BigInteger(), server_default="0", nullable=False),
-        sa.ForeignKeyConstraint(["product_id"], ["products.id"],
+        # A product goes only once no item holds it: its totals (zeros) go with it.
+        sa.ForeignKeyConstraint(["product_id"], ["products.id"], ondelete="CASCADE",
                                 name=op.f("fk_inventory_totals_product_id_products")),
         sa.PrimaryKeyConstraint("product_id", "status", name=op.f("pk_inventory_totals")),
         comment="Items per product and status (graded, with a cost, their cost), kept by "
