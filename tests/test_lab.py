@@ -70,10 +70,11 @@ async def running(work_root: Path) -> AsyncIterator[Running]:
         assert net.namespaces() == [] and net.links() == []
 
 
-def runs(seen: list[tuple[float, int]], began: float) -> list[tuple[int, float, int]]:
+def runs(seen: list[tuple[float, int, str | None]],
+         began: float) -> list[tuple[int, float, int]]:
     """(code, seconds after `began` it started, how many in a row): for failure messages."""
     out: list[tuple[int, float, int]] = []
-    for at, code in seen:
+    for at, code, _ in seen:
         if out and out[-1][0] == code:
             out[-1] = (code, out[-1][1], out[-1][2] + 1)
         else:
@@ -92,19 +93,27 @@ def no_two_primaries(r: Running) -> None:
 
 @dataclass
 class Answers:
-    """What `cardmint serve`'s /health/primary said, polled all along: (when, code)."""
+    """What `cardmint serve`'s /health/primary said, polled all along: (when it was
+    asked, code, Retry-After)."""
 
-    seen: list[tuple[float, int]]
+    seen: list[tuple[float, int, str | None]]
+
+
+# The longest a request may take in the gap: the pool's client bound (statement timeout
+# 10 s, a little more) and one retry's connect (the acquire bound, 2 s), with room.
+ANSWER_WITHIN_S = 16.0
 
 
 async def poll_primary(client: Any, answers: Answers, stop: asyncio.Event) -> None:
     while not stop.is_set():
+        asked = time.monotonic()
         try:
-            code = (await client.get("/health/primary", timeout=15)).status_code
+            response = await client.get("/health/primary", timeout=ANSWER_WITHIN_S)
+            code, retry = response.status_code, response.headers.get("Retry-After")
         except Exception:  # a request that never answered counts as no answer (0)
-            code = 0
-        answers.seen.append((time.monotonic(), code))
-        await asyncio.sleep(0.2)
+            code, retry = 0, None
+        answers.seen.append((asked, code, retry))
+        await asyncio.sleep(0.2)  # the polling rate, not a wait for state
 
 
 def app_settings(lab: Lab, home: Path) -> Settings:
@@ -125,19 +134,33 @@ async def test_the_partitioned_leader_demotes_the_majority_elects_nothing_acknow
         await poll(lambda: _ok(client))
         poller = asyncio.create_task(poll_primary(client, answers, stop))
         began = time.monotonic()
+        recovered = 0.0
+
+        async def finds_the_new_leader() -> None:
+            # the same app, never restarted, answers for the new leader while the old
+            # one is still cut off: nothing but the election made it recover
+            nonlocal recovered
+            await poll(lambda: _ok(client), timeout=30)
+            recovered = time.monotonic()
+
         try:
             result = await scenarios.partition_leader(running.lab, running.writer,
-                                                      running.checker)
+                                                      running.checker,
+                                                      before_heal=finds_the_new_leader)
         finally:
             stop.set()
             await poller
-        # The same app, never restarted, answers for the new leader once the partition
-        # has healed. Not yet asserted: a 503 during the gap. A request on a pooled
-        # connection to the cut leader hangs (the data layer has no client-side timeout
-        # and TCP keeps retransmitting), so it answers only after the heal.
-        await poll(lambda: _ok(client), timeout=30)
+        await poll(lambda: _ok(client), timeout=30)  # and after the heal
     print("partition leader:", result.to_dict(), "serve /health/primary:",
           runs(answers.seen, began))
+    # during the gap the app answered every request, 503 with Retry-After, never a hang
+    # or a 500 (a request on a pooled connection to the cut leader ends at the client's
+    # bound; new connections skip the unreachable host)
+    gap = [(code, retry) for asked, code, retry in answers.seen if began < asked < recovered]
+    assert any(code == 503 for code, _ in gap), runs(answers.seen, began)
+    assert all(code in (200, 503) for code, _ in gap), runs(answers.seen, began)
+    assert all(retry for code, retry in gap if code == 503)
+    assert all(code in (200, 503) for _, code, _ in answers.seen), runs(answers.seen, began)
     assert result.new_leader != result.old_leader
     assert result.demotion_s < DEMOTE_BOUND_S
     assert result.demotion_s < result.detection_s  # demoted before anyone could take over

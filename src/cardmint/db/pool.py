@@ -28,10 +28,11 @@ from asyncpg.pool import PoolConnectionProxy
 from cardmint import secretfile
 from cardmint.config import Settings, secret
 from cardmint.db import errors
+from cardmint.db.hosts import HostOrder
 from cardmint.db.latency import LatencyHistogram
 from cardmint.db.pooled import behind_pooler
 from cardmint.dsn import password_of, redact, username, with_password
-from cardmint.errors import DatabaseUnavailable, PermissionDenied
+from cardmint.errors import CardmintError, DatabaseUnavailable, PermissionDenied
 
 Record = asyncpg.Record
 # A connection lent by a pool (what transaction() holds and connection() yields).
@@ -50,6 +51,9 @@ Isolation = Literal["read_committed", "read_uncommitted", "repeatable_read", "se
 # Pools name their connections "cardmint/<pid>" so a server-side view can tell each
 # application process's pool apart (health's pool_utilization, the security audit).
 APPLICATION = "cardmint"
+
+# What the client waits beyond the server's own bounds before it gives a statement up.
+CLIENT_MARGIN_S = 1.0
 
 LAG_SQL = """
 SELECT pg_is_in_recovery() AS in_recovery,
@@ -106,6 +110,7 @@ class Database:
                                                                 default=None)
         self.latency = {"primary": LatencyHistogram(), "replica": LatencyHistogram()}
         self._raw: set[int] = set()  # server PIDs of primary connections lent by connection()
+        self._hosts = HostOrder()
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -116,7 +121,7 @@ class Database:
         try:
             self._primary = await asyncpg.create_pool(
                 self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
-                init=init_connection, reset=self._reset_primary,
+                init=init_connection, reset=self._reset_primary, connect=self._hosts.connect,
                 **self.connect_args(self._dsn_of(None)),
             )
         except Exception as exc:
@@ -141,6 +146,7 @@ class Database:
             "timeout": s.connect_timeout_s,
             "server_settings": {"application_name": name,
                                 "statement_timeout": str(s.statement_timeout_ms)},
+            "command_timeout": command_timeout(s),
         }
         if behind_pooler(dsn, s):  # PgBouncer < 1.21 keeps no prepared statements
             args["statement_cache_size"] = 0
@@ -281,9 +287,18 @@ class Database:
                 raise await errors.diagnose(conn, cause, "the primary") from exc
             except asyncpg.PostgresError as exc:
                 raise await errors.diagnose(conn, exc, "the primary") from exc
-            except errors.CONNECTION_ERRORS as exc:
+            except errors.CONNECTION_ERRORS as exc:  # COMMIT or BEGIN timed out or was lost
+                if isinstance(exc, TimeoutError):
+                    discard(conn)
                 await _expire_if_lost(pool, exc)
                 raise errors.translate(exc, "the primary") from exc
+            except asyncpg.InterfaceError as exc:
+                # a statement in the block timed out and its connection was discarded:
+                # asyncpg cannot roll back on it (the server does, as the socket closed)
+                if tx.lost is None:
+                    raise
+                await pool.expire_connections()  # its siblings are as stale
+                raise tx.lost from exc
         finally:
             self._tx.reset(token)
             if not readonly:
@@ -302,6 +317,8 @@ class Database:
         except asyncpg.PostgresError as exc:
             raise await errors.diagnose(conn, exc, "the primary") from exc
         except errors.CONNECTION_ERRORS as exc:  # lost mid-way: a 503, never a 500
+            if isinstance(exc, TimeoutError):
+                discard(conn)
             await _expire_if_lost(pool, exc)
             raise errors.translate(exc, "the primary") from exc
         finally:
@@ -370,6 +387,9 @@ class Database:
                 return await getattr(conn, method)(sql, *args)
             except asyncpg.InsufficientPrivilegeError as exc:  # a freeze, or a missing grant
                 raise await errors.diagnose(conn, exc, target) from exc
+            except TimeoutError:
+                discard(conn)
+                raise
             finally:
                 await pool.release(conn)
         except Exception as exc:
@@ -490,11 +510,23 @@ class Transaction:
         self._db = db
         self.connection = conn
         self.task = asyncio.current_task()
+        self.timeout: float | None = None  # per statement; None: the pool's command_timeout
+        self.lost: CardmintError | None = None  # set when a statement timed out
+
+    def allow(self, statement_timeout_ms: int) -> None:
+        """This transaction's statements may run for `statement_timeout_ms` (the caller
+        also raises the server's statement_timeout, SET LOCAL): the client waits that long
+        and a little more instead of the pool's bound."""
+        self.timeout = statement_timeout_ms / 1000 + CLIENT_MARGIN_S
 
     async def _call(self, method: str, sql: str, *args: Any) -> Any:
         began = time.perf_counter()
         try:
-            return await getattr(self.connection, method)(sql, *args)
+            return await getattr(self.connection, method)(sql, *args, timeout=self.timeout)
+        except TimeoutError as exc:
+            discard(self.connection)
+            self.lost = errors.translate(exc, "the primary")
+            raise self.lost from exc
         except Exception as exc:
             raise errors.translate(exc, "the primary") from exc
         finally:
@@ -555,6 +587,29 @@ def pool_figures(pool: asyncpg.Pool | None) -> dict[str, Any]:
     in_use = size - idle
     return {"size": size, "idle": idle, "in_use": in_use, "max": most,
             "utilization_pct": round(100.0 * in_use / most, 1) if most else 0.0}
+
+
+def command_timeout(settings: Settings) -> float | None:
+    """The client-side bound on one statement of the application's pools (asyncpg's
+    command_timeout), so that a server that stops answering (its host cut off: TCP would
+    retransmit for ~15 min) costs a 503, not a hang. A little above the server's
+    statement_timeout, so a slow statement is still cancelled by the server first; and
+    never below the sync guard's bound (a COMMIT waiting for a lost synchronous standby
+    returns once the guard degrades). With `sync_strict` the guard never degrades: past
+    this bound the client gives up with a 503 while the COMMIT, already durable on the
+    primary, stays invisible until a standby confirms it (the outcome is unknown to the
+    client, as with any lost answer). None when statement_timeout is off (0)."""
+    if settings.statement_timeout_ms <= 0:
+        return None
+    sync_bound = settings.sync_degrade_after_s + settings.sync_guard_interval_s
+    return max(settings.statement_timeout_ms / 1000, sync_bound) + CLIENT_MARGIN_S
+
+
+def discard(conn: PooledConnection) -> None:
+    """Close a connection whose statement timed out on the client. Released as it is,
+    the pool would wait for asyncpg's cancel request (which a cut-off host never
+    answers) and then for a reset; closed, its slot reconnects on next use."""
+    conn.terminate()
 
 
 async def _expire_if_lost(pool: asyncpg.Pool, exc: BaseException) -> None:

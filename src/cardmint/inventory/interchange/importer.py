@@ -124,6 +124,7 @@ async def run(tx: Transaction, rows: layouts.Reader, *, mode: str, actor: str,
     report = ImportReport(rows.format, mode, dry_run)
     # a file is a batch: its statements (100k rows' items) may outlast the API's timeout
     await tx.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    tx.allow(STATEMENT_TIMEOUT_MS)  # and the client waits as long
     catalog = index or await CatalogIndex.load(tx)
     kinds: dict[Key, _Kind] = {}
     skus: dict[int, tuple[int, str, str, int | None]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,12 @@ class LeaderPartition:
         return asdict(self)
 
 
-async def partition_leader(lab: Lab, writer: Writer, checker: Checker) -> LeaderPartition:
-    """Cut the leader's host off; the majority elects; heal; the old leader rejoins."""
+async def partition_leader(lab: Lab, writer: Writer, checker: Checker, *,
+                           before_heal: Callable[[], Awaitable[Any]] | None = None
+                           ) -> LeaderPartition:
+    """Cut the leader's host off; the majority elects; heal; the old leader rejoins.
+    `before_heal` runs while the old leader is still cut off, after the new one took
+    writes (a test waits there for the application to find the new leader)."""
     old = lab.host(await observe.current_leader(lab))
     majority = [h for h in lab.hosts if h.name != old.name]
     inode = await asyncio.to_thread(lambda: os.stat(old.datadir).st_ino)
@@ -105,6 +110,8 @@ async def partition_leader(lab: Lab, writer: Writer, checker: Checker) -> Leader
     await writer.more(20)
     outage = writer.outage(cut)
     isolated = [a for a in writer.after(cut) if a.member == old.name]
+    if before_heal is not None:
+        await before_heal()
     healed = time.monotonic()
     net.heal(old.host)
     await observe.wait_members(lab, timeout=TIMEOUT_S)
