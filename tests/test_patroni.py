@@ -347,11 +347,11 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
 
 def test_patroni_gets_the_local_engines_settings_and_timing_rules(tmp_path: Path) -> None:
     from cardmint.cluster.patroni import conf
-    from cardmint.cluster.pg import nodes
+    from cardmint.cluster.pg import backrest
 
-    archive = tmp_path / "wal-archive"
+    archive = tmp_path / "pgbackrest"
     shared = conf.shared_parameters(archive)
-    assert shared["archive_command"] == nodes.archive_command(archive)  # unquoted
+    assert shared["archive_command"] == backrest.archive_command(archive)  # unquoted
     assert shared["log_destination"] == "jsonlog" and shared["wal_log_hints"] == "on"
     assert not set(conf.PATRONI_OWNED) & set(shared)
     dcs = conf.dcs_config(archive, sync=True, strict=False)

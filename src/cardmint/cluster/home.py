@@ -15,7 +15,7 @@ from typing import Protocol
 
 from cardmint import secretfile
 from cardmint.cluster.engine import UpReport
-from cardmint.cluster.pg import roles
+from cardmint.cluster.pg import backrest, roles
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import READY, ClusterState, load
 from cardmint.config import SECRETS_FILE, Settings
@@ -96,8 +96,13 @@ def purge(home: Path, dirs: tuple[str, ...]) -> list[str]:
     `cluster down --purge` can say so."""
     for name in dirs:
         shutil.rmtree(home / name, ignore_errors=True)
-    for name in ("cluster.json", SECRETS_FILE):
-        (home / name).unlink(missing_ok=True)
+    (home / "cluster.json").unlink(missing_ok=True)
+    # backups/ stays, so the key that decrypts it stays too (alone in the secrets file)
+    key = secretfile.read(home / SECRETS_FILE).get(backrest.CIPHER_KEY)
+    if key and (home / "backups").is_dir():
+        secretfile.write(home / SECRETS_FILE, {backrest.CIPHER_KEY: key})
+    else:
+        (home / SECRETS_FILE).unlink(missing_ok=True)
     return sorted(p.name + ("/" if p.is_dir() else "") for p in home.iterdir()
                   if p.name != ".lock") if home.is_dir() else []
 
