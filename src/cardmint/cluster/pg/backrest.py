@@ -80,14 +80,18 @@ def restore_command(root: Path, repo: int | None = None) -> str:
 @dataclass
 class Repo:
     """One repository besides repo1: its number, kind and (non-secret) options without
-    the `repoN-` prefix, for example {"host": "10.232.0.2", "host-type": "tls", ...}."""
+    the `repoN-` prefix, for example {"host": "10.232.0.2", "host-port": "8432", ...}.
+    `local_host`: a repository host made on this machine (repohost.py), whose directory
+    says how to run commands on it."""
 
     index: int
     kind: str
     options: dict[str, str] = field(default_factory=dict)
+    local_host: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "kind": self.kind, "options": self.options}
+        return {"index": self.index, "kind": self.kind, "options": self.options,
+                "local_host": self.local_host}
 
 
 def repos(home: Path) -> list[Repo]:
@@ -97,8 +101,9 @@ def repos(home: Path) -> list[Repo]:
         return []
     except ValueError as exc:
         raise ClusterError(f"{Paths(home).repos_file} is not JSON: {exc}") from None
-    return [Repo(int(r["index"]), str(r["kind"]), {str(k): str(v) for k, v in
-                                                    r["options"].items()}) for r in raw]
+    return [Repo(int(r["index"]), str(r["kind"]),
+                 {str(k): str(v) for k, v in r["options"].items()}, r.get("local_host"))
+            for r in raw]
 
 
 def add_repo(home: Path, secrets_path: Path, repo: Repo,
@@ -184,10 +189,11 @@ def render(home: Path, secrets_path: Path, pg: Pg, *, retention_full_days: int =
         else:
             lines.append(f"repo{n}-type=posix")
         lines += [f"repo{n}-{k}={v}" for k, v in repo.options.items()]
-        if repo.kind != "tls":  # a repository host encrypts with its own configuration
-            lines += [f"repo{n}-cipher-type={CIPHER_TYPE}", f"repo{n}-cipher-pass={key}"]
-            lines += [f"repo{n}-retention-full-type=time",
-                      f"repo{n}-retention-full={retention_full_days}"]
+        # a repository host holds the key too: commands run there and here both
+        # read and write the repository's files
+        lines += [f"repo{n}-cipher-type={CIPHER_TYPE}", f"repo{n}-cipher-pass={key}"]
+        lines += [f"repo{n}-retention-full-type=time",
+                  f"repo{n}-retention-full={retention_full_days}"]
         for opt in SECRET_OPTIONS:
             value = pairs.get(_secret_key(n, opt))
             if value:
@@ -225,11 +231,22 @@ def base_argv(home: Path, command: str, *options: str) -> list[str]:
     return [program(), f"--config={Paths(home).conf}", f"--stanza={STANZA}", *options, command]
 
 
-def db_env(password: str) -> dict[str, str]:
+def db_env(home: Path, user: OsUser, password: str) -> dict[str, str]:
     """How pgBackRest's libpq reaches the primary: TCP on loopback (the servers have no
-    Unix socket), the superuser's password in the environment, never in argv."""
-    return {"PGHOST": "127.0.0.1", "PGPASSWORD": password, "PGSSLMODE": "prefer",
+    Unix socket), the superuser's password in a 0600 passfile of the server's OS user,
+    never in argv or the environment."""
+    passfile = Paths(home).root / "pgpass"
+    fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"127.0.0.1:*:*:{SUPERUSER}:{_pgpass_escape(password)}\n")
+    if user.switching:
+        os.chown(passfile, user.uid, user.gid)
+    return {"PGHOST": "127.0.0.1", "PGPASSFILE": str(passfile), "PGSSLMODE": "prefer",
             "PGAPPNAME": "cardmint-pgbackrest"}
+
+
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def run(home: Path, user: OsUser, command: str, *options: str,
@@ -241,7 +258,7 @@ def run(home: Path, user: OsUser, command: str, *options: str,
 def stanza_create(home: Path, user: OsUser, password: str) -> None:
     """Make the stanza in every repository (idempotent: an existing one that matches
     the database is accepted)."""
-    run(home, user, "stanza-create", env=db_env(password), timeout=120)
+    run(home, user, "stanza-create", env=db_env(home, user, password), timeout=120)
 
 
 def info(home: Path, user: OsUser, *options: str) -> dict[str, Any]:

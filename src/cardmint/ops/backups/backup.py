@@ -11,6 +11,7 @@ carries every later change into the same repositories.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -23,8 +24,9 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from cardmint.clock import utc
-from cardmint.cluster.pg import backrest
+from cardmint.cluster.pg import backrest, repohost
 from cardmint.cluster.pg.admin import NodeAdmin
+from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.provider import open_managed
 from cardmint.cluster.state import SUPERUSER
 from cardmint.config import Settings, secret
@@ -58,7 +60,32 @@ def start_segment(meta: dict[str, Any]) -> str:
 
 
 def _db_env(s: store.Site) -> dict[str, str]:
-    return backrest.db_env(NodeAdmin(s.settings).passwords()[SUPERUSER])
+    return backrest.db_env(s.home, s.user, NodeAdmin(s.settings).passwords()[SUPERUSER])
+
+
+ROOT = OsUser(None, 0, 0)  # `ip netns exec` needs root; the command inside drops to the user
+
+
+def _on_repo(s: store.Site, n: int, command: str,
+             *options: str) -> tuple[list[str], OsUser]:
+    """argv of a pgBackRest command for repository `n`: run here, or, for a repository
+    host made on this machine, on that host (pgBackRest backs up and expires a remote
+    repository only from its own host). With the user to start it as."""
+    repo = next((r for r in backrest.repos(s.home) if r.index == n), None)
+    if repo is not None and repo.kind == "tls" and command in ("backup", "expire"):
+        host = repohost.load(Path(repo.local_host)) if repo.local_host else None
+        if host is None or host.pid is None:
+            raise BackupError(f"repo{n} is a repository host: run `pgbackrest {command}` "
+                              "there (its own schedule)")
+        primary = s.state.primary
+        repohost.host_conf(host, pg_path=primary.datadir, pg_port=primary.port,
+                           cipher_pass=backrest.cipher_pass(s.settings.secrets_path),
+                           retention_full_days=max(1, math.ceil(
+                               s.settings.backup_retention_days)))
+        # there it is that host's repo1
+        local = [o.replace(f"--repo{n}-", "--repo1-") for o in options]
+        return repohost.host_argv(host, s.user, command, *local), ROOT
+    return backrest.base_argv(s.home, command, f"--repo={n}", *options), s.user
 
 
 # -- create ------------------------------------------------------------------------
@@ -115,10 +142,9 @@ async def _take(s: store.Site, conn: asyncpg.Connection, lock_fd: int,
         throttle = _rate_limit(max_rate) if max_rate else []
         made: dict[str, Any] | None = None
         for n in _repos(s, repo):
-            argv = backrest.base_argv(s.home, "backup", f"--type={kind}", f"--repo={n}",
-                                      f"--annotation={store.ANNOTATION}={backup_id}",
-                                      *throttle)
-            await store.run(s.user, argv, pass_fds=(lock_fd,), env=_db_env(s))
+            argv, runner = _on_repo(s, n, "backup", f"--type={kind}",
+                                    f"--annotation={store.ANNOTATION}={backup_id}", *throttle)
+            await store.run(runner, argv, pass_fds=(lock_fd,), env=_db_env(s))
             found = [m for m in store.finished(s, s.info(f"--repo={n}")).values()
                      if m["id"] == backup_id]
             if not found:
@@ -300,20 +326,26 @@ async def prune(settings: Settings, *, now: datetime | None = None,
             freed = sum(_size(f) for f in doomed_wal)
             if not dry_run and plan.drop:
                 s.configure()
-                for backup_id in plan.drop:
-                    m = fulls[backup_id]
-                    await store.run(s.user, backrest.base_argv(
-                        s.home, "expire", f"--repo={m['repo']}", f"--set={m['label']}"))
+                copies = [store.describe(b) for b in s.info().get("backup", [])]
+                repos = set()
+                for c in copies:
+                    if c["id"] in plan.drop:  # in every repository that holds it
+                        repos.add(c["repo"])
+                        await store.run(*_swap(_on_repo(s, c["repo"], "expire",
+                                                        f"--set={c['label']}")))
                 # then the WAL no kept full backup needs (expire --set keeps it)
-                kept_fulls = len(plan.keep)
-                for n in {fulls[b]["repo"] for b in plan.drop}:
-                    await store.run(s.user, backrest.base_argv(
-                        s.home, "expire", f"--repo={n}", f"--repo{n}-retention-full-type=count",
-                        f"--repo{n}-retention-full={kept_fulls}"))
+                for n in sorted(repos):
+                    await store.run(*_swap(_on_repo(
+                        s, n, "expire", f"--repo{n}-retention-full-type=count",
+                        f"--repo{n}-retention-full={len(plan.keep)}")))
     return {"ok": True, "dry_run": dry_run, "now": now, "kept": keep, "removed": drop,
             "wal_kept_from": keep_from, "wal_removed": len(doomed_wal),
             "wal_removed_bytes": freed,
             "failed_rows_removed": failed_dropped, "notes": notes}
+
+
+def _swap(found: tuple[list[str], OsUser]) -> tuple[OsUser, list[str]]:
+    return found[1], found[0]
 
 
 def _archive_files(s: store.Site) -> list[Path]:
