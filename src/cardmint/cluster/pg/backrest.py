@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ CIPHER_KEY = "CARDMINT_BACKUP_CIPHER_PASS"
 CIPHER_TYPE = "aes-256-cbc"
 # Options a repository may carry whose values are secrets: kept in the secrets file as
 # CARDMINT_BACKUP_REPO<N>_<OPTION> and written only into the 0600 configuration file.
+LOCK_WAIT_S = 30.0
 SECRET_OPTIONS = ("s3-key", "s3-key-secret", "s3-token")
 REPO_KINDS = ("posix", "tls", "s3")
 
@@ -258,7 +260,16 @@ def run(home: Path, user: OsUser, command: str, *options: str,
 def stanza_create(home: Path, user: OsUser, password: str) -> None:
     """Make the stanza in every repository (idempotent: an existing one that matches
     the database is accepted)."""
-    run(home, user, "stanza-create", env=db_env(home, user, password), timeout=120)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            run(home, user, "stanza-create", env=db_env(home, user, password), timeout=120)
+            return
+        except ClusterError as exc:
+            # the asynchronous archive-push holds the archive lock for a moment
+            if "[050]" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def info(home: Path, user: OsUser, *options: str) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def _on_repo(s: store.Site, n: int, command: str,
              *options: str) -> tuple[list[str], OsUser]:
     """argv of a pgBackRest command for repository `n`: run here, or, for a repository
     host made on this machine, on that host (pgBackRest backs up and expires a remote
-    repository only from its own host). With the user to start it as."""
+    repository only from its own host, and 2.45's verify over TLS fails). With the user
+    to start it as."""
     repo = next((r for r in backrest.repos(s.home) if r.index == n), None)
-    if repo is not None and repo.kind == "tls" and command in ("backup", "expire"):
+    if repo is not None and repo.kind == "tls" and command in ("backup", "expire", "verify"):
         host = repohost.load(Path(repo.local_host)) if repo.local_host else None
         if host is None or host.pid is None:
             raise BackupError(f"repo{n} is a repository host: run `pgbackrest {command}` "
@@ -228,10 +229,10 @@ async def verify(settings: Settings, backup_id: str, *,
     s = store.site(settings)
     meta = store.meta(s, backup_id)
     s.configure()
-    argv = backrest.base_argv(s.home, "verify", f"--repo={meta['repo']}", "--output=text",
-                              "--verbose", "--log-level-console=detail")
+    argv, runner = _on_repo(s, meta["repo"], "verify", "--output=text", "--verbose",
+                            "--log-level-console=detail")
     try:
-        out = await store.run(s.user, argv)
+        out = await store.run(runner, argv)
         failed = ""
     except BackupError as exc:
         out, failed = str(exc), str(exc)
