@@ -14,6 +14,7 @@ backup is taken, so the new timeline can itself be restored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -67,6 +68,11 @@ async def repoint(s: store.Site, node: Node, *, reason: str) -> dict[str, Any]:
         state.status = READY
         save(state)
         _retire(s, retired, reason=reason, replaced_by=node.name)
+        # pgBackRest now backs up the new primary; its stanza is made again where a
+        # repository lost it (repo1, with the old host), and accepted where it matches
+        backrest.write_config(s.home, s.settings.secrets_path, s.user,
+                              backrest.Pg(node.datadir, node.port))
+        await asyncio.to_thread(backrest.stanza_create, s.home, s.user, passwords[SUPERUSER])
     history = f"{timeline:08X}.history"
     if timeline > 1 and not await store.await_archived(s, history,
                                                       s.settings.backup_archive_wait_s):

@@ -58,6 +58,7 @@ class Writer:
     run: str
     acks: list[tuple[int, float, int]] = field(default_factory=list)
     errors: int = 0
+    seg_size: int = 16 * 1024 * 1024
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def loop(self) -> None:
@@ -84,7 +85,7 @@ class Writer:
             await asyncio.sleep(0.01)
 
 
-def segment_end(segment: str, seg_size: int = 16 * 1024 * 1024) -> int:
+def segment_end(segment: str, seg_size: int) -> int:
     """The WAL position just past segment `segment` (TTTTTTTTXXXXXXXXYYYYYYYY)."""
     per = 0x1_0000_0000 // seg_size
     number = int(segment[8:16], 16) * per + int(segment[16:24], 16)
@@ -120,6 +121,8 @@ async def drill(settings: Settings, *, repo: int | None = None,
     await prepare_probe_table(settings)
     conn = await asyncpg.connect(secret(settings.database_url), timeout=10)
     writer = Writer(conn, run)
+    writer.seg_size = int(await conn.fetchval(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'"))
     task = asyncio.create_task(writer.loop())
     lost_at: float | None = None
     try:
@@ -137,20 +140,25 @@ async def drill(settings: Settings, *, repo: int | None = None,
         last = max(segments, key=lambda seg: seg[8:] + seg[:8]) if segments else None
         report["last_archived_segment"] = last
         fresh_dir = s.home / "fresh-host" / run / "data"
+        restore_began = time.monotonic()
         restored = await pitr.restore(settings, to=fresh_dir, latest=True, repo=repo,
                                       primary_gone=True, repoint=True)
         report["restore"] = {k: restored.get(k) for k in (
             "ok", "backup_id", "node", "port", "promoted_s", "duration_s", "steps",
             "repointed", "warnings")}
+        report["repoint_s"] = (restored.get("repoint") or {}).get("duration_s")
         report["restored_node"] = restored["node"]
         report["restored_dir"] = str(fresh_dir)
         report["restore_s"] = restored["duration_s"]
         # from the loss to the restored primary's promotion (it accepts writes then)
-        before_restore = time.monotonic() - lost_at - restored["duration_s"]
-        report["recovery_s"] = round(before_restore + restored["promoted_s"], 3)
+        report["recovery_s"] = round(restore_began - lost_at + restored["promoted_s"], 3)
         report["recovery_verified_s"] = round(time.monotonic() - lost_at, 3)
         await _tally(refreshed(settings), writer, last, lost_at, report)
-        report["health"] = (await check_health(refreshed(settings))).status
+        health = await check_health(refreshed(settings))
+        report["health"] = health.status
+        report["health_findings"] = [f"{c['name']} {c['status']}: {c['detail']}"
+                                     for c in health.to_dict()["checks"]
+                                     if c["status"] != "ok"]
         report["ok"] = bool(restored["ok"] and report["lost_archived_writes"] == 0
                             and report["health"] != "critical")
     except CardmintError as exc:
@@ -196,12 +204,14 @@ async def _tally(settings: Settings, writer: Writer, last: str | None, lost_at: 
             "SELECT id FROM drill.probe WHERE run = $1", writer.run)}
     finally:
         await conn.close()
-    archived_end = segment_end(last) if last else 0
+    archived_end = segment_end(last, writer.seg_size) if last else 0
     acks = writer.acks
     missing = [(i, t, lsn) for i, t, lsn in acks if i not in present]
     covered_missing = [i for i, _, lsn in missing if lsn + COMMIT_MARGIN <= archived_end]
     kept = [t for i, t, _ in acks if i in present]
     report["acknowledged_writes"] = len(acks)
+    report["archived_end_lsn"] = _lsn_text(archived_end)
+    report["last_ack_lsn"] = _lsn_text(acks[-1][2]) if acks else None
     report["restored_writes"] = len(kept)
     report["lost_writes"] = len(missing)
     report["lost_archived_writes"] = len(covered_missing)
@@ -214,6 +224,10 @@ async def _tally(settings: Settings, writer: Writer, last: str | None, lost_at: 
     report["rpo_s"] = None if last_ack is None else round(
         last_ack - last_kept if last_kept is not None else last_ack - acks[0][1], 3)
     report["writes_after_loss"] = sum(1 for _, t, _ in acks if t > lost_at)
+
+
+def _lsn_text(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 async def _store(settings: Settings, report: dict[str, Any]) -> int | None:
