@@ -8,23 +8,29 @@ fixture's `finally`; stale cmbr-* namespaces of a killed session are swept first
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import asyncpg
+import boto3
 import pytest
 
-from cardmint.cluster.pg import backrest, process, repohost
+from cardmint.cluster.home import free_ports
+from cardmint.cluster.pg import backrest, process, repohost, tls
 from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import SUPERUSER
 from cardmint.db import Database
 from cardmint.ops.backups import backup, pitr, store
 from cardmint.ops.drills import restore_drill
-from support import migrated_cluster
+from support import migrated_cluster, poll
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("pgbackrest") is None,
                                 reason="needs root (network namespaces) and pgbackrest")
@@ -137,6 +143,112 @@ def _holds(root: Path, needle: bytes) -> bool:
             except OSError:
                 continue
     return False
+
+
+# -- object storage: a local S3-compatible server (tests/s3_standin.py) ---------------
+
+@pytest.fixture
+async def s3(remote, work_root: Path):
+    """repo3 in an S3 bucket of a local S3 server (moto, behind TLS from the cluster's CA,
+    on loopback); stopped by PID and the repository removed from the configuration after."""
+    tc, _ = remote
+    settings = tc.settings()
+    certs = work_root / "s3"
+    crt, key = tls.issue(tc.home / "tls", certs, "s3", cn="127.0.0.1",
+                         alt_names="DNS:127.0.0.1,IP:127.0.0.1")
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
+        [sys.executable, str(Path(__file__).parent / "s3_standin.py"), str(port), str(crt),
+         str(key)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await poll(lambda: _accepts(port), timeout=30)
+        client = boto3.client("s3", endpoint_url=f"https://127.0.0.1:{port}",
+                              aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                              region_name="us-east-1", verify=str(tc.home / "tls" / "ca.crt"))
+        await asyncio.to_thread(client.create_bucket, Bucket="cardmint-backups")
+        backrest.add_repo(tc.home, settings.secrets_path, backrest.Repo(3, "s3", {
+            "s3-endpoint": "127.0.0.1", "storage-port": str(port),
+            "s3-bucket": "cardmint-backups", "s3-region": "us-east-1", "s3-uri-style": "path",
+            "path": "/cardmint", "storage-ca-file": str(tc.home / "tls" / "ca.crt")}),
+            {"s3-key": S3_KEY, "s3-key-secret": S3_SECRET})
+        store.site(settings).configure()
+        password = NodeAdmin(settings).passwords()[SUPERUSER]
+        await asyncio.to_thread(backrest.stanza_create, tc.home,
+                                OsUser.resolve(settings.pg_os_user), password)
+        yield tc, client
+    finally:
+        backrest.remove_repo(tc.home, 3)
+        store.site(settings).configure()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+S3_KEY, S3_SECRET = "cardmint-test-key", f"s3-secret-{uuid.uuid4().hex}"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+async def test_s3_repository_backup_verify_and_pitr(s3, work_root: Path) -> None:
+    tc, client = s3
+    marker = f"cardmint-s3-plaintext-{uuid.uuid4().hex}"
+    conn = await tc.admin()
+    try:
+        await conn.execute("INSERT INTO incidents (title, severity) VALUES ($1, 'P2')", marker)
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    made = await backup.create(tc.settings(), kind="full", repo=3)
+    assert made["repos"] == [3] and made["repo"] == 3
+    checked = await backup.verify(tc.settings(), made["id"])
+    assert checked["ok"], (checked["files"]["detail"][-500:], checked["wal"])
+    conn = await tc.admin()
+    try:
+        await conn.execute("UPDATE incidents SET title = 'changed' WHERE title = $1", marker)
+        moment = await conn.fetchval("SELECT clock_timestamp()")
+        await conn.execute("DELETE FROM incidents WHERE title = 'changed'")
+    finally:
+        await conn.close()
+    to = work_root / "restored-s3"
+    report = None
+    try:
+        report = await pitr.restore(tc.settings(), to=to, target_time=moment, repo=3)
+        assert report["ok"] and report["backup_id"] == made["id"], report
+        conn = await asyncpg.connect(host="127.0.0.1", port=report["port"], user=SUPERUSER,
+                                     password=tc.password(SUPERUSER), database="cardmint")
+        try:
+            assert await conn.fetchval(
+                "SELECT count(*) FROM incidents WHERE title = 'changed'") == 1
+        finally:
+            await conn.close()
+    finally:
+        if report is not None:
+            await pitr.discard(tc.settings(), report["node"])
+        shutil.rmtree(to, ignore_errors=True)
+    # the bucket holds the repository, encrypted: no object shows the plain value
+    objects = await asyncio.to_thread(_objects, client)
+    assert len(objects) > 10
+    assert not [name for name, body in objects.items() if marker.encode() in body]
+    logs = backrest.Paths(tc.home).root / "log"
+    assert not _holds(logs, S3_SECRET.encode()), "the S3 secret is in pgBackRest's log"
+
+
+def _objects(client) -> dict[str, bytes]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket="cardmint-backups"):
+        for item in page.get("Contents", []):
+            out[item["Key"]] = client.get_object(Bucket="cardmint-backups",
+                                                 Key=item["Key"])["Body"].read()
+    return out
 
 
 async def test_the_host_is_lost_and_restored_from_the_remote_repository(remote) -> None:

@@ -187,7 +187,8 @@ def render(home: Path, secrets_path: Path, pg: Pg, *, retention_full_days: int =
         if repo.kind == "tls":
             lines.append(f"repo{n}-host-type=tls")
         elif repo.kind == "s3":
-            lines.append(f"repo{n}-type=s3")
+            # small files bundled: fewer requests (each is a round trip, and billed)
+            lines += [f"repo{n}-type=s3", f"repo{n}-bundle=y"]
         else:
             lines.append(f"repo{n}-type=posix")
         lines += [f"repo{n}-{k}={v}" for k, v in repo.options.items()]
