@@ -45,8 +45,14 @@ SELECT p.ids[1 + g % cardinality(p.ids)], 'box-' || (g % 500), 50 + g % 5000,
        date '2026-01-01' + (g % 300)
 FROM generate_series(1, $1) g, (SELECT array_agg(id ORDER BY id) AS ids FROM products) p
 """
+# 1 % of the items: the newest (contiguous pages: what an inventory's churn touches),
+# or, with --scattered, every hundredth (which touches nearly every page of the table)
 CHANGE_SQL = ("UPDATE inventory_items SET location = 'moved-' || $1::text "
-              "WHERE id % 100 = $2")
+              "WHERE id > (SELECT max(id) FROM inventory_items) - $2 * (SELECT count(*) / 100 "
+              "FROM inventory_items) AND id <= (SELECT max(id) FROM inventory_items) - "
+              "($2 - 1) * (SELECT count(*) / 100 FROM inventory_items)")
+SCATTERED_SQL = ("UPDATE inventory_items SET location = 'moved-' || $1::text "
+                 "WHERE id % 100 = $2")
 MB = 2**20
 
 
@@ -101,9 +107,9 @@ async def pgbackrest(s: Settings, kind: str) -> dict[str, Any]:
             "mb_s": round(made["delta_bytes"] / MB / took, 1), "id": made["id"]}
 
 
-async def change(s: Settings, n: int) -> int:
+async def change(s: Settings, n: int, scattered: bool) -> int:
     async with connection(secret(s.migration_url) or "", s) as conn:
-        done = await conn.execute(CHANGE_SQL, str(n), n)
+        done = await conn.execute(SCATTERED_SQL if scattered else CHANGE_SQL, str(n), n)
     return int(done.split()[-1])
 
 
@@ -157,16 +163,16 @@ def workdir() -> Path:
     return root
 
 
-async def main(items: int, load_s: float) -> dict[str, Any]:
+async def main(items: int, load_s: float, scattered: bool) -> dict[str, Any]:
     root = workdir()
     try:
         setup = await prepare(root / "home", items)
         s = settings(root / "home")
         base = await basebackup(s, root)
         full = await pgbackrest(s, "full")
-        changed = [await change(s, 1)]
+        changed = [await change(s, 1, scattered)]
         diff = await pgbackrest(s, "diff")
-        changed.append(await change(s, 2))
+        changed.append(await change(s, 2, scattered))
         incr = await pgbackrest(s, "incr")
         began = time.perf_counter()
         verified = await backup.verify(s, incr["id"])
@@ -183,7 +189,7 @@ async def main(items: int, load_s: float) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     return {
         **setup, "pg_basebackup": base, "full": full, "diff": diff, "incr": incr,
-        "rows_changed": changed, "verify_s": verify_s, "verified": verified["ok"],
+        "rows_changed": changed, "scattered": scattered, "verify_s": verify_s, "verified": verified["ok"],
         "restore": {"backup": report["backup_id"], "promoted_s": report["promoted_s"],
                     "verified_s": report["duration_s"], "steps": report["steps"],
                     "ok": report["ok"]},
@@ -196,9 +202,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--load-s", type=float, default=10.0)
+    parser.add_argument("--scattered", action="store_true",
+                        help="change every hundredth item, not the newest 1 %%")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    out = asyncio.run(main(args.items, args.load_s))
+    out = asyncio.run(main(args.items, args.load_s, args.scattered))
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:

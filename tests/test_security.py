@@ -221,7 +221,7 @@ async def test_every_planted_finding_is_reported(audited: TestCluster) -> None:
         for name, path in hbas.items():
             path.write_text(original_hba[name])
         secrets.chmod(0o600)
-        backups.rmdir()
+        backups.chmod(0o700)  # pgBackRest's repo1: closed again
         for sql in UNDO:
             await primary.execute(sql)
         for sql in ("ALTER SYSTEM RESET log_min_duration_statement", "SELECT pg_reload_conf()",
