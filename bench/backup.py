@@ -189,7 +189,8 @@ async def main(items: int, load_s: float, scattered: bool) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
     return {
         **setup, "pg_basebackup": base, "full": full, "diff": diff, "incr": incr,
-        "rows_changed": changed, "scattered": scattered, "verify_s": verify_s, "verified": verified["ok"],
+        "rows_changed": changed, "scattered": scattered, "verify_s": verify_s,
+        "verified": verified["ok"],
         "restore": {"backup": report["backup_id"], "promoted_s": report["promoted_s"],
                     "verified_s": report["duration_s"], "steps": report["steps"],
                     "ok": report["ok"]},
