@@ -25,10 +25,12 @@ LOCK_TIMEOUT_S = 120.0
 # The files of a home that hold a secret, each mode 0600 (owner only): the database
 # roles' passwords (secrets.env), a replica's replication password (local engine, beside
 # its data directory), Patroni's configurations and password files, PgBouncer's SCRAM
-# verifiers, the TLS keys. A password is written nowhere else under the home: the
+# verifiers, the TLS keys, pgBackRest's configuration (the repositories' key) and its
+# password file and client keys. A password is written nowhere else under the home: the
 # rotation's test reads every other file for it, and `security audit` checks these modes.
 SECRET_STORES = ("secrets.env", "nodes/*.pgpass", "patroni/*.yml", "patroni/*.pgpass",
-                 "pooler/userlist.txt", "tls/*.key")
+                 "pooler/userlist.txt", "tls/*.key", "pgbackrest/pgbackrest.conf",
+                 "pgbackrest/pgpass", "pgbackrest/tls/*.key")
 
 
 @contextmanager
