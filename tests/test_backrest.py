@@ -58,6 +58,7 @@ async def remote(work_root: Path, template_dir: Path):
         finally:
             repohost.stop(host)
     assert not [ns for ns in repohost.namespaces() if ns == host.netns]
+    assert not backrest.async_pids(tc.home)  # `cluster down` stopped archive-push too
 
 
 def test_the_repository_host_listens_only_at_its_bridge_address(remote) -> None:

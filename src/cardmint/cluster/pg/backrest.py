@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -305,3 +306,47 @@ def prepare(home: Path, secrets_path: Path, user: OsUser, pg: Pg, *, new: bool) 
     if new:
         set_aside_old_repo(home)
     write_config(home, secrets_path, user, pg)
+
+
+def async_pids(home: Path) -> list[int]:
+    """PIDs of this home's asynchronous archive-push/archive-get processes: they outlive
+    the server that started them while they work through the queue."""
+    conf = f"--config={Paths(home).conf}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"pgbackrest") and conf in argv and any(
+                a.endswith(b":async") for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_async(home: Path, timeout: float = 5.0) -> list[int]:
+    """Stop them by PID (TERM, then KILL): a cluster that is down archives nothing more,
+    and its next start queues whatever is left again."""
+    pids = async_pids(home)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

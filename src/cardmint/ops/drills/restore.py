@@ -185,6 +185,9 @@ async def _lose_host(s: store.Site) -> dict[str, Any]:
         if pid is not None and process.alive(pid):
             os.kill(pid, signal.SIGKILL)
             killed.append({"node": node.name, "pid": pid})
+    # the host's pgBackRest dies with it: what its async archive-push still held is lost
+    killed += [{"node": "pgbackrest archive-push:async", "pid": pid}
+               for pid in await asyncio.to_thread(backrest.stop_async, s.home)]
     for node in state.nodes:
         await process.wait_gone(Path(node.datadir))
         shutil.rmtree(node.datadir, ignore_errors=True)
