@@ -190,6 +190,15 @@ async def test_create_list_verify_and_status(bk: TestCluster) -> None:
     assert status["archiver"]["archive_mode"] == "on" and not status["archiver"]["failing"]
     assert status["archive"]["segments"] >= 1 and status["archive"]["size_bytes"] > 0
 
+    # an incremental on top of it; --diff and --incr together are a usage error
+    done = cardmint(bk.home, "backup", "create", "--incr", "--json")
+    assert done.returncode == 0, done.stderr
+    incr = json.loads(done.stdout)
+    assert incr["type"] == "incr" and incr["label"].startswith(made["label"] + "_")
+    assert incr["size_bytes"] < made["size_bytes"]
+    done = cardmint(bk.home, "backup", "create", "--diff", "--incr", "--json")
+    assert done.returncode == 3 and "not both" in json.loads(done.stdout)["error"]
+
 
 def backup_dir(tc: TestCluster, made: dict) -> Path:
     return tc.home / "backups" / "backup" / "cardmint" / made["label"]

@@ -1,4 +1,4 @@
-"""`cardmint backup ...`: base backups, their catalog, retention, WAL archiving status
+"""`cardmint backup ...`: pgBackRest backups, their catalog, retention, WAL archiving status
 and point-in-time restore."""
 
 from __future__ import annotations

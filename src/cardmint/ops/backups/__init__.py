@@ -1,4 +1,4 @@
-"""The runbook's backups and recovery: base backups with a catalog (`backup.py`,
+"""The runbook's backups and recovery: pgBackRest backups with a catalog (`backup.py`,
 `records.py`, `store.py`: pgBackRest underneath), retention, point-in-time restore
 (`restore*.py`) and making a restored copy the primary (`repoint.py`); on Fly, volume
 snapshots (`fly.py`). The functions below are this chapter's one chooser: what differs by

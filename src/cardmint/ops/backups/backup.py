@@ -155,10 +155,10 @@ async def _take(s: store.Site, conn: asyncpg.Connection, lock_fd: int,
         assert made is not None
         duration = time.monotonic() - began
         # The backup's last segment is archived before pgbackrest returns (archive-check).
+        # started_at and finished_at are pgBackRest's (whole seconds), as `list` and
+        # prune see them; the duration is the command's own
         meta = {
-            **made, "started_at": started_at.isoformat(),
-            "finished_at": (started_at + timedelta(seconds=duration)).isoformat(),
-            "duration_s": round(duration, 3),
+            **made, "duration_s": round(duration, 3),
             "throughput_mb_s": round(made["delta_bytes"] / 2**20 / max(duration, 1e-3), 1),
             "node": primary.name, "pg_version": s.pg.version, "verified": False,
             "verified_at": None, "repos": _repos(s, repo),
@@ -325,17 +325,15 @@ async def prune(settings: Settings, *, now: datetime | None = None,
             doomed_wal = [f for f in _archive_files(s) if keep_from
                           and f.name[8:24] < keep_from[8:24]]
             freed = sum(_size(f) for f in doomed_wal)
-            if not dry_run and plan.drop:
+            if not dry_run:
                 s.configure()
                 copies = [store.describe(b) for b in s.info().get("backup", [])]
-                repos = set()
                 for c in copies:
                     if c["id"] in plan.drop:  # in every repository that holds it
-                        repos.add(c["repo"])
                         await store.run(*_swap(_on_repo(s, c["repo"], "expire",
                                                         f"--set={c['label']}")))
                 # then the WAL no kept full backup needs (expire --set keeps it)
-                for n in sorted(repos):
+                for n in sorted({c["repo"] for c in copies}):
                     await store.run(*_swap(_on_repo(
                         s, n, "expire", f"--repo{n}-retention-full-type=count",
                         f"--repo{n}-retention-full={len(plan.keep)}")))

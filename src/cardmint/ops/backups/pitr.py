@@ -2,8 +2,8 @@
 the application may be repointed to it.
 
 pgBackRest restores the backup into a new directory, which is configured to fetch WAL
-with `archive-get` up to the target and promote there (archiving off, stale replication settings
-gone), started on its own loopback port, waited for until it accepts writes, and checked
+with `archive-get` up to the target and promote there (archiving off, stale replication
+settings gone), started on its own loopback port, waited for until it accepts writes, and checked
 with health and test-card. It keeps running as `restore<N>`, described by
 `$CARDMINT_HOME/restores/<name>/` (its own cluster.json, so any command can be pointed at
 it with `--home`). `--repoint` then makes it the cluster's primary (repoint.py).

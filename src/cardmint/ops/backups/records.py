@@ -44,7 +44,7 @@ async def finish_ok(conn: asyncpg.Connection, meta: dict[str, Any]) -> None:
                              timeline, size_bytes, duration_s, throughput_mb_s, node, path)
         VALUES ($1, 'ok', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (id) DO UPDATE SET
-            status = 'ok', finished_at = EXCLUDED.finished_at,
+            status = 'ok', started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
             start_lsn = EXCLUDED.start_lsn, end_lsn = EXCLUDED.end_lsn,
             timeline = EXCLUDED.timeline, size_bytes = EXCLUDED.size_bytes,
             duration_s = EXCLUDED.duration_s, throughput_mb_s = EXCLUDED.throughput_mb_s,
