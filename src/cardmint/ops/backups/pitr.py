@@ -173,10 +173,11 @@ async def _archive_through(settings: Settings, s: store.Site,
                                  f"({row['lsn']})")
             segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
             wait = settings.backup_archive_wait_s
-            if not await store.await_archived(s, segment, wait):
+            if not await _archived(conn, s, segment, wait):
                 archiver = await facts.archiver(conn)
                 why = (f"; archiving fails (last failure {archiver.last_failed_at})"
-                       if archiver.failing else "")
+                       if archiver.failing else
+                       f"; the last segment archived is {archiver.last_archived_wal}")
                 raise BackupError(f"WAL segment {segment}, which covers the target, was not "
                                   f"archived within {wait:g} s{why}: the target is refused")
     except DatabaseUnavailable as exc:
@@ -185,6 +186,22 @@ async def _archive_through(settings: Settings, s: store.Site,
         return [f"the primary could not be asked to archive its latest WAL ({exc}); "
                 "restoring from what the archive holds"]
     return []
+
+
+async def _archived(conn: asyncpg.Connection, s: store.Site, segment: str,
+                    timeout: float) -> bool:
+    """Until repo1 holds `segment`, or the server's archiver reports it (or a later one
+    of its timeline) done: archive-push succeeds only once every repository has it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if store.archived(s, segment):
+            return True
+        last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+        if last and len(last) == 24 and last[:8] == segment[:8] and last[8:] >= segment[8:]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
 
 
 def _configure(s: store.Site, node: Node, goal: restore_plan.Target,
