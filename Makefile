@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run port-free test venv postgres pgbouncer patroni browser promtool fonts lint bench down clean
+.PHONY: run port-free test venv postgres pgbouncer patroni browser promtool fonts pgbackrest lint bench down clean
 
 # The port is checked first: a taken one fails in a second, not after the whole set-up.
-run: port-free venv postgres pgbouncer patroni
+run: port-free venv postgres pgbouncer patroni pgbackrest
 	$(BIN)/cardmint cluster up
 	$(BIN)/cardmint db upgrade
 	$(BIN)/cardmint catalog load
@@ -26,7 +26,7 @@ port-free:
 	"choose another: make run PORT=8001\")")' '$(HOST)' '$(PORT)'
 
 # The contracts (lint) first: a broken one fails at once, before any setup or test.
-test: lint postgres pgbouncer patroni browser promtool fonts
+test: lint postgres pgbouncer patroni pgbackrest browser promtool fonts
 	$(BIN)/pytest
 
 venv: $(STAMP)
@@ -54,6 +54,18 @@ postgres: venv
 	    echo "Missing: PostgreSQL >= 15 server binaries (initdb, postgres, pg_basebackup," \
 	         "psql). Install them (Debian: apt-get install postgresql-15) or set" \
 	         "CARDMINT_PG_BINDIR to their directory."; exit 1; }; }
+
+# pgBackRest (Debian's package, 2.45) is the engine of `cardmint backup` and of WAL
+# archiving (archive-push / archive-get); installed when missing and we may, else a clear stop.
+pgbackrest:
+	@command -v pgbackrest >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing pgBackRest (Debian package pgbackrest)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      pgbackrest >/dev/null; \
+	  fi; \
+	  command -v pgbackrest >/dev/null || { echo "Missing: pgBackRest (Debian: apt-get" \
+	    "install pgbackrest), the engine of backups and WAL archiving."; exit 1; }; }
 
 # PgBouncer (Debian's package) for `cardmint pooler`; its tests are skipped without it.
 pgbouncer:

@@ -1,4 +1,4 @@
-"""Base backups: the catalog stays honest (through kills), verify catches damage,
+"""pgBackRest backups: the catalog stays honest (through kills), verify catches damage,
 retention keeps and drops the right backups and WAL, the schedule, backup before deploy.
 
 The rules (retention, WAL continuity across timelines) are tested as functions first;
@@ -8,13 +8,12 @@ then a cluster of this module's own is backed up for real.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from cardmint.config import secret
 from cardmint.db import migrate
 from cardmint.errors import BackupError
 from cardmint.ops import facts
-from cardmint.ops.backups import backup, retention, store, wal
+from cardmint.ops.backups import backup, retention, store
 from support import TestCluster, poll, start_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,33 +54,24 @@ def test_a_backup_is_due_daily() -> None:
 
 
 def seg(tli: int, n: int) -> str:
-    return wal.name(tli, n, SEG)
+    return f"{tli:08X}{n // 256:08X}{n % 256:08X}"
 
 
 def test_wal_continuity_follows_the_timeline_history_and_finds_gaps() -> None:
-    # Timeline 2 branched off timeline 1 in segment 5 (at 0/5000100).
-    history = {2: "1\t0/5000100\tno recovery target specified\n"}
-    files = [seg(1, n) for n in range(2, 6)] + [seg(2, n) for n in range(5, 9)]
-    files += ["00000002.history", seg(1, 6) + ".partial", seg(1, 9)]  # 1/9: a dead branch
-    ok = wal.continuity(files, history, start_tli=1, start_lsn="0/2000028",
-                        end_lsn="0/2000100", seg_size=SEG)
-    assert ok.ok and ok.timeline == 2
-    assert (ok.first, ok.last, ok.checked) == (seg(1, 2), seg(2, 8), 7)
-    gap = wal.continuity([f for f in files if f != seg(1, 4)], history, start_tli=1,
-                         start_lsn="0/2000028", end_lsn="0/2000100", seg_size=SEG)
-    assert not gap.ok and gap.missing == [seg(1, 4)]
-    # the archive must reach at least the backup's own end
-    short = wal.continuity([seg(1, 2)], {}, start_tli=1, start_lsn="0/2000028",
-                           end_lsn="0/3000100", seg_size=SEG)
-    assert short.missing == [seg(1, 3)]
-
-
-def test_wal_older_than_the_oldest_kept_backup_goes_but_histories_stay() -> None:
-    files = [seg(1, 1), seg(1, 2), seg(1, 2) + ".00000028.backup", seg(1, 3) + ".partial",
-             seg(2, 3), seg(2, 4), "00000002.history", seg(2, 5) + ".part"]
-    assert wal.removable(files, seg(2, 4)) == sorted(
-        [seg(1, 1), seg(1, 2), seg(1, 2) + ".00000028.backup", seg(1, 3) + ".partial",
-         seg(2, 3)])
+    # what pgbackrest verify reports: runs of WAL; timeline 2 continues 1 from segment 5
+    ranges = [(seg(1, 2), seg(1, 5)), (seg(2, 5), seg(2, 8))]
+    ok = backup._continuity(ranges, seg(1, 2), seg(1, 2))
+    assert ok["ok"] and (ok["first"], ok["last"]) == (seg(1, 2), seg(2, 8))
+    gap = backup._continuity([(seg(1, 2), seg(1, 3)), (seg(1, 5), seg(1, 8))], seg(1, 2),
+                             seg(1, 2))
+    assert not gap["ok"] and seg(1, 3) in gap["detail"]
+    # older WAL before the backup does not matter; the archive must reach the backup's end
+    old = backup._continuity([(seg(1, 1), seg(1, 1)), (seg(1, 3), seg(1, 4))], seg(1, 3),
+                             seg(1, 3))
+    assert old["ok"]
+    short = backup._continuity([(seg(1, 2), seg(1, 2))], seg(1, 2), seg(1, 3))
+    assert not short["ok"]
+    assert not backup._continuity([], seg(1, 2), seg(1, 2))["ok"]
 
 
 def test_status_judges_archiving_and_backup_age() -> None:
@@ -134,14 +124,16 @@ async def catalog_rows(tc: TestCluster) -> dict[str, dict]:
 
 
 def basebackup_pids(home: Path) -> list[int]:
+    """The `pgbackrest ... backup` command of this home (not its worker processes)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmd = (entry / "cmdline").read_bytes()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"pg_basebackup" in cmd.split(b"\0")[0] and str(home).encode() in cmd:
+            if argv[0].endswith(b"pgbackrest") and b"backup" in argv \
+                    and any(str(home).encode() in a for a in argv):
                 found.append(int(entry.name))
     return found
 
@@ -155,7 +147,7 @@ async def test_upgrade_backs_up_first_and_the_catalog_adopts_the_backup(bk: Test
     report = json.loads(done.stdout)
     assert report["from"] is None and report["to"] == migrate.head()
     taken = report["backup"]
-    assert taken and (bk.home / "backups" / taken / "backup.json").is_file()
+    assert taken and taken in store.finished(store.site(bk.settings()))
     # the table did not exist when the backup was taken: the next list enters it
     listed = await backup.list_backups(bk.settings())
     assert listed["source"] == "catalog"
@@ -174,12 +166,12 @@ async def test_create_list_verify_and_status(bk: TestCluster) -> None:
     made = json.loads(done.stdout)
     assert {"id", "started_at", "finished_at", "size_bytes", "duration_s", "throughput_mb_s",
             "start_lsn", "end_lsn", "verified"} <= set(made)
-    assert made["verified"] is False and made["compression"] == "server-zstd"
+    assert made["verified"] is False and made["compression"] == "zst" and made["encrypted"]
     assert made["size_bytes"] > 0 and made["throughput_mb_s"] > 0 and made["timeline"] == 1
-    path = bk.home / "backups" / made["id"]
-    assert sorted(p.name for p in path.iterdir()) == [
-        "backup.json", "backup_manifest", "base.tar.zst", "pg_wal.tar"]
-    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert made["type"] == "full" and made["label"].endswith("F")
+    path = backup_dir(bk, made)
+    assert (path / "backup.manifest").is_file() and (path / "pg_data").is_dir()
+    assert oct((bk.home / "backups").stat().st_mode & 0o777) == "0o700"
 
     verified = await backup.verify(bk.settings(), made["id"])
     assert verified["ok"], verified
@@ -198,54 +190,43 @@ async def test_create_list_verify_and_status(bk: TestCluster) -> None:
     assert status["archiver"]["archive_mode"] == "on" and not status["archiver"]["failing"]
     assert status["archive"]["segments"] >= 1 and status["archive"]["size_bytes"] > 0
 
+    # an incremental on top of it; --diff and --incr together are a usage error
+    done = cardmint(bk.home, "backup", "create", "--incr", "--json")
+    assert done.returncode == 0, done.stderr
+    incr = json.loads(done.stdout)
+    assert incr["type"] == "incr" and incr["label"].startswith(made["label"] + "_")
+    assert incr["size_bytes"] < made["size_bytes"]
+    done = cardmint(bk.home, "backup", "create", "--diff", "--incr", "--json")
+    assert done.returncode == 3 and "not both" in json.loads(done.stdout)["error"]
 
-def rewrite_base(path: Path, change) -> None:
-    """Unpack base.tar.zst, let `change(name, data)` return new bytes or None (drop the
-    member), pack it again in place (the file keeps its owner)."""
-    raw = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
-    out = io.BytesIO()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as src, tarfile.open(fileobj=out, mode="w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None
-            if member.isfile():
-                data = change(member.name, data)
-                if data is None:
-                    continue
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    packed = subprocess.run(["zstd", "-qc"], input=out.getvalue(), capture_output=True,
-                            check=True).stdout
-    path.write_bytes(packed)
+
+def backup_dir(tc: TestCluster, made: dict) -> Path:
+    return tc.home / "backups" / "backup" / "cardmint" / made["label"]
 
 
 async def test_verify_catches_a_corrupted_and_a_missing_file(bk: TestCluster) -> None:
     await migrated(bk)
     made = await backup.create(bk.settings())
-    base = bk.home / "backups" / made["id"] / "base.tar.zst"
-    original = base.read_bytes()
     victim = "global/pg_control"
-
-    def corrupt(name: str, data: bytes) -> bytes:
-        return data[:100] + bytes([data[100] ^ 0xFF]) + data[101:] if name == victim else data
-
-    rewrite_base(base, corrupt)
+    stored = backup_dir(bk, made) / "pg_data" / (victim + ".zst")
+    original = stored.read_bytes()
+    stored.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
     report = await backup.verify(bk.settings(), made["id"])
-    assert not report["ok"] and "checksum mismatch" in report["files"]["detail"]
+    assert not report["ok"] and "invalid checksum" in report["files"]["detail"]
     assert victim in report["files"]["detail"]
     assert (await catalog_rows(bk))[made["id"]]["verified"] is False
 
-    base.write_bytes(original)
-    rewrite_base(base, lambda name, data: None if name == victim else data)
+    stored.unlink()
     report = await backup.verify(bk.settings(), made["id"])
     assert not report["ok"] and victim in report["files"]["detail"]
-    assert "not on disk" in report["files"]["detail"]
+    assert "missing" in report["files"]["detail"]
 
-    base.write_bytes(original)
+    stored.write_bytes(original)
+    os.chown(stored, stored.parent.stat().st_uid, stored.parent.stat().st_gid)
     assert (await backup.verify(bk.settings(), made["id"]))["ok"]
-    assert not list((bk.home / "backups").glob(".verify-*"))  # scratch space is cleaned
 
 
-async def test_a_killed_pg_basebackup_fails_the_backup_honestly(bk: TestCluster) -> None:
+async def test_a_killed_pgbackrest_fails_the_backup_honestly(bk: TestCluster) -> None:
     await migrated(bk)
     before = set(store.finished(store.site(bk.settings())))
     task = asyncio.create_task(backup.create(bk.settings(), max_rate="32k"))
@@ -256,7 +237,7 @@ async def test_a_killed_pg_basebackup_fails_the_backup_honestly(bk: TestCluster)
     failed = [r for r in (await catalog_rows(bk)).values() if r["status"] == "failed"]
     assert any("killed by signal 9" in (r["error"] or "") and r["finished_at"] for r in failed)
     s = store.site(bk.settings())
-    assert set(store.finished(s)) == before and not store.partials(s)
+    assert set(store.finished(s)) == before
 
 
 async def test_a_killed_backup_command_is_marked_failed_once_nothing_runs(
@@ -273,7 +254,7 @@ async def test_a_killed_backup_command_is_marked_failed_once_nothing_runs(
         assert len(running) == 1
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        # pg_basebackup still runs (and holds the lock): the row is left alone
+        # pgbackrest still runs (and holds the lock): the row is left alone
         listed = await backup.list_backups(bk.settings())
         assert next(b for b in listed["backups"] if b["id"] == running[0]["id"])[
             "status"] == "running"
@@ -287,7 +268,7 @@ async def test_a_killed_backup_command_is_marked_failed_once_nothing_runs(
     listed = await backup.list_backups(bk.settings())
     row = next(b for b in listed["backups"] if b["id"] == running[0]["id"])
     assert row["status"] == "failed" and "interrupted" in row["error"] and not row["restorable"]
-    assert not store.partials(store.site(bk.settings())) and orphan
+    assert orphan
 
 
 async def test_prune_keeps_and_drops_the_right_backups_and_wal(bk: TestCluster) -> None:
@@ -315,7 +296,7 @@ async def test_prune_keeps_and_drops_the_right_backups_and_wal(bk: TestCluster) 
     now = started[b2["id"]] + timedelta(days=7) - timedelta(milliseconds=1)
     settings = bk.settings(backup_min_keep=1)
     dry = await backup.prune(settings, now=now, dry_run=True)
-    assert (bk.home / "backups" / b1["id"]).is_dir() and dry["removed"]
+    assert backup_dir(bk, b1).is_dir() and dry["removed"]
     pruned = await backup.prune(settings, now=now)
     assert pruned["kept"] == [b3["id"], b2["id"]] and b1["id"] in pruned["removed"]
     assert pruned == {**dry, "dry_run": False}
@@ -324,8 +305,9 @@ async def test_prune_keeps_and_drops_the_right_backups_and_wal(bk: TestCluster) 
     assert b1["id"] not in rows and rows[b2["id"]]["status"] == "ok"
     keep_from = backup.start_segment(b2)
     assert pruned["wal_kept_from"] == keep_from and pruned["wal_removed"] > 0
-    left = sorted(f for f in os.listdir(s.archive) if wal.SEGMENT.match(f))
-    assert left[0][8:] == keep_from[8:] and (s.archive / keep_from).exists()
+    left = sorted(p.name[:24] for p in (bk.home / "backups" / "archive").glob("*/*/*/*")
+                  if re.match(r"^[0-9A-F]{24}-", p.name))
+    assert left[0][8:] == keep_from[8:] and store.archived(s, keep_from)
     assert (await backup.verify(bk.settings(), b2["id"]))["ok"]
 
     # a month on, the minimum (2 by default) still stands

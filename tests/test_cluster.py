@@ -77,7 +77,7 @@ async def test_primary_has_the_runbook_settings(pg: TestCluster) -> None:
         archived = await poll(lambda: conn.fetchval(
             "SELECT archived_count FROM pg_stat_archiver WHERE archived_count > 0"))
         assert archived >= 1
-        assert any((pg.home / "wal-archive").iterdir())
+        assert any((pg.home / "backups" / "archive").iterdir())
     finally:
         await conn.close()
     replica = await pg.admin("replica")

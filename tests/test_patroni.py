@@ -185,6 +185,20 @@ async def test_up_gives_a_leader_and_a_streaming_sync_replica(
     assert json.loads(done.stdout)["provider"] == "patroni"
 
 
+async def test_pgbackrest_backs_up_the_leader_and_archives_its_wal(
+        patroni_cluster: PatroniCluster) -> None:
+    """The Patroni engine's WAL goes through pgBackRest's archive-push too."""
+    from cardmint.ops.backups import backup
+
+    settings = make_settings(patroni_cluster.home)
+    made = await backup.create(settings)
+    assert made["ok"] and made["type"] == "full" and made["node"] == "node1"
+    checked = await backup.verify(settings, made["id"])
+    assert checked["ok"], (checked["files"], checked["wal"])
+    status = await backup.status(settings)
+    assert status["archiver"]["archived_count"] > 0 and not status["archiver"]["failing"]
+
+
 async def test_switchover_loses_no_acknowledged_write(patroni_cluster: PatroniCluster) -> None:
     before = await leader_of(patroni_cluster)
     db, probe = await probing(patroni_cluster, "switchover")
@@ -347,11 +361,11 @@ async def test_down_stops_every_process_by_pid_and_up_adopts(
 
 def test_patroni_gets_the_local_engines_settings_and_timing_rules(tmp_path: Path) -> None:
     from cardmint.cluster.patroni import conf
-    from cardmint.cluster.pg import nodes
+    from cardmint.cluster.pg import backrest
 
-    archive = tmp_path / "wal-archive"
+    archive = tmp_path / "pgbackrest"
     shared = conf.shared_parameters(archive)
-    assert shared["archive_command"] == nodes.archive_command(archive)  # unquoted
+    assert shared["archive_command"] == backrest.archive_command(archive)  # unquoted
     assert shared["log_destination"] == "jsonlog" and shared["wal_log_hints"] == "on"
     assert not set(conf.PATRONI_OWNED) & set(shared)
     dcs = conf.dcs_config(archive, sync=True, strict=False)

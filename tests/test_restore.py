@@ -245,7 +245,8 @@ async def test_repoint_makes_the_restored_copy_the_primary(rs: TestCluster,
 
         # it archives into the shared archive again, from its new timeline's start
         timeline = switch["timeline"]
-        assert timeline >= 2 and (rs.home / "wal-archive" / f"{timeline:08X}.history").exists()
+        assert timeline >= 2 and store.archived(store.site(rs.settings()),
+                                                f"{timeline:08X}.history")
         conn = await asyncpg.connect(secret(fresh.admin_url))
         try:
             assert await conn.fetchval("SHOW archive_mode") == "on"
@@ -256,7 +257,7 @@ async def test_repoint_makes_the_restored_copy_the_primary(rs: TestCluster,
         assert switch["backup"] and (await backup.verify(fresh, switch["backup"]))["ok"]
         oldest = min(old_backups)
         checked = await backup.verify(fresh, oldest)
-        assert checked["ok"] and checked["wal"]["timeline"] == timeline, checked
+        assert checked["ok"] and int(checked["wal"]["last"][:8], 16) == timeline, checked
         listed = await backup.list_backups(fresh)
         assert {b["id"] for b in listed["backups"] if b["restorable"]} >= old_backups
         with pytest.raises(UsageError, match="part of the cluster"):

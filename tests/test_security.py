@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cardmint import secretfile
 from cardmint.cluster.home import secret_stores
 from cardmint.cluster.pg import tls
 from cardmint.cluster.pg.process import OsUser
@@ -220,7 +221,7 @@ async def test_every_planted_finding_is_reported(audited: TestCluster) -> None:
         for name, path in hbas.items():
             path.write_text(original_hba[name])
         secrets.chmod(0o600)
-        backups.rmdir()
+        backups.chmod(0o700)  # pgBackRest's repo1: closed again
         for sql in UNDO:
             await primary.execute(sql)
         for sql in ("ALTER SYSTEM RESET log_min_duration_statement", "SELECT pg_reload_conf()",
@@ -462,7 +463,7 @@ async def test_down_purge_says_what_it_keeps(work_root: Path, template_dir: Path
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
     env.update(CARDMINT_HOME=str(tc.home), COLUMNS="200")
     try:
-        (tc.home / "backups").mkdir(mode=0o700)
+        (tc.home / "backups").mkdir(mode=0o700, exist_ok=True)  # pgBackRest's repo1
         (tc.home / "backups" / "20261201T000000Z").mkdir()
         helped = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "cardmint", "cluster", "down", "--help"],
@@ -474,6 +475,8 @@ async def test_down_purge_says_what_it_keeps(work_root: Path, template_dir: Path
         assert done.returncode == 0, done.stderr
         assert "kept in the cluster's home: backups/" in done.stdout
         assert (tc.home / "backups" / "20261201T000000Z").is_dir()
-        assert not (tc.home / "secrets.env").exists() and not (tc.home / "nodes").exists()
+        # only the key that decrypts backups/ stays in the secrets file
+        assert set(secretfile.read(tc.home / "secrets.env")) == {"CARDMINT_BACKUP_CIPHER_PASS"}
+        assert not (tc.home / "nodes").exists()
     finally:
         await tc.cluster.down(purge=True)

@@ -130,7 +130,9 @@ class Settings(BaseSettings):
     backup_interval_h: float = Field(24.0, gt=0)
     backup_retention_days: float = Field(7.0, gt=0)
     backup_min_keep: int = Field(2, ge=1)
-    backup_archive_wait_s: float = Field(30.0, gt=0)
+    # past pgBackRest's archive-timeout (60 s): an archive-push that waited in vain for its
+    # asynchronous process fails then, and the archiver's retry pushes the segment
+    backup_archive_wait_s: float = Field(90.0, gt=0)
     restore_timeout_s: float = Field(300.0, gt=0)
 
     # Synchronous replication (issue 5): commits waiting on a synchronous standby, or no

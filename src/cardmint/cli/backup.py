@@ -1,4 +1,4 @@
-"""`cardmint backup ...`: base backups, their catalog, retention, WAL archiving status
+"""`cardmint backup ...`: pgBackRest backups, their catalog, retention, WAL archiving status
 and point-in-time restore."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from cardmint.cli.output import CRITICAL, OK, WARN, console, emit
 from cardmint.ops import backups
 from cardmint.ops.backups import backup, pitr
 
-app = typer.Typer(help="Base backups, WAL archiving, retention and point-in-time restore.",
+app = typer.Typer(help="pgBackRest backups (full, diff, incr), WAL archiving, retention and "
+                       "point-in-time restore.",
                   no_args_is_help=True)
 LEVELS = {"ok": OK, "warn": WARN, "critical": CRITICAL}
 
@@ -33,11 +34,20 @@ def sz(n: int | None) -> str:
 def create(
     home: HomeOpt = None,
     max_rate: Annotated[str | None, typer.Option(
-        help="Throttle the transfer (pg_basebackup --max-rate, e.g. 50M).")] = None,
+        help="Go easy on the server (e.g. 50M): pgBackRest 2.45 has no byte-rate limit, so "
+             "this runs one process with slow, dense compression.")] = None,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Differential: what changed since the last full backup.")] = False,
+    incr: Annotated[bool, typer.Option(
+        "--incr", help="Incremental: what changed since the last backup of any type.")] = False,
+    repo: Annotated[int | None, typer.Option(
+        help="Only this repository (default: every one the cluster has).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Take a base backup of the primary now (on Fly: a snapshot of its volume)."""
-    data = run(backups.create(settings(home), max_rate=max_rate))
+    """Take a backup of the primary now with pgBackRest (full unless --diff or --incr;
+    on Fly: a snapshot of its volume)."""
+    data = run(backups.create(settings(home), max_rate=max_rate, diff=diff, incr=incr,
+                              repo=repo))
 
     def render(d: dict[str, Any]) -> None:
         if "snapshot" in d:  # Fly
@@ -47,7 +57,8 @@ def create(
             if d.get("detail"):
                 console.print(f"[yellow]note:[/] {d['detail']}")
             return
-        console.print(f"backup {d['id']}: {sz(d['size_bytes'])} on disk ({sz(d['data_bytes'])} "
+        console.print(f"backup {d['id']} ({d['type']}, {d['label']}): {sz(d['size_bytes'])} "
+                      f"written ({sz(d['data_bytes'])} "
                       f"of data) in {d['duration_s']:.2f} s, {d['throughput_mb_s']} MB/s; "
                       f"WAL {d['start_lsn']} .. {d['end_lsn']} on timeline {d['timeline']}")
         for w in d["warnings"]:
@@ -89,7 +100,8 @@ def verify(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """pg_verifybackup, and the WAL archive's continuity from the backup on."""
+    """pgbackrest verify: the backup's files against their checksums, and the WAL
+    archive's continuity from the backup on."""
     data = run(backup.verify(settings(home), backup_id))
 
     def render(d: dict[str, Any]) -> None:
@@ -179,6 +191,8 @@ def restore(
     latest: Annotated[bool, typer.Option(
         "--latest", help="Recover everything the archive holds.")] = False,
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    repo: Annotated[int | None, typer.Option(
+        help="Restore from this repository alone (default: the first that has it).")] = None,
     repoint: Annotated[bool, typer.Option(
         "--repoint", help="Once verified, make it the cluster's primary.")] = False,
     home: HomeOpt = None,
@@ -189,7 +203,7 @@ def restore(
     and --to-app the new Postgres app made from it."""
     data = run(backups.restore(settings(home), backup_id=backup_id, to=to, to_app=to_app,
                                target_time=target_time, target_lsn=target_lsn,
-                               latest=latest, port=port, repoint=repoint))
+                               latest=latest, port=port, repoint=repoint, repo=repo))
 
     def render(d: dict[str, Any]) -> None:
         if "app" in d:  # Fly

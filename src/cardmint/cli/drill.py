@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -42,5 +42,41 @@ def failover(home: HomeOpt = None, force: ForceOpt = False, as_json: JsonOpt = F
 
     report = run(failover_drill(settings(home), force=force))
     emit(report, as_json, render)
+    if not report["ok"]:
+        raise typer.Exit(CRITICAL)
+
+
+@app.command("restore")
+def restore_(
+    home: HomeOpt = None,
+    repo: Annotated[int | None, typer.Option(
+        help="The repository off this host to restore from (default: the first).")] = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lose the database host (servers SIGKILLed, data directories, repo1 and spool
+    deleted) under a writer, restore from the remote repository alone to its last
+    archived WAL, make that the primary; report the recovery time and the data lost
+    (stored in `drills` and under $CARDMINT_HOME/drills/). Destroys the cluster's
+    current nodes: run it on a drill copy, or in a maintenance window."""
+    from cardmint.ops.drills import restore_drill
+
+    report = run(restore_drill(settings(home), repo=repo, force=force))
+
+    def show(d: dict[str, Any]) -> None:
+        def s(value: Any) -> str:
+            return "—" if value is None else f"{value:.3f} s"
+
+        verdict = "[green]PASS[/]" if d["ok"] else "[bold red]FAIL[/]"
+        console.print(f"restore drill {verdict}: host lost, restored from repo{d['repo']} "
+                      f"as {d['restored_node']}")
+        console.print(f"  recovery {s(d['recovery_s'])}; RPO {s(d['rpo_s'])} "
+                      f"({d['lost_writes']} of {d['acknowledged_writes']} acknowledged writes "
+                      f"lost, {d['lost_archived_writes']} of them archived)")
+        if d.get("error"):
+            console.print(f"  [red]error:[/] {d['error']}")
+        console.print(f"  report: {d['markdown']}")
+
+    emit(report, as_json, show)
     if not report["ok"]:
         raise typer.Exit(CRITICAL)

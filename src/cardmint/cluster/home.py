@@ -15,7 +15,7 @@ from typing import Protocol
 
 from cardmint import secretfile
 from cardmint.cluster.engine import UpReport
-from cardmint.cluster.pg import roles
+from cardmint.cluster.pg import backrest, roles
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import READY, ClusterState, load
 from cardmint.config import SECRETS_FILE, Settings
@@ -25,10 +25,12 @@ LOCK_TIMEOUT_S = 120.0
 # The files of a home that hold a secret, each mode 0600 (owner only): the database
 # roles' passwords (secrets.env), a replica's replication password (local engine, beside
 # its data directory), Patroni's configurations and password files, PgBouncer's SCRAM
-# verifiers, the TLS keys. A password is written nowhere else under the home: the
+# verifiers, the TLS keys, pgBackRest's configuration (the repositories' key) and its
+# password file and client keys. A password is written nowhere else under the home: the
 # rotation's test reads every other file for it, and `security audit` checks these modes.
 SECRET_STORES = ("secrets.env", "nodes/*.pgpass", "patroni/*.yml", "patroni/*.pgpass",
-                 "pooler/userlist.txt", "tls/*.key")
+                 "pooler/userlist.txt", "tls/*.key", "pgbackrest/pgbackrest.conf",
+                 "pgbackrest/pgpass", "pgbackrest/tls/*.key")
 
 
 @contextmanager
@@ -96,8 +98,13 @@ def purge(home: Path, dirs: tuple[str, ...]) -> list[str]:
     `cluster down --purge` can say so."""
     for name in dirs:
         shutil.rmtree(home / name, ignore_errors=True)
-    for name in ("cluster.json", SECRETS_FILE):
-        (home / name).unlink(missing_ok=True)
+    (home / "cluster.json").unlink(missing_ok=True)
+    # backups/ stays, so the key that decrypts it stays too (alone in the secrets file)
+    key = secretfile.read(home / SECRETS_FILE).get(backrest.CIPHER_KEY)
+    if key and (home / "backups").is_dir():
+        secretfile.write(home / SECRETS_FILE, {backrest.CIPHER_KEY: key})
+    else:
+        (home / SECRETS_FILE).unlink(missing_ok=True)
     return sorted(p.name + ("/" if p.is_dir() else "") for p in home.iterdir()
                   if p.name != ".lock") if home.is_dir() else []
 

@@ -33,7 +33,7 @@ from cardmint.cluster.home import purge as purge_home
 from cardmint.cluster.local import credentials, failover, heal, pooler, rejoin, replicas, resize
 from cardmint.cluster.local.heal import Restart
 from cardmint.cluster.local.resize import ResizeReport
-from cardmint.cluster.pg import logs, nodes, pgbin, process, replication, roles, tls
+from cardmint.cluster.pg import backrest, logs, nodes, pgbin, process, replication, roles, tls
 from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.state import (
     FENCED,
@@ -70,7 +70,8 @@ class LocalCluster:
 
     @property
     def archive(self) -> Path:
-        return self.home / "wal-archive"
+        """pgBackRest's directory (its configuration, spool, locks and log)."""
+        return self.home / "pgbackrest"
 
     def log(self, node: Node) -> Path:
         return self.home / "logs" / f"{node.name}.log"
@@ -155,10 +156,13 @@ class LocalCluster:
                                 key=s.tls_key_file, ca=s.tls_ca_file)
 
         primary = state.primary
+        backrest.prepare(self.home, s.secrets_path, user,
+                         backrest.Pg(primary.datadir, primary.port), new=True)
         await self._init_primary(pg, user, primary, passwords)
         primary.pid = await self.start_node(pg, user, primary)
         save(state)
         await self._bootstrap(state, passwords)
+        await asyncio.to_thread(backrest.stanza_create, self.home, user, passwords[SUPERUSER])
         for node in state.replicas:
             await self._make_replica(pg, user, state, node, passwords[REPLICATION])
             save(state)
@@ -239,10 +243,11 @@ class LocalCluster:
                     if pid is not None:
                         report.stopped.append(Stopped(node.name, pid, await process.stop(pid)))
                     node.pid = None
+                await asyncio.to_thread(backrest.stop_async, self.home)
                 if not purge:
                     save(state)
             if purge:
-                report.kept = purge_home(self.home, ("nodes", "wal-archive", "logs", "tls"))
+                report.kept = purge_home(self.home, ("nodes", "pgbackrest", "logs", "tls"))
                 report.purged = True
         return report
 
@@ -255,7 +260,7 @@ class LocalCluster:
         for node in state.nodes if state else []:
             if node.pid and process.alive(node.pid) and process.is_postgres(node.pid):
                 await process.stop(node.pid)
-        for name in ("nodes", "wal-archive"):
+        for name in ("nodes", "pgbackrest"):
             shutil.rmtree(self.home / name, ignore_errors=True)
 
     # -- status --------------------------------------------------------------------

@@ -35,7 +35,7 @@ import asyncpg
 
 from cardmint.cluster.engine import RejoinReport
 from cardmint.cluster.local import syncrep
-from cardmint.cluster.pg import nodes, process, replication
+from cardmint.cluster.pg import backrest, nodes, process, replication
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import REPLICATION, SUPERUSER, ClusterState, Node
@@ -100,9 +100,10 @@ def point_at(user: OsUser, node: Node, primary: Node, password: str,
 
 
 def read_archive(user: OsUser, node: Node, archive: Path) -> None:
-    """Recovery on `node` may fetch WAL from the `archive` (restore_command)."""
+    """Recovery on `node` may fetch WAL from the cluster's pgBackRest repositories
+    (`archive` is the home's pgBackRest directory; restore_command is archive-get)."""
     auto_conf(user, node, ("restore_command",),
-              [f"restore_command = {nodes.conf_string(nodes.restore_command(archive))}"])
+              [f"restore_command = {nodes.conf_string(backrest.restore_command(archive))}"])
 
 
 def auto_conf(user: OsUser, node: Node, drop: tuple[str, ...], add: list[str]) -> None:

@@ -40,7 +40,7 @@ from cardmint.cluster.engine import (
 from cardmint.cluster.home import create_or_adopt, free_ports, locked, locked_if_free, new_home
 from cardmint.cluster.home import purge as purge_home
 from cardmint.cluster.patroni import conf, ha, proc, rest
-from cardmint.cluster.pg import logs, nodes, pgbin, process, roles, tls
+from cardmint.cluster.pg import backrest, logs, nodes, pgbin, process, roles, tls
 from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.state import (
     FENCED,
@@ -79,7 +79,8 @@ class PatroniCluster:
 
     @property
     def archive(self) -> Path:
-        return self.home / "wal-archive"
+        """pgBackRest's directory (its configuration, spool, locks and log)."""
+        return self.home / "pgbackrest"
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -166,6 +167,9 @@ class PatroniCluster:
         user.own(self.home / "etcd")
         await asyncio.to_thread(tls.ensure, self.home / "tls", user, cert=s.tls_cert_file,
                                 key=s.tls_key_file, ca=s.tls_ca_file)
+        first_node = state.nodes[0]
+        backrest.prepare(self.home, s.secrets_path, user,
+                         backrest.Pg(first_node.datadir, first_node.port), new=True)
         self._write_configs(user, state, passwords)
         try:
             await self._start_etcd(user, state, etcd)
@@ -182,6 +186,8 @@ class PatroniCluster:
                 password=passwords[SUPERUSER])
             await self.admin.execute(state.primary, *roles.database_sql(),
                                      database=state.database, password=passwords[SUPERUSER])
+            await asyncio.to_thread(backrest.stanza_create, self.home, user,
+                                    passwords[SUPERUSER])
         except BaseException:
             await self._stop_all(state)  # a failed `up` leaves nothing running
             raise
@@ -329,10 +335,11 @@ class PatroniCluster:
             state = load(self.home)
             if state is not None:
                 await self._stop_all(state, report.stopped)
+                await asyncio.to_thread(backrest.stop_async, self.home)
                 if not purge:
                     save(state)
             if purge:
-                report.kept = purge_home(self.home, ("nodes", "wal-archive", "logs", "tls",
+                report.kept = purge_home(self.home, ("nodes", "pgbackrest", "logs", "tls",
                                                      "patroni", "etcd"))
                 report.purged = True
         return report
@@ -377,7 +384,7 @@ class PatroniCluster:
             if pid is not None:
                 await process.stop(pid)
             await process.kill_leftovers(datadir)
-        for name in ("nodes", "wal-archive", "patroni", "etcd"):
+        for name in ("nodes", "pgbackrest", "patroni", "etcd"):
             shutil.rmtree(self.home / name, ignore_errors=True)
 
     # -- what Patroni says ---------------------------------------------------------

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cardmint.cluster.pg import process, roles, tls
+from cardmint.cluster.pg import backrest, process, roles, tls
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.pg.roles import literal
@@ -35,7 +35,7 @@ hot_standby_feedback = on
 wal_retrieve_retry_interval = '500ms'
 archive_mode = on
 archive_timeout = 60
-# Atomic (copy, then rename); a segment archived before is accepted only if identical.
+# pgBackRest's archive-push (asynchronous): into every repository of the cluster home.
 archive_command = '{archive_command}'
 shared_preload_libraries = 'pg_stat_statements'
 track_io_timing = on
@@ -131,23 +131,11 @@ def include_resources(user: OsUser, datadir: Path) -> None:
         write(user, main, text.rstrip("\n") + f"\n{line}\n")
 
 
-def archive_command(archive: Path) -> str:
-    """Copy then rename; a segment archived before is accepted only if identical."""
-    return (
-        f'if test -f "{archive}/%f"; then cmp -s "%p" "{archive}/%f"; '
-        f'else cp "%p" "{archive}/%f.part" && mv "{archive}/%f.part" "{archive}/%f"; fi'
-    )
-
-
-def restore_command(archive: Path) -> str:
-    """Fetch a WAL segment (or timeline history file) from the archive; a missing one
-    makes cp fail, which recovery takes as "not there"."""
-    return f'cp "{archive}/%f" "%p"'
-
-
 def common_conf(archive: Path) -> str:
-    """The settings every node shares (the Patroni engine hands them to Patroni)."""
-    conf = COMMON_CONF.format(archive_command=archive_command(archive))
+    """The settings every node shares (the Patroni engine hands them to Patroni);
+    `archive` is the cluster home's pgBackRest directory."""
+    conf = COMMON_CONF.format(archive_command=backrest.archive_command(archive).replace(
+        "'", "''"))
     tls_dir = archive.parent / "tls"  # the cluster home's certificates, when it has them
     if (tls_dir / "server.crt").exists():
         conf += tls.server_conf(tls_dir)

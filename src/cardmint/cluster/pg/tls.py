@@ -93,3 +93,26 @@ def server_conf(tls_dir: Path) -> str:
     return (f"ssl = on\nssl_cert_file = '{tls_dir / 'server.crt'}'\n"
             f"ssl_key_file = '{tls_dir / 'server.key'}'\n"
             "ssl_min_protocol_version = 'TLSv1.2'\n")
+
+
+def issue(tls_dir: Path, dest: Path, name: str, *, cn: str, alt_names: str) -> tuple[Path, Path]:
+    """A certificate `name`.crt/.key in `dest`, signed by the CA of `tls_dir` (the one
+    made here: its key is needed), e.g. for pgBackRest's repository host and client.
+    `alt_names` as openssl writes them: "IP:10.232.0.2" or "DNS:client"."""
+    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
+    if not ca_key.exists():
+        raise ClusterError(f"{ca_key} is missing: certificates for other hosts are signed "
+                           "only by the CA made here")
+    dest.mkdir(parents=True, exist_ok=True)
+    crt, key = dest / f"{name}.crt", dest / f"{name}.key"
+    with tempfile.TemporaryDirectory() as tmp:
+        csr = Path(tmp) / f"{name}.csr"
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}",
+                 "-addext", f"subjectAltName={alt_names}")
+        key.chmod(0o600)
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                 "-CAserial", str(Path(tmp) / "ca.srl"), "-CAcreateserial", "-out", str(crt),
+                 "-days", str(SERVER_DAYS), "-copy_extensions", "copy")
+    crt.chmod(0o644)
+    return crt, key

@@ -1,9 +1,9 @@
 """`cardmint backup restore`: point-in-time recovery into a new cluster, verified before
 the application may be repointed to it.
 
-The base backup is unpacked into a new directory, configured to fetch WAL from the
-archive up to the target and promote there (archiving off, stale replication settings
-gone), started on its own loopback port, waited for until it accepts writes, and checked
+pgBackRest restores the backup into a new directory, which is configured to fetch WAL
+with `archive-get` up to the target and promote there (archiving off, stale replication
+settings gone), started on its own loopback port, waited for until it accepts writes, and checked
 with health and test-card. It keeps running as `restore<N>`, described by
 `$CARDMINT_HOME/restores/<name>/` (its own cluster.json, so any command can be pointed at
 it with `--home`). `--repoint` then makes it the cluster's primary (repoint.py).
@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from cardmint.clock import utc
 from cardmint.cluster.home import free_ports
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import backrest, nodes, process
 from cardmint.cluster.pg.admin import NodeAdmin
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.cluster.pg.roles import literal, scram_verifier
@@ -52,15 +52,20 @@ RECORD = "restore.json"
 async def restore(settings: Settings, *, to: Path, backup_id: str | None = None,
                   target_time: datetime | str | None = None, target_lsn: str | None = None,
                   latest: bool = False, port: int | None = None,
-                  repoint: bool = False) -> dict[str, Any]:
-    """Restore into `to`; with `repoint`, make it the primary once it is verified.
-    Returns the `backup restore --json` contract (plus details)."""
+                  repoint: bool = False, repo: int | None = None,
+                  primary_gone: bool = False) -> dict[str, Any]:
+    """Restore into `to` (from `repo` alone, if given); with `repoint`, make it the
+    primary once it is verified. `primary_gone`: do not ask the old primary to archive
+    its latest WAL (its host is lost). Returns the `backup restore --json` contract
+    (plus details)."""
     began = time.monotonic()
     goal = restore_plan.target(target_time, target_lsn, latest)
     s = store.site(settings)
     to = _empty_dir(s, to)
     port = _port(port)
-    meta = restore_plan.choose(store.finished(s), goal, backup_id)
+    s.configure()
+    only = (f"--repo={repo}",) if repo else ()
+    meta = restore_plan.choose(store.finished(s, s.info(*only)), goal, backup_id)
     steps: dict[str, float] = {}
     lap = time.monotonic()
 
@@ -70,14 +75,18 @@ async def restore(settings: Settings, *, to: Path, backup_id: str | None = None,
         steps[name] = round(now - lap, 3)
         lap = now
 
-    warnings = [] if goal.kind == "immediate" else await _archive_through(settings, s, goal)
+    warnings = [] if goal.kind == "immediate" or primary_gone else \
+        await _archive_through(settings, s, goal)
     step("archive_wait_s")
     name = _new_name(s)
     node = Node(name=name, role="primary", port=port, datadir=str(to))
     home = s.home / "restores" / name
     try:
-        await store.extract(s, meta["id"], to)
-        _configure(s, node, goal)
+        s.user.own(to)
+        await store.run(s.user, backrest.base_argv(
+            s.home, "restore", f"--repo={repo or meta['repo']}", f"--set={meta['label']}",
+            f"--pg1-path={to}", "--type=immediate", "--archive-mode=off"))
+        _configure(s, node, goal, repo)
         step("extract_s")
         node.pid = await start_node(s, node)
         adopted = not await _await_promoted(s, node)
@@ -164,10 +173,11 @@ async def _archive_through(settings: Settings, s: store.Site,
                                  f"({row['lsn']})")
             segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
             wait = settings.backup_archive_wait_s
-            if not await store.await_archived(s.archive, segment, wait):
+            if not await _archived(conn, s, segment, wait):
                 archiver = await facts.archiver(conn)
                 why = (f"; archiving fails (last failure {archiver.last_failed_at})"
-                       if archiver.failing else "")
+                       if archiver.failing else
+                       f"; the last segment archived is {archiver.last_archived_wal}")
                 raise BackupError(f"WAL segment {segment}, which covers the target, was not "
                                   f"archived within {wait:g} s{why}: the target is refused")
     except DatabaseUnavailable as exc:
@@ -178,12 +188,29 @@ async def _archive_through(settings: Settings, s: store.Site,
     return []
 
 
-def _configure(s: store.Site, node: Node, goal: restore_plan.Target) -> None:
+async def _archived(conn: asyncpg.Connection, s: store.Site, segment: str,
+                    timeout: float) -> bool:
+    """Until repo1 holds `segment`, or the server's archiver reports it (or a later one
+    of its timeline) done: archive-push succeeds only once every repository has it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if store.archived(s, segment):
+            return True
+        last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+        if last and len(last) == 24 and last[:8] == segment[:8] and last[8:] >= segment[8:]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def _configure(s: store.Site, node: Node, goal: restore_plan.Target,
+               repo: int | None = None) -> None:
     datadir = Path(node.datadir)
     nodes.configure(s.user, node, s.archive)
     auto = datadir / "postgresql.auto.conf"
     existing = auto.read_text() if auto.exists() else ""
-    nodes.write(s.user, auto, restore_plan.auto_conf(existing, goal, s.archive))
+    nodes.write(s.user, auto, restore_plan.auto_conf(existing, goal, s.archive, repo))
     (datadir / "standby.signal").unlink(missing_ok=True)
     nodes.write(s.user, datadir / "recovery.signal", "")
 

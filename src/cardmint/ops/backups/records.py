@@ -1,9 +1,9 @@
 """The backup catalog: the `backups` table, kept honest against the disk.
 
-A row is `running` while pg_basebackup works, then `ok` or `failed`. A command killed
+A row is `running` while pgbackrest works, then `ok` or `failed`. A command killed
 half-way leaves `running` behind; `reconcile` (run by list, create and prune while they
-hold the backup lock, so no backup is really running) marks such a row failed and
-deletes its partial directory. Backups on disk without a row (taken before the table
+hold the backup lock, so no backup is really running) marks such a row failed.
+Backups in a repository without a row (taken before the table
 existed, or newer than the backup a restored database came from) are entered.
 Every statement runs as the owner role: a freeze withdraws only the app role's writes.
 """
@@ -44,7 +44,7 @@ async def finish_ok(conn: asyncpg.Connection, meta: dict[str, Any]) -> None:
                              timeline, size_bytes, duration_s, throughput_mb_s, node, path)
         VALUES ($1, 'ok', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (id) DO UPDATE SET
-            status = 'ok', finished_at = EXCLUDED.finished_at,
+            status = 'ok', started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
             start_lsn = EXCLUDED.start_lsn, end_lsn = EXCLUDED.end_lsn,
             timeline = EXCLUDED.timeline, size_bytes = EXCLUDED.size_bytes,
             duration_s = EXCLUDED.duration_s, throughput_mb_s = EXCLUDED.throughput_mb_s,
@@ -89,41 +89,40 @@ async def delete_failed_before(conn: asyncpg.Connection, before: datetime, *,
 
 
 async def reconcile(conn: asyncpg.Connection | None, s: store.Site, *,
-                    holding_lock: bool) -> list[str]:
-    """Make the catalog tell the truth about the disk; returns what it changed."""
+                    holding_lock: bool,
+                    on_disk: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Make the catalog tell the truth about pgBackRest's repositories (`on_disk`, read
+    when not given); returns what it changed. An interrupted backup leaves nothing to
+    clean here: pgBackRest resumes or removes it on its next run."""
     notes: list[str] = []
-    on_disk = store.finished(s)
-    if holding_lock:
-        # No backup runs now, so every partial directory is a leftover.
-        for path in store.partials(s):
-            store.remove(path)
-            notes.append(f"removed the partial directory {path.name} of an interrupted backup")
     if conn is None or not await available(conn):
         return notes
+    if on_disk is None:
+        on_disk = store.finished(s)
     catalogued = {r["id"]: r for r in await rows(conn)}
     for backup_id, row in catalogued.items():
         if row["status"] == "running" and holding_lock:
             if backup_id in on_disk:
                 await finish_ok(conn, on_disk[backup_id])
-                notes.append(f"{backup_id}: complete on disk, marked ok")
+                notes.append(f"{backup_id}: complete in the repository, marked ok")
             else:
                 await finish_failed(conn, backup_id,
                                     "interrupted: the backup never completed")
                 notes.append(f"{backup_id}: interrupted, marked failed")
         elif row["status"] == "ok" and backup_id not in on_disk:
             await finish_failed_missing(conn, backup_id)
-            notes.append(f"{backup_id}: its directory is gone, marked failed")
+            notes.append(f"{backup_id}: no repository holds it any more, marked failed")
     for backup_id, meta in on_disk.items():
         if backup_id not in catalogued:
             await finish_ok(conn, meta)
-            notes.append(f"{backup_id}: found on disk, entered in the catalog")
+            notes.append(f"{backup_id}: found in the repository, entered in the catalog")
     return notes
 
 
 async def finish_failed_missing(conn: asyncpg.Connection, backup_id: str) -> None:
     await conn.execute(
         "UPDATE backups SET status = 'failed', verified = false, "
-        "error = 'the backup directory is missing' WHERE id = $1", backup_id)
+        "error = 'no repository holds the backup' WHERE id = $1", backup_id)
 
 
 def _ts(value: Any) -> datetime:

@@ -6,7 +6,7 @@ new DSNs up on its next settings load). The old nodes are stopped by PID first, 
 nothing can still write to them, and leave cluster.json; they are listed in
 `retired.json` with their data directories, which are kept for the post-mortem.
 
-The restored copy then joins the shared WAL archive: its recovery settings are reset,
+The restored copy then joins the cluster's pgBackRest repositories: its recovery settings are reset,
 archiving is switched on (a restart), and the WAL it wrote on its new timeline since
 promotion is queued for archiving, its timeline history first. Finally a fresh base
 backup is taken, so the new timeline can itself be restored.
@@ -14,6 +14,7 @@ backup is taken, so the new timeline can itself be restored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,13 +26,14 @@ import asyncpg
 
 from cardmint.clock import utc
 from cardmint.cluster.local import LocalCluster
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import backrest, nodes, process
 from cardmint.cluster.state import READY, SUPERUSER, Node, load, save
 from cardmint.dsn import redact
 from cardmint.errors import BackupError, CardmintError
-from cardmint.ops.backups import restore_plan, store, wal
+from cardmint.ops.backups import restore_plan, store
 
 RETIRED = "retired.json"
+SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
 
 
@@ -66,8 +68,13 @@ async def repoint(s: store.Site, node: Node, *, reason: str) -> dict[str, Any]:
         state.status = READY
         save(state)
         _retire(s, retired, reason=reason, replaced_by=node.name)
+        # pgBackRest now backs up the new primary; its stanza is made again where a
+        # repository lost it (repo1, with the old host), and accepted where it matches
+        backrest.write_config(s.home, s.settings.secrets_path, s.user,
+                              backrest.Pg(node.datadir, node.port))
+        await asyncio.to_thread(backrest.stanza_create, s.home, s.user, passwords[SUPERUSER])
     history = f"{timeline:08X}.history"
-    if timeline > 1 and not await store.await_archived(s.archive, history,
+    if timeline > 1 and not await store.await_archived(s, history,
                                                       s.settings.backup_archive_wait_s):
         warnings.append(f"{history} was not archived within "
                         f"{s.settings.backup_archive_wait_s:g} s: check `backup status`")
@@ -102,8 +109,19 @@ def _check_history(s: store.Site, node: Node, timeline: int) -> None:
     promoted; if the old cluster has since made a timeline of that number too, the two
     histories would mix in the archive."""
     name = f"{timeline:08X}.history"
-    ours, theirs = Path(node.datadir) / "pg_wal" / name, s.archive / name
-    if theirs.exists() and ours.exists() and theirs.read_bytes() != ours.read_bytes():
+    ours = Path(node.datadir) / "pg_wal" / name
+    if not ours.exists() or not store.archived(s, name):
+        return
+    theirs = Path(node.datadir) / f".archived-{name}"
+    try:
+        s.user.run(backrest.base_argv(s.home, "archive-get", f"--pg1-path={node.datadir}",
+                                      name, str(theirs)))
+        same = theirs.read_bytes() == ours.read_bytes()
+    except (CardmintError, OSError):
+        same = False
+    finally:
+        theirs.unlink(missing_ok=True)
+    if not same:
         raise BackupError(f"timeline {timeline} exists in the archive with another history: "
                           "restore again (it will pick a new timeline); not repointed")
 
@@ -129,7 +147,7 @@ def _queue_for_archive(s: store.Site, node: Node, timeline: int) -> list[str]:
     current = match[1]
     pg_wal = datadir / "pg_wal"
     names = sorted(f.name for f in pg_wal.iterdir()
-                   if wal.SEGMENT.match(f.name) and int(f.name[:8], 16) == timeline
+                   if SEGMENT.match(f.name) and int(f.name[:8], 16) == timeline
                    and f.name < current)
     if (pg_wal / f"{timeline:08X}.history").exists():
         names.insert(0, f"{timeline:08X}.history")

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cardmint.cluster.pg import backrest
 from cardmint.cluster.pg.nodes import conf_string
 from cardmint.cluster.pg.probe import parse_lsn
 from cardmint.errors import BackupError, UsageError
@@ -84,16 +85,17 @@ def choose(backups: dict[str, dict[str, Any]], goal: Target,
     return max(fitting, key=lambda m: m["started_at"])
 
 
-def auto_conf(existing: str, goal: Target, archive: Path) -> str:
+def auto_conf(existing: str, goal: Target, archive: Path, repo: int | None = None) -> str:
     """postgresql.auto.conf for the restored copy: the stale replication settings and any
     earlier recovery settings gone; recovery from the archive to the target, promotion
     there, and archiving off (it must never write into the shared archive)."""
     keys = STALE + RECOVERY
     kept = [line for line in existing.splitlines()
             if line.split("=", 1)[0].strip() not in keys]
-    fetch = f'cp "{archive}/%f" "%p" 2>/dev/null'
+    fetch = backrest.restore_command(archive, repo)
     lines = [
-        "# Written by `cardmint backup restore`: recover from the WAL archive, then promote.",
+        "# Written by `cardmint backup restore`: recover with pgBackRest's archive-get, "
+        "then promote.",
         f"restore_command = {conf_string(fetch)}",
         "recovery_target_timeline = 'latest'",
         "archive_mode = 'off'",

@@ -1,42 +1,41 @@
-"""Backups on disk: `$CARDMINT_HOME/backups/<id>/`, their metadata, the lock a running
-backup holds, and running PostgreSQL's client programs as the server's OS user.
+"""Backups as pgBackRest keeps them: the cluster home's repositories, what `info` says
+about them (one metadata dict per backup, keyed by our id), the lock a running backup
+holds, and running client programs as the server's OS user.
 
-A backup is written into `<id>.partial/` and renamed to `<id>/` only once it is complete
-and described by `backup.json`, so a directory named like an id is always a whole
-backup: restore never looks at anything else. The disk is the truth about which backups
-exist; the `backups` table is their catalog (see backup_catalog.py).
+pgBackRest is the truth about which backups exist (it writes a backup's manifest last,
+so an interrupted one is never listed, and resumes or removes it on the next run); the
+`backups` table is the catalog of attempts (see records.py). A backup carries our id as
+its annotation `cardmint-id`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
+import math
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cardmint.clock import utc
+from cardmint.cluster.pg import backrest
 from cardmint.cluster.pg.pgbin import PgBin
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import ClusterState, load
 from cardmint.config import Settings
 from cardmint.dsn import redact
-from cardmint.errors import BackupError, UsageError
+from cardmint.errors import BackupError, ClusterError, UsageError
 
 ID = re.compile(r"^\d{8}T\d{6}Z$")
-META = "backup.json"
-MANIFEST = "backup_manifest"
-PARTIAL = ".partial"
+ANNOTATION = "cardmint-id"
 
 
 @dataclass
@@ -51,17 +50,27 @@ class Site:
 
     @property
     def backups(self) -> Path:
+        """repo1 (and the lock file of a running backup)."""
         return self.home / "backups"
 
     @property
     def archive(self) -> Path:
-        return self.home / "wal-archive"
+        """pgBackRest's directory: configuration, spool, locks, log."""
+        return self.home / "pgbackrest"
 
-    def final(self, backup_id: str) -> Path:
-        return self.backups / backup_id
+    def configure(self) -> None:
+        """pgBackRest's configuration for today's primary (a failover moves it)."""
+        primary = self.state.primary
+        backrest.write_config(self.home, self.settings.secrets_path, self.user,
+                              backrest.Pg(primary.datadir, primary.port),
+                              retention_full_days=max(1, math.ceil(
+                                  self.settings.backup_retention_days)))
 
-    def partial(self, backup_id: str) -> Path:
-        return self.backups / (backup_id + PARTIAL)
+    def info(self, *options: str) -> dict[str, Any]:
+        try:
+            return backrest.info(self.home, self.user, *options)
+        except ClusterError as exc:
+            raise BackupError(f"pgbackrest info failed: {exc}") from exc
 
 
 def site(settings: Settings) -> Site:
@@ -73,111 +82,74 @@ def site(settings: Settings) -> Site:
     return Site(settings, home, state, PgBin(Path(state.bindir), state.pg_version), user)
 
 
-def new_id(s: Site, now: datetime | None = None, taken: set[str] | frozenset[str] = frozenset(),
-           ) -> str:
-    """A UTC timestamp id, one second later if that one is taken (on disk or in `taken`,
-    the ids the catalog holds: failed attempts keep theirs)."""
-    moment = utc(now).replace(microsecond=0)
-    while True:
-        candidate = moment.strftime("%Y%m%dT%H%M%SZ")
-        if candidate not in taken and not s.final(candidate).exists() \
-                and not s.partial(candidate).exists():
-            return candidate
-        moment += timedelta(seconds=1)
-
-
-def finished(s: Site) -> dict[str, dict[str, Any]]:
-    """Every complete backup on disk, id to metadata."""
+def finished(s: Site, info: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every complete backup pgBackRest lists, our id to its metadata (the contract's
+    fields: id, started_at, finished_at, LSNs, timeline, sizes; and label, type, repo)."""
+    if info is None:
+        if not backrest.Paths(s.home).conf.exists():
+            return {}
+        info = s.info()
     out: dict[str, dict[str, Any]] = {}
-    if not s.backups.is_dir():
-        return out
-    for entry in sorted(s.backups.iterdir()):
-        if ID.match(entry.name) and (entry / META).is_file():
-            try:
-                out[entry.name] = json.loads((entry / META).read_text())
-            except ValueError:
-                continue  # unreadable metadata: not a backup restore may trust
+    for b in info.get("backup", []):
+        meta = describe(b)
+        out.setdefault(meta["id"], meta)  # the same backup in two repositories: the first
     return out
 
 
-def partials(s: Site) -> list[Path]:
-    if not s.backups.is_dir():
-        return []
-    return sorted(p for p in s.backups.iterdir()
-                  if p.name.endswith(PARTIAL) and ID.match(p.name[: -len(PARTIAL)]))
+def describe(b: dict[str, Any]) -> dict[str, Any]:
+    """One `info` backup entry as our metadata."""
+    started = datetime.fromtimestamp(b["timestamp"]["start"], UTC)
+    finished_at = datetime.fromtimestamp(b["timestamp"]["stop"], UTC)
+    backup_id = (b.get("annotation") or {}).get(ANNOTATION) or started.strftime(
+        "%Y%m%dT%H%M%SZ")
+    duration = max(b["timestamp"]["stop"] - b["timestamp"]["start"], 0)
+    data_bytes = int(b["info"]["size"])
+    delta = int(b["info"].get("delta", data_bytes))
+    repo = int((b.get("database") or {}).get("repo-key", 1))
+    return {
+        "id": backup_id, "label": b["label"], "type": b["type"], "status": "ok",
+        "started_at": started.isoformat(), "finished_at": finished_at.isoformat(),
+        "start_lsn": b["lsn"]["start"], "end_lsn": b["lsn"]["stop"],
+        "timeline": int(b["archive"]["start"][:8], 16),
+        "start_segment": b["archive"]["start"], "end_segment": b["archive"]["stop"],
+        "size_bytes": int(b["info"]["repository"]["delta"]), "data_bytes": data_bytes,
+        "delta_bytes": delta, "duration_s": float(duration),
+        "throughput_mb_s": round(delta / 2**20 / max(duration, 1), 1),
+        "compression": "zst", "encrypted": True, "repo": repo,
+        "prior": b.get("prior"), "path": f"repo{repo}:{b['label']}",
+    }
 
 
 def meta(s: Site, backup_id: str) -> dict[str, Any]:
     backups = finished(s)
     if backup_id not in backups:
         known = ", ".join(sorted(backups)) or "none"
-        raise UsageError(f"no complete backup {backup_id!r} in {s.backups} (backups: {known})")
+        raise UsageError(f"no complete backup {backup_id!r} (backups: {known})")
     return backups[backup_id]
 
 
-def write_meta(directory: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".meta.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2, default=str)
-        out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, directory / META)
-
-
-def publish(s: Site, backup_id: str) -> Path:
-    """Rename the finished partial directory to its id: the one step that makes it a
-    backup. The directory entry is synced so a crash cannot undo it."""
-    final = s.final(backup_id)
-    s.partial(backup_id).rename(final)
-    fd = os.open(s.backups, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return final
+def new_id(s: Site, now: datetime | None = None, taken: set[str] | frozenset[str] = frozenset(),
+           ) -> str:
+    """A UTC timestamp id, one second later if that one is taken (`taken`: the ids the
+    catalog and the repositories hold; failed attempts keep theirs)."""
+    moment = utc(now).replace(microsecond=0)
+    while True:
+        candidate = moment.strftime("%Y%m%dT%H%M%SZ")
+        if candidate not in taken:
+            return candidate
+        moment += timedelta(seconds=1)
 
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def size_of(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += (Path(root) / f).stat().st_size
-            except FileNotFoundError:
-                continue
-    return total
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """LSNs, timeline and the data size from the backup_manifest pg_basebackup wrote."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise BackupError(f"cannot read {directory / MANIFEST}: {exc}") from exc
-    ranges = manifest.get("WAL-Ranges") or []
-    if not ranges:
-        raise BackupError(f"{directory / MANIFEST} names no WAL range")
-    return {
-        "timeline": int(ranges[0]["Timeline"]),
-        "start_lsn": ranges[0]["Start-LSN"],
-        "end_lsn": ranges[-1]["End-LSN"],
-        "end_timeline": int(ranges[-1]["Timeline"]),
-        "data_bytes": sum(int(f.get("Size", 0)) for f in manifest.get("Files", [])),
-    }
-
-
 @contextmanager
 def locked(s: Site) -> Iterator[int | None]:
     """The backup lock, without waiting: yields its file descriptor, or None when another
-    backup holds it. A running pg_basebackup inherits the descriptor, so the lock stays
+    backup holds it. A running pgbackrest inherits the descriptor, so the lock stays
     held while that program lives even if the command that started it was killed."""
-    s.backups.mkdir(parents=True, exist_ok=True)
+    s.user.own(s.backups)  # 0700: repo1 is the server user's
     fd = os.open(s.backups / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -228,38 +200,24 @@ async def run(user: OsUser, argv: list[str], *, env: dict[str, str] | None = Non
     return out or ""
 
 
-async def extract(s: Site, backup_id: str, dest: Path) -> None:
-    """Unpack a backup into `dest` (which the OS user owns): the data directory from
-    base.tar[.zst], the WAL streamed during the backup into pg_wal."""
-    source = s.final(backup_id)
-    archives = sorted(p.name for p in source.iterdir() if ".tar" in p.name)
-    base = next((a for a in archives if a.startswith("base.tar")), None)
-    extra = [a for a in archives if not a.startswith(("base.tar", "pg_wal.tar"))]
-    if base is None:
-        raise BackupError(f"backup {backup_id} has no base.tar: it is incomplete")
-    if extra:
-        raise BackupError(f"backup {backup_id} has tablespaces ({', '.join(extra)}), "
-                          "which restore does not handle")
-    if "pg_wal.tar" not in archives:
-        raise BackupError(f"backup {backup_id} has no pg_wal.tar: its WAL is missing")
-    s.user.own(dest)
-    unzip = ["--use-compress-program=zstd"] if base.endswith(".zst") else []
-    await run(s.user, ["tar", "-x", "-f", str(source / base), *unzip, "-C", str(dest)])
-    s.user.own(dest / "pg_wal")
-    await run(s.user, ["tar", "-x", "-f", str(source / "pg_wal.tar"), "-C",
-                       str(dest / "pg_wal")])
 
 
-async def await_archived(archive: Path, segment: str, timeout: float) -> bool:
-    """Until `segment` is in the archive (the archive command renames it into place
-    whole), or False after `timeout` seconds."""
+def archived(s: Site, segment: str) -> bool:
+    """Is `segment` (or a timeline history file) in repo1? pgBackRest stores a segment as
+    archive/<stanza>/<db>/<first 16 of its name>/<name>-<sha1>[.ext]: the name is readable
+    even in an encrypted repository."""
+    base = s.backups / "archive" / backrest.STANZA
+    if segment.endswith(".history"):
+        return any(base.glob(f"*/{segment}"))
+    return any(base.glob(f"*/{segment[:16]}/{segment}-*"))
+
+
+async def await_archived(s: Site, segment: str, timeout: float) -> bool:
+    """Until `segment` is in repo1 (archive-push returns only once it is stored), or
+    False after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not (archive / segment).exists():
+    while not archived(s, segment):
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.05)
     return True
-
-
-def zstd_available() -> bool:
-    return shutil.which("zstd") is not None

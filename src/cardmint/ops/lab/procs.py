@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cardmint.cluster.patroni import conf, proc
-from cardmint.cluster.pg import nodes, process
+from cardmint.cluster.pg import process
 from cardmint.cluster.state import REPLICATION
 from cardmint.ops.lab import net
 from cardmint.ops.lab.net import Host
@@ -93,6 +93,21 @@ async def stop_etcd(host: LabHost) -> None:
     reap()
 
 
+def archive_command(archive: Path) -> str:
+    """The lab's WAL archive: a directory every host's namespace sees (the hosts share
+    this machine's file system), copy then rename, a segment sent again accepted only if
+    identical. The lab rehearses failures of the network, not of backups: it has no
+    pgBackRest repository host of its own."""
+    return (f'if test -f "{archive}/%f"; then cmp -s "%p" "{archive}/%f"; '
+            f'else cp "%p" "{archive}/%f.part" && mv "{archive}/%f.part" "{archive}/%f"; fi')
+
+
+def restore_command(archive: Path) -> str:
+    """Fetch a segment (or timeline history file) from the lab's archive; a missing one
+    makes cp fail, which recovery takes as "not there"."""
+    return f'cp "{archive}/%f" "%p"'
+
+
 def member_config(lab: Lab, host: LabHost, passwords: dict[str, str]) -> dict[str, Any]:
     """The Patroni engine's member file with the lab's differences (lab.py's docstring)."""
     archive = lab.path / "wal-archive"
@@ -111,7 +126,9 @@ def member_config(lab: Lab, host: LabHost, passwords: dict[str, str]) -> dict[st
         f"host all all {net.NETWORK}.0/24 scram-sha-256",
         f"host replication {REPLICATION} {net.NETWORK}.0/24 scram-sha-256",
         *pg["pg_hba"]]
-    pg["recovery_conf"] = {"restore_command": nodes.restore_command(archive)}
+    cfg["bootstrap"]["dcs"]["postgresql"]["parameters"]["archive_command"] = \
+        archive_command(archive)
+    pg["recovery_conf"] = {"restore_command": restore_command(archive)}
     return cfg
 
 

@@ -94,7 +94,7 @@ async def report(settings: Settings) -> dict[str, Any]:
     for t in tables:
         t.update(bloat(t))
     home = settings.home.resolve()
-    archive_bytes, archive_files = dir_size(home / "wal-archive")
+    archive_bytes, archive_files = dir_size(home / "backups" / "archive")
     backup_bytes, _ = dir_size(home / "backups")
     dead = sorted((t for t in tables if t["dead_tuples"]), key=lambda t: -t["dead_tuples"])
     return {
@@ -107,7 +107,7 @@ async def report(settings: Settings) -> dict[str, Any]:
         "dead_tuples": dead[:TOP],
         "bloat_bytes_estimate": sum(t["bloat_bytes_estimate"] for t in tables),
         "wal_bytes": usage.wal_bytes,
-        "archive": {"path": str(home / "wal-archive"), "bytes": archive_bytes,
+        "archive": {"path": str(home / "backups" / "archive"), "bytes": archive_bytes,
                     "files": archive_files},
         "backups_bytes": backup_bytes,
     }
