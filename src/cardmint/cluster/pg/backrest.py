@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardmint import secretfile
+from cardmint import inputs, secretfile
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import SUPERUSER
 from cardmint.errors import ClusterError
@@ -314,7 +314,7 @@ def async_pids(home: Path) -> list[int]:
     conf = f"--config={Paths(home).conf}".encode()
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not inputs.is_digits(entry.name):
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")

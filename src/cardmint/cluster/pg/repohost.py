@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cardmint import inputs
 from cardmint.cluster.pg import backrest, process, tls
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import SUPERUSER
@@ -311,7 +312,7 @@ def sweep() -> list[str]:
     live = set(namespaces())
     for link in _links():
         n = link[len(PREFIX) + 1:]
-        if link[len(PREFIX)] in "bh" and n.isdigit() and f"{PREFIX}{n}" not in live:
+        if link[len(PREFIX)] in "bh" and inputs.is_digits(n) and f"{PREFIX}{n}" not in live:
             _ip("link", "del", link, check=False)
             gone.append(link)
     return gone
