@@ -200,6 +200,13 @@ async def failover(cluster: LocalCluster, to: str | None = None, *,
     return report
 
 
+# A clean stop archives the last segments first (archive_command, pgBackRest's
+# archive-push, which waits for its asynchronous process up to its archive-timeout, 60 s):
+# the promoted replica never archives what it received, so a segment left behind would be
+# a gap in the archive. Wait that long for it before the immediate shutdown.
+SWITCHOVER_STOP_S = 90.0
+
+
 async def switchover(cluster: LocalCluster, to: str | None = None) -> FailoverReport:
     """Planned: stop the primary cleanly, check the target replayed its last WAL, promote
     it, and rejoin the old primary as a replica. Abandoned (old primary restarted as it
@@ -220,7 +227,7 @@ async def switchover(cluster: LocalCluster, to: str | None = None) -> FailoverRe
         conn = await cluster.admin.connect(target, "postgres")
         try:
             timer.lap("check")
-            stop_mode = await process.stop(pid)
+            stop_mode = await process.stop(pid, timeout=SWITCHOVER_STOP_S)
             await process.wait_gone(Path(old.datadir))
             timer.lap("stop_old_primary")
             final = await _final_lsn(pg, user, old, stop_mode)
