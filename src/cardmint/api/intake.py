@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -217,6 +219,19 @@ async def review_queue(
                           page_size=result.page_size, total_count=result.total_count)
 
 
+@contextmanager
+def _review_refusals() -> Iterator[None]:
+    """What resolving or discarding a capture refuses, as the API answers it."""
+    try:
+        yield
+    except captures.CaptureNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except captures.NotReviewable as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
 @router.post("/captures/{capture_id}/resolve", response_model=OneCapture,
              responses=responses(400, 404, 409, 413, 422, 503, *AUTH))
 async def resolve_capture(request: Request, body: ResolveRequest,
@@ -226,17 +241,11 @@ async def resolve_capture(request: Request, body: ResolveRequest,
     the capture is not in review."""
 
     async def run(tx: Transaction) -> tuple[int, OneCapture]:
-        try:
+        with _review_refusals():
             capture = await captures.resolve(
                 tx, capture_id, card_id=body.card_id, variant_id=body.variant_id,
                 condition=body.condition, language=body.language, location=body.location,
                 actor=who.owner)
-        except captures.CaptureNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except captures.NotReviewable as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
         return 200, OneCapture(data=Capture.of(capture))
 
     return await idempotent(request, who, run)
@@ -251,15 +260,9 @@ async def discard_capture(request: Request, body: DiscardRequest,
     the queue, with who and why kept. 409 if the capture is not in review."""
 
     async def run(tx: Transaction) -> tuple[int, OneCapture]:
-        try:
+        with _review_refusals():
             capture = await captures.discard(tx, capture_id, reason=body.reason,
                                              actor=who.owner)
-        except captures.CaptureNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except captures.NotReviewable as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
         return 200, OneCapture(data=Capture.of(capture))
 
     return await idempotent(request, who, run)

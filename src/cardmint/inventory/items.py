@@ -242,20 +242,15 @@ def _count_sql(filters: Filters) -> tuple[str, list[Any]]:
 
 
 def _totals_source(f: Filters) -> str:
-    """inventory_totals, joined to products and cards only when a filter looks there."""
-    source = "inventory_totals t"
-    if f.set_id is not None or f.card_id is not None or f.condition is not None:
-        source += " JOIN products p ON p.id = t.product_id"
-    if f.set_id is not None:
-        source += " JOIN cards c ON c.id = p.card_id"
-    return source
+    return _source(f, "inventory_totals", "t")
 
 
-def _source(f: Filters) -> str:
-    """inventory_items, joined to products and cards only when a filter looks there."""
-    source = "inventory_items i"
+def _source(f: Filters, table: str = "inventory_items", alias: str = "i") -> str:
+    """The items (or their totals), joined to products and cards only when a filter
+    looks there."""
+    source = f"{table} {alias}"
     if f.set_id is not None or f.card_id is not None or f.condition is not None:
-        source += " JOIN products p ON p.id = i.product_id"
+        source += f" JOIN products p ON p.id = {alias}.product_id"
     if f.set_id is not None:
         source += " JOIN cards c ON c.id = p.card_id"
     return source

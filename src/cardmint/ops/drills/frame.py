@@ -247,9 +247,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(home: Path, report: dict[str, Any]) -> Path:
+def write_markdown(home: Path, report: dict[str, Any], *, kind: str = "failover",
+                   text: str | None = None) -> Path:
+    """The drill's report as `drills/<kind>-<start>-<run>.md` under the cluster home
+    (`text`: a report rendered by another drill; default, the failover drill's)."""
     folder = home / "drills"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"failover-{report['started_at']:%Y%m%dT%H%M%SZ}-{report['run']}.md"
-    path.write_text(render_markdown(report))
+    path = folder / f"{kind}-{report['started_at']:%Y%m%dT%H%M%SZ}-{report['run']}.md"
+    path.write_text(render_markdown(report) if text is None else text)
     return path

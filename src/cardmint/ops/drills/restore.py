@@ -37,6 +37,7 @@ from cardmint.cluster.state import load, refreshed
 from cardmint.config import Settings, secret
 from cardmint.errors import CardmintError, UsageError
 from cardmint.ops.backups import backup, pitr, store
+from cardmint.ops.drills import frame
 from cardmint.ops.drills.frame import plain
 from cardmint.ops.drills.probe import prepare_probe_table
 from cardmint.ops.health.report import check_health
@@ -169,7 +170,8 @@ async def drill(settings: Settings, *, repo: int | None = None,
         if not conn.is_closed():
             conn.terminate()
     report["finished_at"] = datetime.now(UTC)
-    report["markdown"] = str(write_markdown(s.home, report))
+    report["markdown"] = str(frame.write_markdown(s.home, report, kind="restore",
+                                                    text=render_markdown(report)))
     report["id"] = await _store(refreshed(settings), report)
     return report
 
@@ -282,9 +284,3 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(home: Path, report: dict[str, Any]) -> Path:
-    folder = home / "drills"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"restore-{report['started_at']:%Y%m%dT%H%M%SZ}-{report['run']}.md"
-    path.write_text(render_markdown(report))
-    return path
