@@ -257,3 +257,42 @@ async def test_other_shapes_of_the_same_layouts(catalog: Database, index: Catalo
     report = await run(catalog, ds, loc(), dry_run=True, index=index)
     assert report.format == "dragonshield" and report.results[0].card_id == "base1-4"
     assert report.results[0].printing == "Unlimited Holofoil"
+
+
+# TCGplayer's own names of Pokémon sets, as its seller pricing export writes them in `Set
+# Name` (series prefixes, "SV:" for the special sets, galleries and shiny vaults apart,
+# promo lines), mapped to the catalog's set ids. Names outside the catalog are None.
+TCGPLAYER_SET_NAMES = {
+    "SV01: Scarlet & Violet Base Set": "sv01", "SV02: Paldea Evolved": "sv02",
+    "SV03: Obsidian Flames": "sv03", "SV: Scarlet & Violet 151": "sv03.5",
+    "SV04: Paradox Rift": "sv04", "SV: Paldean Fates": "sv04.5",
+    "SV05: Temporal Forces": "sv05", "SV06: Twilight Masquerade": "sv06",
+    "SV: Shrouded Fable": "sv06.5", "SV07: Stellar Crown": "sv07",
+    "SV08: Surging Sparks": "sv08", "SV: Prismatic Evolutions": "sv08.5",
+    "SV09: Journey Together": "sv09", "SV10: Destined Rivals": "sv10",
+    "SV: Black Bolt": "sv10.5b", "SV: White Flare": "sv10.5w", "ME01: Mega Evolution": "me01",
+    "ME02: Phantasmal Flames": "me02", "SWSH01: Sword & Shield Base Set": "swsh1",
+    "SWSH03: Darkness Ablaze": "swsh3", "Champion's Path": "swsh3.5",
+    "Shining Fates: Shiny Vault": "swsh4.5sv", "SWSH07: Evolving Skies": "swsh7",
+    "Celebrations: Classic Collection": "cel25cc",
+    "SWSH09: Brilliant Stars Trainer Gallery": "swsh9tg", "Pokemon GO": "swsh10.5",
+    "Crown Zenith: Galarian Gallery": "swsh12.5gg", "SM Base Set": "sm1",
+    "SM - Guardians Rising": "sm2", "Hidden Fates": "sm115", "Hidden Fates: Shiny Vault": "sma",
+    "XY - Evolutions": "xy12", "Generations: Radiant Collection": "g1",
+    "Legendary Treasures: Radiant Collection": "bw11", "Base Set": "base1",
+    "Base Set (Shadowless)": "base1", "Base Set 2": "base4", "Team Rocket": "base5",
+    "Gym Challenge": "gym2", "Neo Destiny": "neo4", "Legendary Collection": "lc",
+    "Expedition Base Set": "ecard1", "Southern Islands": "si1", "WoTC Promo": "basep",
+    "Nintendo Promos": "np", "SWSH: Sword & Shield Promo Cards": "swshp",
+    "SV: Scarlet & Violet Promo Cards": "svp", "Black and White Promos": "bwp",
+    "McDonald's Promos 2022": "2022swsh", "Pop Series 5": "pop5", "Shining Legends": "sm3.5",
+    "Detective Pikachu": "det1", "Kalos Starter Set": "xy0", "EX Unseen Forces": "ex10",
+    "Team Magma vs Team Aqua": "ex4", "DP Black Star Promos": "dpp",
+    "HeartGold SoulSilver": "hgss1", "BW - Boundaries Crossed": "bw7", "Best of Game": "bog",
+    "Miscellaneous Cards & Products": None, "Prize Pack Series Cards": None,
+}
+
+
+def test_tcgplayer_set_names_resolve_to_the_catalogs_sets(index: CatalogIndex) -> None:
+    found = {name: index.set_of(name) for name in TCGPLAYER_SET_NAMES}
+    assert found == TCGPLAYER_SET_NAMES

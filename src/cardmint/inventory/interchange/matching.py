@@ -36,6 +36,8 @@ ALIASES = {
     "celebrationsclassiccollection": "cel25cc", "hiddenfatesshinyvault": "sma",
     "shiningfatesshinyvault": "swsh4.5sv", "pokemongo": "swsh10.5",
     "rubyandsapphire": "ex1", "exrubyandsapphire": "ex1",
+    # TCGplayer sells a set's Radiant Collection apart; the catalog numbers it RC1... in it
+    "generationsradiantcollection": "g1", "legendarytreasuresradiantcollection": "bw11",
 }
 SHADOWLESS_SETS = {"basesetshadowless", "shadowless"}
 PLAIN_SUBTYPES = (None, "unlimited")
