@@ -309,6 +309,11 @@ sa.Index(None, inventory_items.c.product_id, inventory_items.c.status, inventory
 # The listing's shelf filter (location, optionally status) in id order: at 1M items it was a
 # walk of the whole primary key (bench/scale.py).
 sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_items.c.id)
+# The same filter as people type it, a case-insensitive prefix (migration 0010).
+sa.Index("ix_inventory_items_location_prefix",
+         sa.func.lower(inventory_items.c.location).label("location_lower"),
+         inventory_items.c.status, inventory_items.c.id,
+         postgresql_ops={"location_lower": "text_pattern_ops"})
 
 # Items per product and status, kept by statement triggers on inventory_items in the same
 # transaction as the change (migration 0008): the listing's total and the value's counts
