@@ -17,7 +17,6 @@ read (e.g. the table not migrated yet) bypasses the cache: the answer is read as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -25,6 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 import asyncpg
 
 from cardmint.db import Database
+from cardmint.db.listen import listen
 from cardmint.errors import CardmintError
 
 log = logging.getLogger("cardmint.catalog.cache")
@@ -36,7 +36,6 @@ VERSION_COLUMN = "(SELECT version FROM catalog_version) AS catalog_version"
 MAX_BYTES = 64 * 1024 * 1024  # per process; a full catalog of card answers is ~45 MB
 RELISTEN_S = 2.0
 # What ends a LISTEN connection: it is made again after RELISTEN_S.
-LOST = (CardmintError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 # What a loader returns: the answer's bytes and the version its rows were read at (None:
 # not cacheable, e.g. nothing found), or None when there is nothing to answer (a 404).
@@ -154,25 +153,6 @@ class CatalogCache:
     async def listen(self, stop: asyncio.Event) -> None:
         """LISTEN for loads until `stop`: drop what they made stale at once. Correctness
         does not rest on it (every hit checks the version); memory does."""
-        while not stop.is_set():
-            try:
-                async with self._db.connection() as conn:
-                    await conn.add_listener(CHANNEL, self._notified)
-                    try:
-                        while not stop.is_set() and not conn.is_closed():
-                            await _wait(stop, RELISTEN_S)
-                    finally:
-                        # a lost primary may have taken the connection back already
-                        with contextlib.suppress(*LOST):
-                            if not conn.is_closed():
-                                await conn.remove_listener(CHANNEL, self._notified)
-            except LOST as exc:
-                log.debug("catalog cache: not listening: %s", exc)
-                await _wait(stop, RELISTEN_S)
+        await listen(self._db, CHANNEL, self._notified, stop, retry_s=RELISTEN_S)
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass

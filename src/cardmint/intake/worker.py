@@ -25,10 +25,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from cardmint.catalog.identify import OcrInput, identify
 from cardmint.db import Database, Transaction
+from cardmint.db.listen import listen
 from cardmint.errors import CardmintError
 from cardmint.intake import captures, photos, pricing, queue, stock
 from cardmint.intake.rules import (
@@ -252,24 +251,6 @@ class Worker:
     async def _listen(self, stop: asyncio.Event) -> None:
         """LISTEN on the queue's channel (one pooled connection) so idle loops wake at once;
         polling covers what is missed while the connection is being re-made."""
-        while not stop.is_set():
-            try:
-                async with self.db.connection() as conn:
-                    await conn.add_listener(queue.CHANNEL, self._notified)
-                    self._wake.set()  # anything enqueued while not listening
-                    try:
-                        while not stop.is_set() and not conn.is_closed():
-                            await _wait(stop, self.poll_interval_s)
-                    finally:
-                        if not conn.is_closed():
-                            await conn.remove_listener(queue.CHANNEL, self._notified)
-            except (CardmintError, asyncpg.PostgresError, OSError) as exc:
-                log.debug("worker %s: not listening: %s", self.name, exc)
-                await _wait(stop, self.poll_interval_s)
+        await listen(self.db, queue.CHANNEL, self._notified, stop,
+                     retry_s=self.poll_interval_s, on_listening=self._wake.set)
 
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
