@@ -183,10 +183,7 @@ async def explain(s: Settings) -> dict[str, Any]:
     out = {}
     async with connection(secret(s.migration_url) or "", s) as conn:
         for name, (filters, page) in EXPLAIN_CASES.items():
-            where, args = items._where(filters)
-            args += [50, (page - 1) * 50]
-            sql = (f"{items.SELECT_SQL} WHERE {where} ORDER BY i.id "
-                   f"LIMIT ${len(args) - 1} OFFSET ${len(args)}")
+            sql, *args = items.listing_query(filters, page=page, page_size=50)
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
             out[name] = [r[0] for r in rows]
     return out

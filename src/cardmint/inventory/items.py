@@ -194,6 +194,22 @@ async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
     every match before the limit, as a window count did, took seconds at 1M items.)
     With `after` (an item id) the page is the next `page_size` items after it (keyset:
     no OFFSET walk however deep); `page` is then not used."""
+    rows = await ex.fetch(*listing_query(filters, page=page, page_size=page_size,
+                                         after=after))
+    if not rows:  # past the end: no row to carry the total
+        return [], await count(ex, filters)
+    total = rows[0]["total_count"]
+    out = []
+    for row in rows:
+        item = dict(row)
+        del item["total_count"]
+        out.append(item)
+    return out, total
+
+
+def listing_query(filters: Filters, *, page: int, page_size: int, after: int | None = None
+                  ) -> tuple[Any, ...]:
+    """The listing's statement and its arguments (bench/scale.py EXPLAINs it)."""
     where, args = _where(filters)
     source = _source(filters)
     total_sql, _ = _count_sql(filters)  # the same arguments, in the same order
@@ -204,21 +220,11 @@ async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
         offset = 0
     # One round trip: the page's ids (joining only what the filters need), then only those
     # rows joined and priced, and the total beside them (an InitPlan, run once).
-    rows = await ex.fetch(
-        f"WITH page AS (SELECT i.id FROM {source} WHERE {where} ORDER BY i.id "
-        f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}), "
-        f"found AS ({SELECT_SQL} WHERE i.id IN (SELECT id FROM page)) "
-        f"SELECT found.*, ({total_sql}) AS total_count FROM found ORDER BY found.id",
-        *args, page_size, offset)
-    if not rows:  # past the end: no row to carry the total
-        return [], await count(ex, filters)
-    total = rows[0]["total_count"]
-    out = []
-    for row in rows:
-        item = dict(row)
-        del item["total_count"]
-        out.append(item)
-    return out, total
+    sql = (f"WITH page AS (SELECT i.id FROM {source} WHERE {where} ORDER BY i.id "
+           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}), "
+           f"found AS ({SELECT_SQL} WHERE i.id IN (SELECT id FROM page)) "
+           f"SELECT found.*, ({total_sql}) AS total_count FROM found ORDER BY found.id")
+    return (sql, *args, page_size, offset)
 
 
 async def count(ex: Any, filters: Filters) -> int:
