@@ -103,7 +103,8 @@ def read_archive(user: OsUser, node: Node, archive: Path) -> None:
     """Recovery on `node` may fetch WAL from the cluster's pgBackRest repositories
     (`archive` is the home's pgBackRest directory; restore_command is archive-get)."""
     auto_conf(user, node, ("restore_command",),
-              [f"restore_command = {nodes.conf_string(backrest.restore_command(archive))}"])
+              [f"restore_command = "
+               f"{nodes.conf_string(backrest.restore_command(archive, prefetch=False))}"])
 
 
 def auto_conf(user: OsUser, node: Node, drop: tuple[str, ...], add: list[str]) -> None:

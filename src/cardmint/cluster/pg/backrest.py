@@ -74,9 +74,15 @@ def archive_command(root: Path) -> str:
             f'--pg1-path="$PWD" archive-push "%p"')
 
 
-def restore_command(root: Path, repo: int | None = None) -> str:
+def restore_command(root: Path, repo: int | None = None, *, prefetch: bool = True) -> str:
+    """restore_command through archive-get. `prefetch` (asynchronous, queued ahead) suits
+    a restore replaying the archive in bulk. A standby or a rejoining node asks for a
+    segment only when streaming cannot give it, and at promotion it asks for the next
+    segment and timeline files before recovery ends: there a missing file must answer at
+    once, not after the asynchronous process (seen: promotions of 55-60 s in the suite)."""
     only = f" --repo={repo}" if repo else ""
-    return (f'{program()} --config={root / "pgbackrest.conf"} --stanza={STANZA}{only} '
+    sync = "" if prefetch else " --no-archive-async"
+    return (f'{program()} --config={root / "pgbackrest.conf"} --stanza={STANZA}{only}{sync} '
             f'--pg1-path="$PWD" archive-get %f "%p"')
 
 
