@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,14 @@ class Running:
     checker: Checker
 
 
-@pytest.fixture(scope="module")
+# A lab per scenario: seen twice in four full runs, the lab healed after the leader's
+# partition left the next scenario without a leader (the old leader in archive recovery,
+# the others' member keys gone; not yet explained). Each failure is rehearsed on a whole
+# lab, at ~25 s of set-up each.
+@pytest.fixture
 async def running(work_root: Path) -> AsyncIterator[Running]:
     labs.sweep()  # whatever a killed earlier run left
-    home = work_root / "lab"
+    home = work_root / f"lab-{uuid.uuid4().hex[:8]}"
     try:
         lab = await labs.up(SETTINGS, home, count=3, sync=True)
         await prepare(lab)
