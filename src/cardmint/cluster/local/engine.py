@@ -243,7 +243,7 @@ class LocalCluster:
                     if pid is not None:
                         report.stopped.append(Stopped(node.name, pid, await process.stop(pid)))
                     node.pid = None
-                await asyncio.to_thread(backrest.stop_async, self.home)
+                await backrest.stop_async(self.home)
                 if not purge:
                     save(state)
             if purge:

@@ -335,7 +335,7 @@ class PatroniCluster:
             state = load(self.home)
             if state is not None:
                 await self._stop_all(state, report.stopped)
-                await asyncio.to_thread(backrest.stop_async, self.home)
+                await backrest.stop_async(self.home)
                 if not purge:
                     save(state)
             if purge:

@@ -10,6 +10,7 @@ never argv, never a log line. Every repository is encrypted (aes-256-cbc) with o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cardmint import inputs, secretfile
+from cardmint.cluster.pg import process
 from cardmint.cluster.pg.process import OsUser
 from cardmint.cluster.state import SUPERUSER
 from cardmint.errors import ClusterError
@@ -332,27 +334,11 @@ def async_pids(home: Path) -> list[int]:
     return found
 
 
-def stop_async(home: Path, timeout: float = 5.0) -> list[int]:
+async def stop_async(home: Path, timeout: float = 5.0) -> list[int]:
     """Stop them by PID (TERM, then KILL): a cluster that is down archives nothing more,
     and its next start queues whatever is left again."""
     pids = async_pids(home)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for pid in pids:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    ladder = ((signal.SIGTERM, "term", timeout), (signal.SIGKILL, "kill", 5.0))
+    await asyncio.gather(*(process.escalate(pid, ladder, "pgBackRest's asynchronous process")
+                           for pid in pids))
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"

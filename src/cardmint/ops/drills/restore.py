@@ -189,7 +189,7 @@ async def _lose_host(s: store.Site) -> dict[str, Any]:
             killed.append({"node": node.name, "pid": pid})
     # the host's pgBackRest dies with it: what its async archive-push still held is lost
     killed += [{"node": "pgbackrest archive-push:async", "pid": pid}
-               for pid in await asyncio.to_thread(backrest.stop_async, s.home)]
+               for pid in await backrest.stop_async(s.home)]
     for node in state.nodes:
         await process.wait_gone(Path(node.datadir))
         shutil.rmtree(node.datadir, ignore_errors=True)
