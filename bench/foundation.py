@@ -67,7 +67,7 @@ async def one_run(root: Path) -> dict[str, float]:
 
 
 def _make_template(cluster: LocalCluster, template: Path) -> None:
-    from cardmint.cluster.local.engine import make_template
+    from cardmint.cluster.pg.nodes import make_template
     from cardmint.cluster.pg import pgbin, process
 
     make_template(pgbin.find(), process.OsUser.resolve(cluster.settings.pg_os_user), template)
