@@ -23,11 +23,11 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from cardmint import secretfile
 from cardmint.config import Settings, secret
 from cardmint.db import errors
+from cardmint.db.connpool import ConnectionPool
 from cardmint.db.hosts import HostOrder
 from cardmint.db.latency import LatencyHistogram
 from cardmint.db.pooled import behind_pooler
@@ -36,7 +36,7 @@ from cardmint.errors import CardmintError, DatabaseUnavailable, PermissionDenied
 
 Record = asyncpg.Record
 # A connection lent by a pool (what transaction() holds and connection() yields).
-PooledConnection = PoolConnectionProxy
+PooledConnection = asyncpg.Connection
 
 
 class Row(Protocol):
@@ -70,7 +70,7 @@ class Replica:
 
     name: str  # host:port, never the DSN
     dsn: str
-    pool: asyncpg.Pool | None = None
+    pool: ConnectionPool | None = None
     healthy: bool = False
     lag_s: float | None = None
     error: str | None = None
@@ -100,7 +100,7 @@ class Database:
         # Replicas that came from the settings' topology (the cluster's state) follow it: a
         # failover or rejoin changes it and the next replica check sees that.
         self._follow = follow and _source_replicas(settings) == list(replica_dsns)
-        self._primary: asyncpg.Pool | None = None
+        self._primary: ConnectionPool | None = None
         self._rotation = itertools.count()
         self._monitor: asyncio.Task[None] | None = None
         self._waiting = 0
@@ -119,19 +119,19 @@ class Database:
         replica pools, check the replicas once and, with `monitor`, keep checking them."""
         s = self.settings
         try:
-            self._primary = await asyncpg.create_pool(
+            self._primary = await ConnectionPool(
                 self._primary_dsn, min_size=s.pool_min, max_size=s.pool_max,
                 init=init_connection, reset=self._reset_primary, connect=self._hosts.connect,
                 **self.connect_args(self._dsn_of(None)),
-            )
+            ).open()
         except Exception as exc:
             raise errors.translate(exc, "the primary") from exc
         for replica in self.replicas:
             # min_size=0: no connection yet, so a replica that is down cannot stop start-up.
-            replica.pool = await asyncpg.create_pool(
+            replica.pool = await ConnectionPool(
                 replica.dsn, min_size=0, max_size=s.replica_pool_max,
-                init=init_connection, reset=reset_clean, **self.connect_args(replica.dsn),
-            )
+                init=init_connection, **self.connect_args(replica.dsn),
+            ).open()
         await self.check_replicas()
         if monitor and (self.replicas or self._follow):
             self._monitor = asyncio.create_task(self._watch_replicas())
@@ -152,13 +152,13 @@ class Database:
             args["statement_cache_size"] = 0
         return args
 
-    def _dsn_of(self, pool: asyncpg.Pool | None) -> str:
+    def _dsn_of(self, pool: ConnectionPool | None) -> str:
         for replica in self.replicas:
             if pool is not None and replica.pool is pool:
                 return replica.dsn
         return self._primary_dsn
 
-    def _reload_password(self, pool: asyncpg.Pool) -> bool:
+    def _reload_password(self, pool: ConnectionPool) -> bool:
         """After `security rotate`, new connections need the password the secrets file now
         holds; connections already open keep working. True if the pool got a new one."""
         dsn = self._dsn_of(pool)
@@ -175,7 +175,7 @@ class Database:
         pool.set_connect_args(new_dsn, **self.connect_args(new_dsn))
         return True
 
-    async def _acquire_after_rotation(self, pool: asyncpg.Pool,
+    async def _acquire_after_rotation(self, pool: ConnectionPool,
                                       timeout: float) -> PooledConnection:
         """The password was refused: a rotation is under way or done. Its new password
         reaches the secrets file a moment after the server has it (once verified), so
@@ -184,7 +184,8 @@ class Database:
         while True:
             if self._reload_password(pool):
                 try:
-                    return await pool.acquire(timeout=timeout)
+                    async with asyncio.timeout(timeout):
+                        return await pool.acquire()
                 except asyncpg.InvalidPasswordError:
                     pass
             if time.monotonic() > deadline:
@@ -200,15 +201,16 @@ class Database:
                 await pool.expire_connections()
 
     async def _reset_primary(self, conn: asyncpg.Connection) -> None:
-        """On release (after asyncpg has rolled back any open transaction). The query
-        methods leave no session state behind, so asyncpg's full reset (advisory unlock,
-        CLOSE ALL, UNLISTEN *, RESET ALL: one more round trip per query, measured at 35-40 %
-        of a point read's throughput) runs only for connections lent raw by connection().
-        A session-level SET belongs in a transaction as SET LOCAL, or in connection()."""
+        """On release (after the pool has rolled back any open transaction). The query
+        methods leave no session state behind, so asyncpg's full reset (listeners, advisory
+        unlock, CLOSE ALL, UNLISTEN *, RESET ALL: one more round trip per query, measured at
+        35-40 % of a point read's throughput) runs only for connections lent raw by
+        connection(). A session-level SET belongs in a transaction as SET LOCAL, or in
+        connection()."""
         pid = conn.get_server_pid()
         if pid in self._raw:
             self._raw.discard(pid)
-            await conn.execute(conn.get_reset_query())
+            await conn.reset()
 
     @property
     def is_open(self) -> bool:
@@ -378,7 +380,7 @@ class Database:
             await pool.expire_connections()
         return await self._run(pool, "primary", method, sql, args)
 
-    async def _run(self, pool: asyncpg.Pool, target: str, method: str, sql: str,
+    async def _run(self, pool: ConnectionPool, target: str, method: str, sql: str,
                    args: tuple[Any, ...], *, translate: bool = True) -> Any:
         began = time.perf_counter()
         try:
@@ -400,13 +402,14 @@ class Database:
         finally:
             self.latency[target].record(time.perf_counter() - began)
 
-    async def _acquire(self, pool: asyncpg.Pool, target: str) -> PooledConnection:
+    async def _acquire(self, pool: ConnectionPool, target: str) -> PooledConnection:
+        conn = pool.acquire_nowait()  # the usual case: no timer, no wait
+        if conn is not None:
+            return conn
         timeout = self.settings.pool_acquire_timeout_s
         self._waiting += 1
         try:
             try:
-                # asyncio.timeout, not acquire(timeout=): asyncpg's wait_for makes a task
-                # per acquire (measured: about 5 % of point-read throughput)
                 async with asyncio.timeout(timeout):
                     return await pool.acquire()
             except asyncpg.InvalidPasswordError:
@@ -418,7 +421,7 @@ class Database:
         finally:
             self._waiting -= 1
 
-    def _primary_pool(self) -> asyncpg.Pool:
+    def _primary_pool(self) -> ConnectionPool:
         if self._primary is None:
             raise DatabaseUnavailable("the database is not open")
         return self._primary
@@ -450,10 +453,9 @@ class Database:
         gone = [r for r in self.replicas if r not in kept]
         for replica in kept:
             if replica.pool is None and self._primary is not None:
-                replica.pool = await asyncpg.create_pool(
+                replica.pool = await ConnectionPool(
                     replica.dsn, min_size=0, max_size=self.settings.replica_pool_max,
-                    init=init_connection, reset=reset_clean,
-                    **self.connect_args(replica.dsn))
+                    init=init_connection, **self.connect_args(replica.dsn)).open()
         self.replicas = kept
         for replica in gone:
             if replica.pool is not None:
@@ -576,11 +578,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
                                   decoder=json.loads)
 
 
-async def reset_clean(conn: asyncpg.Connection) -> None:
-    """Replica pools lend no raw connection: nothing to reset beyond asyncpg's rollback."""
-
-
-def pool_figures(pool: asyncpg.Pool | None) -> dict[str, Any]:
+def pool_figures(pool: ConnectionPool | None) -> dict[str, Any]:
     if pool is None:
         return {"size": 0, "idle": 0, "in_use": 0, "max": 0, "utilization_pct": 0.0}
     size, idle, most = pool.get_size(), pool.get_idle_size(), pool.get_max_size()
@@ -612,7 +610,7 @@ def discard(conn: PooledConnection) -> None:
     conn.terminate()
 
 
-async def _expire_if_lost(pool: asyncpg.Pool, exc: BaseException) -> None:
+async def _expire_if_lost(pool: ConnectionPool, exc: BaseException) -> None:
     """After a lost connection (a killed primary) or a write refused as read-only (a
     demoted one), the pool's other connections are as stale: replace them all."""
     lost = errors.is_connection_error(exc) and not isinstance(
