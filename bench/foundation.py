@@ -67,8 +67,8 @@ async def one_run(root: Path) -> dict[str, float]:
 
 
 def _make_template(cluster: LocalCluster, template: Path) -> None:
-    from cardmint.cluster.pg.nodes import make_template
     from cardmint.cluster.pg import pgbin, process
+    from cardmint.cluster.pg.nodes import make_template
 
     make_template(pgbin.find(), process.OsUser.resolve(cluster.settings.pg_os_user), template)
 

@@ -14,9 +14,9 @@ import pytest
 from cardmint.catalog.load import load_catalog
 from cardmint.config import secret
 from cardmint.db.connect import connection
-from cardmint.errors import UsageError
+from cardmint.errors import ConfigError, UsageError
 from cardmint.ops.loadtest import mix, wrk
-from cardmint.ops.loadtest.app import AppOptions, run_app_loadtest
+from cardmint.ops.loadtest.app import AppOptions, choose_generator, run_app_loadtest
 from cardmint.ops.loadtest.pgbench import (
     DATABASE,
     parse_summary,
@@ -73,6 +73,19 @@ def test_wrk_output_and_mix_parsing() -> None:
         mix.parse_mix("search=1,teleport=2")
     with pytest.raises(UsageError):
         AppOptions(url="http://10.0.0.1:8000").check()  # loopback only
+    with pytest.raises(UsageError):
+        AppOptions(generator="ab").check()
+
+
+def test_the_mix_falls_back_to_httpx_without_wrk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wrk, "available", lambda: None)
+    name, why = choose_generator(None)
+    assert name == "httpx" and why is not None and "wrk is not installed" in why
+    assert choose_generator("httpx") == ("httpx", None)
+    with pytest.raises(ConfigError):
+        choose_generator("wrk")  # asked for by name: no silent substitute
+    monkeypatch.setattr(wrk, "available", lambda: "/usr/bin/wrk")
+    assert choose_generator(None) == ("wrk", None)
 
 
 async def _cardmint(*args: str) -> tuple[int, str]:
@@ -115,12 +128,14 @@ async def test_loadtest_app_drives_a_real_server(pg: TestCluster) -> None:
     settings = pg.settings()
     async with connection(secret(settings.migration_url), settings) as conn:
         await load_catalog(conn, sample=True)
-    # reads only: captures would leave work for other tests' queue
+    # reads only: captures would leave work for other tests' queue (the writes:
+    # test_loadtest_writes.py). httpx: the generator with per-operation figures.
     opts = AppOptions(duration_s=2, concurrency=2, warmup_s=0.5,
-                      mix="search=4,lookup=3,identify=2", compare_wrk=False)
+                      mix="search=4,lookup=3,identify=2", compare_wrk=False, generator="httpx")
     report = await run_app_loadtest(settings, opts)
     assert report["server"]["started"] and report["server"]["pid"] != os.getpid()
     assert report["generator"]["pid"] == os.getpid()
+    assert report["generator"]["name"] == "httpx" and report["generator"]["why"] is None
     assert set(report["operations"]) == {"search", "lookup", "identify"}
     for name, op in report["operations"].items():
         assert op["requests"] > 0, name

@@ -40,6 +40,9 @@ class Operation:
     weight: float
     build: Callable[[random.Random], Request]
     ok: frozenset[int] = frozenset({200, 201})
+    # Told each answer (None: none came) so a builder can follow state the server keeps,
+    # e.g. the version an inventory item's next If-Match must name.
+    answered: Callable[[Request, httpx.Response | None], None] | None = None
 
 
 @dataclass
@@ -118,6 +121,7 @@ async def drive(base_url: str, operations: Sequence[Operation], *, concurrency: 
             op = rng.choices(operations, cum_weights=cumulative)[0]
             req = op.build(rng)
             error = None
+            response = None
             try:
                 response = await http.request(req.method, req.path, params=req.params,
                                               json=req.json, headers=req.headers)
@@ -125,6 +129,8 @@ async def drive(base_url: str, operations: Sequence[Operation], *, concurrency: 
                     error = f"status {response.status_code}"
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
+            if op.answered is not None:
+                op.answered(req, response)
             if start >= measure_from:
                 stats[op.name].latencies.append(time.perf_counter() - start)
                 if error:

@@ -182,23 +182,66 @@ def request_schema(spec: dict[str, Any], method: str, path: str) -> dict[str, An
     return resolve(spec, schema)
 
 
-async def inventory_items(http: httpx.AsyncClient) -> list[str]:
-    response = await http.get("/v1/inventory", params={"pageSize": "200"})
+@dataclass(frozen=True)
+class InventoryItem:
+    id: int
+    version: int  # its ETag: what the next PATCH's If-Match must name
+
+
+async def inventory_items(http: httpx.AsyncClient, token: str) -> list[InventoryItem]:
+    """Up to 200 items in stock, oldest first. The list is `/v1/inventory/items` and, as
+    every inventory read, needs a token (read scope; the run's write token has it)."""
+    response = await http.get("/v1/inventory/items",
+                              params={"pageSize": "200", "status": "IN_STOCK"},
+                              headers={"Authorization": f"Bearer {token}"})
     if response.status_code != 200:
-        return []
-    return [str(item["id"]) for item in response.json().get("data", [])]
+        raise UsageError(f"GET /v1/inventory/items answered {response.status_code}")
+    return [InventoryItem(int(item["id"]), int(item["version"]))
+            for item in response.json()["data"]]
 
 
-def inventory_request(items: list[str], token: str) -> Any:
-    """An inventory update: move an item to another location (If-Match: * accepts the
-    item's current version, whatever it is)."""
-    counter = itertools.count()
+class ItemMover:
+    """Inventory updates as a clerk makes them: move an item to another location, naming
+    the version it was read at (the API refuses `If-Match: *`).
 
-    def build(rng: random.Random) -> Request:
-        return Request("PATCH", f"/v1/inventory/items/{rng.choice(items)}",
-                       json={"location": f"loadtest-{next(counter) % 50}"},
-                       headers={"Authorization": f"Bearer {token}", "If-Match": "*"})
-    return build
+    The builder round-robins over the items, skipping those with a request in flight, and
+    takes each item's next version from the ETag of its answer, so concurrent clients do
+    not make each other's versions stale. An item whose update failed leaves the rotation
+    (its version is unknown); only when every item is in flight is one sent twice, and a
+    412 then is a real conflict.
+    """
+
+    def __init__(self, items: list[InventoryItem], token: str) -> None:
+        if not items:
+            raise ValueError("no inventory items to update")
+        self.versions = {item.id: item.version for item in items}
+        self.order = [item.id for item in items]
+        self.token = token
+        self.busy: set[int] = set()
+        self.turn = itertools.count()
+        self.moves = itertools.count()
+
+    def build(self, rng: random.Random) -> Request:
+        count = len(self.order)
+        item = self.order[next(self.turn) % count]
+        for _ in range(count - 1):
+            if item not in self.busy:
+                break
+            item = self.order[next(self.turn) % count]
+        self.busy.add(item)
+        return Request("PATCH", f"/v1/inventory/items/{item}",
+                       json={"location": f"loadtest-{next(self.moves) % 50}"},
+                       headers={"Authorization": f"Bearer {self.token}",
+                                "If-Match": f'"{self.versions[item]}"'})
+
+    def answered(self, request: Request, response: httpx.Response | None) -> None:
+        item = int(request.path.rsplit("/", 1)[1])
+        self.busy.discard(item)
+        etag = response.headers.get("etag") if response is not None else None
+        if response is not None and response.status_code == 200 and etag:
+            self.versions[item] = int(etag.strip('"'))
+        elif item in self.order and len(self.order) > 1:
+            self.order.remove(item)
 
 
 async def openapi(http: httpx.AsyncClient) -> tuple[dict[str, Any], set[tuple[str, str]]]:
@@ -228,6 +271,7 @@ async def operations(http: httpx.AsyncClient, weights: dict[str, float], rng: ra
         if name in WRITES and token is None:
             skipped[name] = "needs a write token, and none could be made"
             continue
+        answered = None
         if name == "search":
             build = search_request(cards)
         elif name == "lookup":
@@ -237,10 +281,15 @@ async def operations(http: httpx.AsyncClient, weights: dict[str, float], rng: ra
         elif name == "capture":
             build = capture_request(cards, request_schema(spec, method, path), token or "")
         else:
-            items = await inventory_items(http)
-            if not items:
-                skipped[name] = "no inventory items to update"
+            try:
+                items = await inventory_items(http, token or "")
+            except UsageError as exc:
+                skipped[name] = str(exc)
                 continue
-            build = inventory_request(items, token or "")
-        ops.append(Operation(name, weight, build))
+            if not items:
+                skipped[name] = "no inventory items in stock to update"
+                continue
+            mover = ItemMover(items, token or "")
+            build, answered = mover.build, mover.answered
+        ops.append(Operation(name, weight, build, answered=answered))
     return ops, skipped, len(cards)

@@ -71,21 +71,27 @@ def script(paths: list[str]) -> str:
     return LUA % ", ".join(f'"{p}"' for p in paths)
 
 
-async def run(url: str, *, connections: int, duration_s: int, threads: int = 2,
-              paths: list[str] | None = None,
-              headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """wrk against `url` (or, cycling, `paths` on it) for `duration_s`; with the p95 from
-    its Lua hook; killed by PID if it overruns. `headers` (a token, say) go into the Lua
-    script, a 0600 temp file, never onto wrk's command line."""
+def lua_string(value: str | bytes) -> str:
+    """A Lua string literal of exactly `value`'s bytes (text as UTF-8): printable ASCII as
+    is, and `"`, `\\` and every other byte as a decimal escape, so nothing in a body or
+    header (quotes, backslashes, newlines, `]]`, UTF-8) can end the literal or alter it."""
+    data = value.encode() if isinstance(value, str) else value
+    return '"' + "".join(chr(b) if 0x20 <= b < 0x7F and b not in (0x22, 0x5C) else f"\\{b:03d}"
+                         for b in data) + '"'
+
+
+async def execute(url: str, lua_text: str, *, connections: int, duration_s: int,
+                  threads: int) -> tuple[str, int]:
+    """wrk's output and PID for one run of `lua_text` against `url`. The script goes into a
+    0600 temp file (it may hold a token), never onto wrk's command line; wrk is killed
+    by PID if it overruns its duration."""
     check_loopback(url)
     binary = available()
     if binary is None:
         raise ConfigError("wrk is not installed (Debian: apt-get install wrk; `make bench` "
                           "installs it)")
-    threads = max(1, min(threads, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="cardmint-wrk-") as lua:
-        lua.write("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
-                  + script(paths or [urlsplit(url).path or "/"]))
+        lua.write(lua_text)
         lua.flush()
         argv = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s",
                 "--latency", "--timeout", "10s", "-s", lua.name, url]
@@ -98,5 +104,19 @@ async def run(url: str, *, connections: int, duration_s: int, threads: int = 2,
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+    return out.decode(errors="replace"), proc.pid
+
+
+async def run(url: str, *, connections: int, duration_s: int, threads: int = 2,
+              paths: list[str] | None = None,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """wrk against `url` (or, cycling, `paths` on it) for `duration_s`; with the p95 from
+    its Lua hook. `headers` (a token, say) go into the Lua script."""
+    threads = max(1, min(threads, connections))
+    lua = ("".join(f"wrk.headers[{lua_string(k)}] = {lua_string(v)}\n"
+                   for k, v in (headers or {}).items())
+           + script(paths or [urlsplit(url).path or "/"]))
+    out, _ = await execute(url, lua, connections=connections, duration_s=duration_s,
+                           threads=threads)
     return {"threads": threads, "connections": connections, "duration_s": duration_s,
-            **parse(out.decode(errors="replace"))}
+            **parse(out)}
