@@ -137,6 +137,11 @@ FROM inventory_items GROUP BY product_id, status
 EXCEPT SELECT product_id, status, items, graded, cost_cents, with_cost
 FROM inventory_totals WHERE items <> 0
 """
+CHECK_SHELVES = """
+SELECT lower(location) COLLATE "C", status, count(*), count(grading_company)
+FROM inventory_items GROUP BY 1, 2
+EXCEPT SELECT location_key, status, items, graded FROM inventory_shelf_totals WHERE items <> 0
+"""
 
 
 async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> None:
@@ -154,9 +159,9 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
         async with db.transaction() as tx:  # another product: NM -> LP
             await items.update(tx, ids[2], version=1, changes={"condition": "LP"},
                                actor="t")
-        async with db.transaction() as tx:  # a move between shelves counts nothing
-            await items.update(tx, ids[3], version=1, changes={"location": shelf + "b"},
-                               actor="t")
+        async with db.transaction() as tx:  # a move between shelves, in another case
+            await items.update(tx, ids[3], version=1,
+                               changes={"location": shelf.upper() + "b"}, actor="t")
 
     async def bulk() -> None:  # one statement over many items at once, amid the others
         await db.execute("UPDATE inventory_items SET acquisition_cost_cents = 7 "
@@ -165,6 +170,7 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
     await asyncio.gather(*(worker(n) for n in range(8)), bulk())
     await bulk()
     assert await db.fetch(CHECK_TOTALS) == []  # every (product, status) exact
+    assert await db.fetch(CHECK_SHELVES) == []  # every (shelf, status) exact
     source = ("inventory_items i JOIN products p ON p.id = i.product_id "
               "JOIN cards c ON c.id = p.card_id")
     for f, where in (
@@ -175,6 +181,14 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
             (items.Filters(set_id="base1", status="SOLD", graded=False),
              "c.set_id = 'base1' AND i.status = 'SOLD' AND i.grading_company IS NULL"),
             (items.Filters(graded=True), "i.grading_company IS NOT NULL"),
+            (items.Filters(location=f"TOTALS-{tag}-3"), f"i.location ILIKE 'totals-{tag}-3%'"),
+            (items.Filters(location=f"totals-{tag}-1", status="IN_STOCK", graded=False),
+             f"i.location ILIKE 'totals-{tag}-1%' AND i.status = 'IN_STOCK' "
+             "AND i.grading_company IS NULL"),
+            (items.Filters(location="totals_", status="IN_STOCK"),  # _ taken literally
+             "lower(i.location) LIKE 'totals\\_%' AND i.status = 'IN_STOCK'"),
+            (items.Filters(location=f"totals-{tag}", set_id="base1"),
+             f"i.location ILIKE 'totals-{tag}%' AND c.set_id = 'base1'"),
             (items.Filters(), "true")):
         # the reference: every matching item counted one by one
         expected = await db.fetchval(f"SELECT count(*) FROM {source} WHERE {where}")
@@ -186,6 +200,8 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
         await items.transition(tx, new, "sell", version=None, actor="t", amount_cents=1)
         assert await items.count(tx, items.Filters(card_id="base1-4",
                                                    status="SOLD")) == before + 1
+        shelf = items.Filters(location=f"totals-{tag}-x", status="SOLD")
+        assert await items.count(tx, shelf) == 1
 
 
 async def _item_in(tx: Transaction, variant_id: int, location: str) -> int:

@@ -309,11 +309,13 @@ sa.Index(None, inventory_items.c.product_id, inventory_items.c.status, inventory
 # The listing's shelf filter (location, optionally status) in id order: at 1M items it was a
 # walk of the whole primary key (bench/scale.py).
 sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_items.c.id)
-# The same filter as people type it, a case-insensitive prefix (migration 0010).
+# The same filter as people type it, a case-insensitive prefix (migration 0010); with the
+# location itself included, a shelf's ids are an index-only scan (migration 0011).
 sa.Index("ix_inventory_items_location_prefix",
          sa.func.lower(inventory_items.c.location).label("location_lower"),
          inventory_items.c.status, inventory_items.c.id,
-         postgresql_ops={"location_lower": "text_pattern_ops"})
+         postgresql_ops={"location_lower": "text_pattern_ops"},
+         postgresql_include=["location"])
 
 # Items per product and status, kept by statement triggers on inventory_items in the same
 # transaction as the change (migration 0008): the listing's total and the value's counts
@@ -336,6 +338,20 @@ inventory_totals = sa.Table(
 # A total by status alone (no product filter) reads this index, not every totals row.
 sa.Index(None, inventory_totals.c.status, inventory_totals.c["items"],
          inventory_totals.c.graded)
+
+# Items per shelf (lowercased location; NULL: none) and status (migration 0011): a total by
+# status alone or by a shelf prefix sums a few of these rows, not every product's or item.
+inventory_shelf_totals = sa.Table(
+    "inventory_shelf_totals", metadata,
+    # the "C" collation: the unique index's btree serves LIKE 'prefix%'
+    sa.Column("location_key", sa.Text(collation="C"), nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("graded", sa.BigInteger, nullable=False, server_default="0"),
+    sa.UniqueConstraint("location_key", "status", postgresql_nulls_not_distinct=True),
+    comment="Items per lowercased location (NULL: none) and status, and how many graded, "
+            "kept by triggers on inventory_items.",
+)
 
 inventory_ledger = sa.Table(
     "inventory_ledger", metadata,

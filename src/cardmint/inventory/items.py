@@ -9,7 +9,7 @@ corrected by a new item, so the ledger never has to explain a sale that un-happe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -234,15 +234,24 @@ async def count(ex: Any, filters: Filters) -> int:
 
 
 def _count_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """The count of matching items, with `_where`'s arguments. From inventory_totals (kept
-    in the same transaction as every change of an item) unless a location is asked for:
-    totals are per product and status, and a shelf's items are few and indexed
-    (location, status, id)."""
+    """The count of matching items, with `_where`'s arguments, from totals kept in the same
+    transaction as every change of an item: per shelf and status (inventory_shelf_totals)
+    when no product filter is given, else per product and status (inventory_totals) when
+    no shelf is; both together are counted item by item (a shelf's items of one set)."""
+    column = {None: "t.items", True: "t.graded", False: "t.items - t.graded"}[filters.graded]
+    by_product = (filters.set_id, filters.card_id, filters.condition) != (None, None, None)
+    if not by_product:
+        where, args = _where(replace(filters, location=None), status="t.status")
+        if filters.location is not None:
+            # the same prefix as _where's, on the key the totals keep (lower(location))
+            args.append(_location_prefix(filters.location))
+            where += f" AND t.location_key LIKE ${len(args)}"
+        return (f"SELECT coalesce(sum({column}), 0)::bigint FROM inventory_shelf_totals t "
+                f"WHERE {where}", args)
     if filters.location is not None:
         where, args = _where(filters)
         return f"SELECT count(*) FROM {_source(filters)} WHERE {where}", args
     where, args = _where(filters, status="t.status")
-    column = {None: "t.items", True: "t.graded", False: "t.items - t.graded"}[filters.graded]
     return (f"SELECT coalesce(sum({column}), 0)::bigint FROM {_totals_source(filters)} "
             f"WHERE {where}", args)
 
@@ -309,11 +318,17 @@ def _where(f: Filters, *, status: str = "i.status") -> tuple[str, list[Any]]:
     if f.location is not None:
         # "binder" finds "Binder 3" and "BINDER 12": people type locations as they recall
         # them. A prefix match, LIKE's own characters taken literally.
-        args.append(re.sub(r"([\\%_])", r"\\\1", f.location.lower()) + "%")
+        args.append(_location_prefix(f.location))
         clauses.append(f"lower(i.location) LIKE ${len(args)}")
     if f.graded is not None and status == "i.status":
         clauses.append(f"i.grading_company IS {'NOT ' if f.graded else ''}NULL")
     return " AND ".join(clauses), args
+
+
+def _location_prefix(location: str) -> str:
+    """A LIKE pattern for locations starting with `location`, any case, LIKE's own
+    characters taken literally."""
+    return re.sub(r"([\\%_])", r"\\\1", location.lower()) + "%"
 
 
 async def _lock(tx: Transaction, item_id: int, version: int | None) -> Record:
