@@ -129,6 +129,31 @@ async def test_keyset_pages_are_the_offset_pages(catalog: Database) -> None:
     assert by_page == by_key == made
 
 
+async def test_a_shelf_page_is_the_same_by_its_index_and_by_the_key(catalog: Database) -> None:
+    """A shelf's page is read through the shelf's index (sorted) when the shelf is small,
+    by the primary key when it is big (items.SHELF_SORT_MAX): the same items either way,
+    and an empty shelf answers at once."""
+    db, shelf = catalog, f"Plan-{uuid.uuid4().hex[:8]}"
+    variant = await _variant(db, "base1-58")
+    made = [await _item(db, variant, f"{shelf}-{n % 2}") for n in range(9)]
+    async with db.transaction() as tx:  # one of them sold: not on the in-stock pages
+        await items.transition(tx, made[4], "sell", version=None, actor="t", amount_cents=1)
+    f = items.Filters(location=shelf.lower(), status="IN_STOCK")
+    for page, after in ((1, None), (2, None), (3, None), (1, made[5])):
+        pages = []
+        for by_shelf in (True, False):
+            sql, *args = items.listing_query(f, page=page, page_size=3, after=after,
+                                             by_shelf=by_shelf, with_total=False)
+            pages.append([r["id"] for r in await db.fetch(sql, *args)])
+        assert pages[0] == pages[1], (page, after)
+    rows, total = await items.listing(db, f, page=1, page_size=50)
+    assert total == 8 and [r["id"] for r in rows] == [i for i in made if i != made[4]]
+    assert await items.listing(db, items.Filters(location=shelf, status="SOLD"), page=2,
+                               page_size=3) == ([], 1)
+    assert await items.listing(db, items.Filters(location=f"{shelf}-none"), page=1,
+                               page_size=3) == ([], 0)
+
+
 CHECK_TOTALS = """
 SELECT product_id, status, count(*) AS items, count(grading_company) AS graded,
        coalesce(sum(acquisition_cost_cents), 0) AS cost_cents,
