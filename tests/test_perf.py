@@ -25,13 +25,18 @@ CARD = "base1-4"
 
 
 async def _names(urls: list[str], http: httpx.AsyncClient) -> list[tuple[str, int]]:
-    """Each server's name for CARD, and how many cards a search by that name finds."""
+    """Each server's name for CARD, and how many cards a search by that name finds; and
+    the name identification gives CARD when OCR read its number (cached like the rest)."""
     out = []
     for url in urls:
         card = (await http.get(f"{url}/v1/cards/{CARD}")).raise_for_status().json()
         name = card["data"]["name"]
         found = (await http.get(f"{url}/v1/cards", params={"q": f'name:"{name}"'}))
         out.append((name, found.raise_for_status().json()["totalCount"]))
+        read = await http.post(f"{url}/v1/identify", json={"number": "4/102",
+                                                            "setCode": "base1"})
+        named = {c["cardId"]: c["name"] for c in read.raise_for_status().json()["data"]}
+        assert named[CARD] == name, "identification and lookup disagree"
     return out
 
 

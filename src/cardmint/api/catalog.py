@@ -28,7 +28,7 @@ from cardmint.api.models.catalog import (
 from cardmint.api.problems import Refused, responses
 from cardmint.catalog import identify as identification
 from cardmint.catalog import search
-from cardmint.catalog.cache import CatalogCache, Loaded
+from cardmint.catalog.cache import VERSION_SQL, CatalogCache, Loaded
 from cardmint.catalog.query import MAX_LENGTH
 from cardmint.db import Database
 from cardmint.errors import ValidationError
@@ -160,12 +160,25 @@ class IdentifyRequest(BaseModel):
 
 
 @router.post("/identify", response_model=Candidates, responses=responses(400, 413, 422, 503))
-async def identify(request: Request, body: IdentifyRequest) -> Candidates:
+async def identify(request: Request, body: IdentifyRequest) -> Response:
     """Ranked catalog candidates for what OCR read, each with a confidence in [0, 1]."""
+    db = _db(request)
     ocr = identification.OcrInput(name=body.name, number=body.number, set_code=body.set_code,
                                   hp=body.hp, text=body.text)
+
+    async def load(_stale_ok: bool) -> Loaded:
+        # On the primary, the catalog's version first: every statement after it reads that
+        # load or a later one, so the answer is never older than the version it is kept
+        # under (identification reads in several statements; replicas could differ).
+        version = await db.fetchval(VERSION_SQL)
+        candidates = await identification.identify(db, ocr, limit=body.limit,
+                                                   stale_ok=False)
+        return (Candidates(data=[Candidate.of(c) for c in candidates], count=len(candidates)
+                           ).model_dump_json(by_alias=True).encode(), int(version))
+
+    key = ("identify", body.name, body.number, body.set_code, body.hp, body.text, body.limit)
     try:
-        candidates = await identification.identify(_db(request), ocr, limit=body.limit)
+        found = await _cache(request).get(key, load)
     except ValidationError as exc:
         raise _bad_request(exc, "body") from exc
-    return Candidates(data=[Candidate.of(c) for c in candidates], count=len(candidates))
+    return _json(found or b"")

@@ -424,16 +424,17 @@ class Candidate:
     evidence: dict[str, float] = field(default_factory=dict)
 
 
-async def gather(db: Database, reading: Reading) -> list[tuple[Any, dict[str, float]]]:
+async def gather(db: Database, reading: Reading, *, stale_ok: bool = True
+                 ) -> list[tuple[Any, dict[str, float]]]:
     """Candidate rows with their evidence, unranked (the bench fits weights on these)."""
     if not (reading.query or reading.number.keys or reading.set_code):
         return []
     rows = await db.fetch(GATHER_SQL, reading.query, list(reading.number.keys),
                           list(reading.number.totals), reading.set_code, reading.hp,
-                          stale_ok=True)
+                          stale_ok=stale_ok)
     details: dict[str, Any] = {}
     if reading.text and rows:
-        found = await db.fetch(DETAILS_SQL, [r["id"] for r in rows], stale_ok=True)
+        found = await db.fetch(DETAILS_SQL, [r["id"] for r in rows], stale_ok=stale_ok)
         details = {d["id"]: d for d in found}
     return [(row, features(reading, row, details.get(row["id"]))) for row in rows]
 
@@ -447,35 +448,38 @@ ORDER BY similarity(search_name, $1::text) DESC LIMIT 20
 """
 
 
-async def _closest_names(db: Database, reading: Reading) -> list[str]:
-    rows = await db.fetch(CLOSEST_SQL, reading.query, stale_ok=True)
+async def _closest_names(db: Database, reading: Reading, stale_ok: bool) -> list[str]:
+    rows = await db.fetch(CLOSEST_SQL, reading.query, stale_ok=stale_ok)
     scored = sorted(((name_similarity(reading.key, fold_name(r["search_name"]))[0],
                       r["search_name"]) for r in rows), reverse=True)
     return [name for sim, name in scored[:2] if sim >= NAME_CLOSE]
 
 
-async def gather_close(db: Database, reading: Reading) -> list[tuple[Any, dict[str, float]]]:
+async def gather_close(db: Database, reading: Reading, *, stale_ok: bool = True
+                       ) -> list[tuple[Any, dict[str, float]]]:
     """`gather`, and when no candidate's name is close to the name read, also the cards of
     the nearest catalog names: a name alone that is close to a card's always gives it."""
-    found = await gather(db, reading)
+    found = await gather(db, reading, stale_ok=stale_ok)
     if not reading.key or any(f["name_sim"] >= NAME_CLOSE for _, f in found):
         return found
     seen = {row["id"] for row, _ in found}
-    for name in await _closest_names(db, reading):
-        for row, f in await gather(db, replace(reading, query=name)):
+    for name in await _closest_names(db, reading, stale_ok):
+        for row, f in await gather(db, replace(reading, query=name), stale_ok=stale_ok):
             if row["id"] not in seen:
                 seen.add(row["id"])
                 found.append((row, f))
     return found
 
 
-async def identify(db: Database, ocr: OcrInput, *, limit: int = DEFAULT_LIMIT) -> list[Candidate]:
+async def identify(db: Database, ocr: OcrInput, *, limit: int = DEFAULT_LIMIT,
+                   stale_ok: bool = True) -> list[Candidate]:
     """Ranked candidates for what OCR read, best first, each with a confidence in [0, 1]
-    and the evidence behind it (the non-zero features)."""
+    and the evidence behind it (the non-zero features). `stale_ok`: a replica may
+    answer (the catalog changes only on a load)."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     reading = read(ocr)
-    found = await gather_close(db, reading)
+    found = await gather_close(db, reading, stale_ok=stale_ok)
     if not found:
         return []
     scores = [score(f) for _, f in found]
