@@ -4,11 +4,13 @@ returned connection carries back, expiry, a failed connect, cancellation, close.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import asyncpg
 import pytest
 
 from cardmint.config import secret
+from cardmint.db import Database
 from cardmint.db.connpool import ConnectionPool
 from cardmint.dsn import with_password
 from support import TestCluster, poll
@@ -185,3 +187,31 @@ async def test_open_raises_and_leaves_nothing_open_when_a_connect_fails(
     with pytest.raises(asyncpg.InvalidPasswordError):
         await pool.open()
     assert pool.get_size() == 0
+
+
+async def test_a_statement_cancelled_on_the_client_does_not_leave_its_connection_busy(
+        pg: TestCluster) -> None:
+    db = Database(pg.settings(pool_min=1, pool_max=1), replica_dsns=[])
+    await db.open(monitor=False)
+    admin = await pg.admin()
+    try:
+        slow = asyncio.create_task(db.fetchval("SELECT pg_sleep(30)"))
+
+        async def sleeping() -> bool:
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' "
+                "AND state = 'active'"))
+        await poll(sleeping, timeout=10)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        async with asyncio.timeout(10):  # the one slot serves at once, on a fresh connection
+            assert await db.fetchval("SELECT 1") == 1
+        await poll(lambda: _not(sleeping()), timeout=10)  # the server let the sleep go
+    finally:
+        await admin.close()
+        await db.close()
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check

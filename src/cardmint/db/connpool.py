@@ -110,7 +110,9 @@ class ConnectionPool:
     async def release(self, conn: asyncpg.Connection) -> None:
         """Take a lent connection back: rolled back if a transaction was left open, reset
         by the pool's hook, then lent to the next waiter or kept idle. A closed, expired
-        or failing one is dropped and its slot freed."""
+        or failing one is dropped and its slot freed. A statement cancelled on the client
+        may still be running: the borrower terminates such a connection before returning
+        it (asyncpg's pool waited for the cancellation; it has no public way to tell)."""
         if conn not in self._lent:
             return  # not ours, or already returned
         self._lent.discard(conn)
@@ -202,6 +204,9 @@ class ConnectionPool:
         try:
             row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
             return row
+        except asyncio.CancelledError:  # mid-statement (a timeout): never lend it busy
+            conn.terminate()
+            raise
         finally:
             await self.release(conn)
 

@@ -323,6 +323,9 @@ class Database:
                 discard(conn)
             await _expire_if_lost(pool, exc)
             raise errors.translate(exc, "the primary") from exc
+        except asyncio.CancelledError:  # perhaps mid-statement: not to be lent again
+            discard(conn)
+            raise
         finally:
             await pool.release(conn)
 
@@ -389,7 +392,9 @@ class Database:
                 return await getattr(conn, method)(sql, *args)
             except asyncpg.InsufficientPrivilegeError as exc:  # a freeze, or a missing grant
                 raise await errors.diagnose(conn, exc, target) from exc
-            except TimeoutError:
+            except (TimeoutError, asyncio.CancelledError):
+                # cancelled mid-statement, asyncpg is still cancelling it on the server:
+                # returned as it is, the connection would be lent busy
                 discard(conn)
                 raise
             finally:
