@@ -38,8 +38,8 @@ def serve_log_config(base: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("filters", {})["outage"] = {"()": f"{__name__}.OutageFilter"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("outage")
-    # asyncpg's pool logs "Failed to restore the pool connection floor" with a traceback
-    # each time a server is down: the walk-through's log had four of them after failovers
+    # asyncpg and asyncio log a lost server with a traceback (asyncpg's pool, replaced in
+    # issue 19, logged four "Failed to restore the pool connection floor" after failovers)
     for name in ("cardmint", "asyncio", "asyncpg"):
         config["loggers"][name] = {"handlers": ["default"], "level": "INFO",
                                    "propagate": False}
