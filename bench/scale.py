@@ -179,13 +179,18 @@ EXPLAIN_CASES = {
 
 
 async def explain(s: Settings) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the listing's SQL exactly as items.listing builds it."""
+    """EXPLAIN (ANALYZE, BUFFERS) of the listing's statements exactly as items.listing
+    builds them: each case's page of ids (and total), then the rows of the last page."""
     out = {}
     async with connection(secret(s.migration_url) or "", s) as conn:
+        ids: list[int] = []
         for name, (filters, page) in EXPLAIN_CASES.items():
             sql, *args = items.listing_query(filters, page=page, page_size=50)
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
             out[name] = [r[0] for r in rows]
+            ids = list(await conn.fetchval(sql, *args))
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {items.PAGE_ROWS_SQL}", ids)
+        out["the page's rows, priced"] = [r[0] for r in rows]
     return out
 
 

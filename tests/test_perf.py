@@ -149,7 +149,7 @@ async def test_a_shelf_page_is_the_same_by_its_index_and_by_the_key(catalog: Dat
         for by_shelf in (True, False):
             sql, *args = items.listing_query(f, page=page, page_size=3, after=after,
                                              by_shelf=by_shelf, with_total=False)
-            pages.append([r["id"] for r in await db.fetch(sql, *args)])
+            pages.append(list(await db.fetchval(sql, *args)))
         assert pages[0] == pages[1], (page, after)
     rows, total = await items.listing(db, f, page=1, page_size=50)
     assert total == 8 and [r["id"] for r in rows] == [i for i in made if i != made[4]]

@@ -193,13 +193,20 @@ async def transition(tx: Transaction, item_id: int, action: str, *, version: int
 SHELF_SORT_MAX = 20_000
 
 
+# The page's rows, priced, by their ids: one fixed statement, so PostgreSQL plans it once
+# per connection (a generic plan) instead of planning the six-way join for every page.
+PAGE_ROWS_SQL = f"{SELECT_SQL} WHERE i.id = ANY($1::bigint[]) ORDER BY i.id"
+
+
 async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
                   after: int | None = None) -> tuple[list[dict[str, Any]], int]:
     """One page of items and the number matching. The page's ids are found first, joining
-    only what the filters need; only those rows are then joined and priced. (Pricing
-    every match before the limit, as a window count did, took seconds at 1M items.)
-    With `after` (an item id) the page is the next `page_size` items after it (keyset:
-    no OFFSET walk however deep); `page` is then not used."""
+    only what the filters need (with the total beside them); only those rows are then
+    joined and priced. (Pricing every match before the limit, as a window count did,
+    took seconds at 1M items.) With `after` (an item id) the page is the next
+    `page_size` items after it (keyset: no OFFSET walk however deep); `page` is then not
+    used. Two statements: the rows are read as they are when asked for, after their ids."""
+    by_shelf = False
     if filters.location is not None:
         # A shelf's count first (a few rows of totals): an empty shelf costs nothing more,
         # and its size chooses the page's plan. The planner cannot tell how many items a
@@ -208,27 +215,23 @@ async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
         total = await count(ex, filters)
         if total == 0:
             return [], 0
-        rows = await ex.fetch(*listing_query(filters, page=page, page_size=page_size,
-                                             after=after, by_shelf=total <= SHELF_SORT_MAX,
-                                             with_total=False))
-        return [dict(row) for row in rows], total
-    rows = await ex.fetch(*listing_query(filters, page=page, page_size=page_size,
-                                         after=after))
-    if not rows:  # past the end: no row to carry the total
-        return [], await count(ex, filters)
-    total = rows[0]["total_count"]
-    out = []
-    for row in rows:
-        item = dict(row)
-        del item["total_count"]
-        out.append(item)
-    return out, total
+        by_shelf = total <= SHELF_SORT_MAX
+    found = await ex.fetchrow(*listing_query(filters, page=page, page_size=page_size,
+                                             after=after, by_shelf=by_shelf,
+                                             with_total=filters.location is None))
+    if filters.location is None:
+        total = found["total_count"]
+    ids = found["ids"]
+    if not ids:  # past the end
+        return [], total
+    return [dict(row) for row in await ex.fetch(PAGE_ROWS_SQL, ids)], total
 
 
 def listing_query(filters: Filters, *, page: int, page_size: int, after: int | None = None,
                   by_shelf: bool = False, with_total: bool = True) -> tuple[Any, ...]:
-    """The listing's statement and its arguments (bench/scale.py EXPLAINs it). `by_shelf`:
-    the page's ids from the shelf's index, sorted (see SHELF_SORT_MAX)."""
+    """The statement of a page's ids (an array, in id order) and, `with_total`, the number
+    matching beside them, with its arguments (bench/scale.py EXPLAINs it). `by_shelf`: the
+    ids from the shelf's index, sorted (see SHELF_SORT_MAX)."""
     where, args = _where(filters)
     source = _source(filters)
     total_sql, _ = _count_sql(filters)  # the same arguments, in the same order
@@ -241,12 +244,8 @@ def listing_query(filters: Filters, *, page: int, page_size: int, after: int | N
     # reads the few ids the shelf's index gives instead.
     order = "i.id + 0" if by_shelf and filters.location is not None else "i.id"
     total = f", ({total_sql}) AS total_count" if with_total else ""
-    # One round trip: the page's ids (joining only what the filters need), then only those
-    # rows joined and priced, and the total beside them (an InitPlan, run once).
-    sql = (f"WITH page AS (SELECT i.id FROM {source} WHERE {where} ORDER BY {order} "
-           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}), "
-           f"found AS ({SELECT_SQL} WHERE i.id IN (SELECT id FROM page)) "
-           f"SELECT found.*{total} FROM found ORDER BY found.id")
+    sql = (f"SELECT ARRAY(SELECT i.id FROM {source} WHERE {where} ORDER BY {order} "
+           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) AS ids{total}")
     return (sql, *args, page_size, offset)
 
 
