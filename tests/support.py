@@ -44,6 +44,11 @@ class TestCluster:
         return await asyncpg.connect(host=resolved.host, port=resolved.port, user=SUPERUSER,
                                      password=self.password(SUPERUSER), database=database)
 
+    async def restored(self, port: int) -> asyncpg.Connection:
+        """The superuser on a restored copy of this cluster (listening on `port`)."""
+        return await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER,
+                                     password=self.password(SUPERUSER), database="cardmint")
+
 
 async def start_cluster(work_root: Path, template: Path, name: str,
                         replicas: int = 1) -> TestCluster:

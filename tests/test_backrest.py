@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -87,19 +89,26 @@ async def test_remote_repository_backup_verify_and_pitr(remote, work_root: Path)
         await db.execute("DELETE FROM incidents WHERE title LIKE 'remote %'")
     finally:
         await db.close()
-    to = work_root / "restored-remote"
+    async with _restored(tc, work_root / "restored-remote", moment, 2, made["id"]) as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM incidents WHERE title LIKE 'remote %'") == 3
+        # it fetched WAL from repo2 alone
+        assert "--repo=2" in await conn.fetchval("SELECT setting FROM pg_settings "
+                                                 "WHERE name = 'restore_command'")
+
+
+@asynccontextmanager
+async def _restored(tc, to: Path, moment: object, repo: int,
+                    backup_id: str) -> AsyncIterator[asyncpg.Connection]:
+    """The cluster restored from `repo` to `moment` (from backup `backup_id`), as its
+    superuser; stopped and deleted after the block."""
     report = None
     try:
-        report = await pitr.restore(tc.settings(), to=to, target_time=moment, repo=2)
-        assert report["ok"] and report["backup_id"] == made["id"], report
-        conn = await asyncpg.connect(host="127.0.0.1", port=report["port"], user=SUPERUSER,
-                                     password=tc.password(SUPERUSER), database="cardmint")
+        report = await pitr.restore(tc.settings(), to=to, target_time=moment, repo=repo)
+        assert report["ok"] and report["backup_id"] == backup_id, report
+        conn = await tc.restored(report["port"])
         try:
-            assert await conn.fetchval(
-                "SELECT count(*) FROM incidents WHERE title LIKE 'remote %'") == 3
-            # it fetched WAL from repo2 alone
-            assert "--repo=2" in await conn.fetchval("SELECT setting FROM pg_settings "
-                                                     "WHERE name = 'restore_command'")
+            yield conn
         finally:
             await conn.close()
     finally:
@@ -219,22 +228,9 @@ async def test_s3_repository_backup_verify_and_pitr(s3, work_root: Path) -> None
         await conn.execute("DELETE FROM incidents WHERE title = 'changed'")
     finally:
         await conn.close()
-    to = work_root / "restored-s3"
-    report = None
-    try:
-        report = await pitr.restore(tc.settings(), to=to, target_time=moment, repo=3)
-        assert report["ok"] and report["backup_id"] == made["id"], report
-        conn = await asyncpg.connect(host="127.0.0.1", port=report["port"], user=SUPERUSER,
-                                     password=tc.password(SUPERUSER), database="cardmint")
-        try:
-            assert await conn.fetchval(
-                "SELECT count(*) FROM incidents WHERE title = 'changed'") == 1
-        finally:
-            await conn.close()
-    finally:
-        if report is not None:
-            await pitr.discard(tc.settings(), report["node"])
-        shutil.rmtree(to, ignore_errors=True)
+    async with _restored(tc, work_root / "restored-s3", moment, 3, made["id"]) as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM incidents WHERE title = 'changed'") == 1
     # the bucket holds the repository, encrypted: no object shows the plain value
     objects = await asyncio.to_thread(_objects, client)
     assert len(objects) > 10

@@ -49,11 +49,6 @@ async def rs(work_root: Path, template_dir: Path):
         await tc.cluster.down(purge=True)
 
 
-async def restored_conn(tc: TestCluster, port: int) -> asyncpg.Connection:
-    return await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER,
-                                 password=tc.password(SUPERUSER), database="cardmint")
-
-
 async def forget(tc: TestCluster, report: dict | None, directory: Path) -> None:
     """Stop a restored copy by PID and delete it, whatever state it is in."""
     if report is not None:
@@ -91,7 +86,7 @@ async def test_pitr_story(rs: TestCluster, work_root: Path) -> None:
                           "health": True, "test_card": True}
         assert report["verification"]["health"]["status"] in ("ok", "warn")
 
-        conn = await restored_conn(rs, report["port"])
+        conn = await rs.restored(report["port"])
         try:
             assert await conn.fetchval(
                 "SELECT count(*) FROM incidents WHERE title LIKE 'pitr %'") == 5
@@ -139,7 +134,7 @@ async def test_restore_to_an_lsn_through_the_cli(rs: TestCluster, work_root: Pat
         assert done.returncode == 0, done.stderr
         assert {"ok", "target", "restored_dir", "port", "duration_s", "repointed"} <= set(report)
         assert report["target"] == {"kind": "lsn", "value": lsn} and report["ok"]
-        conn = await restored_conn(rs, report["port"])
+        conn = await rs.restored(report["port"])
         try:
             assert await conn.fetchval(
                 "SELECT count(*) FROM incidents WHERE title = 'lsn row'") == 1
@@ -201,7 +196,7 @@ async def test_a_backup_older_than_a_password_rotation_restores_with_todays(
         assert report["ok"], report["verification"]
         assert report["target"] == {"kind": "immediate", "value": None}
         assert report["passwords_adopted"] is True
-        conn = await restored_conn(rs, report["port"])  # today's superuser password works
+        conn = await rs.restored(report["port"])  # today's superuser password works
         await conn.close()
     finally:
         await forget(rs, report, target)
