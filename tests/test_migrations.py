@@ -23,7 +23,7 @@ from cardmint.errors import ConfigError, DatabaseUnavailable, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLES = set(metadata.tables)
-HEAD = "0011"
+HEAD = "0012"
 
 
 async def _upgrade(dsn: str, revision: str = "head") -> None:

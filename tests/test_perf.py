@@ -146,9 +146,9 @@ async def test_a_shelf_page_is_the_same_by_its_index_and_by_the_key(catalog: Dat
     f = items.Filters(location=shelf.lower(), status="IN_STOCK")
     for page, after in ((1, None), (2, None), (3, None), (1, made[5])):
         pages = []
-        for by_shelf in (True, False):
+        for collect in (True, False):
             sql, *args = items.listing_query(f, page=page, page_size=3, after=after,
-                                             by_shelf=by_shelf, with_total=False)
+                                             collect=collect)
             pages.append(list(await db.fetchval(sql, *args)))
         assert pages[0] == pages[1], (page, after)
     rows, total = await items.listing(db, f, page=1, page_size=50)
@@ -171,6 +171,17 @@ CHECK_SHELVES = """
 SELECT lower(location) COLLATE "C", status, count(*), count(grading_company)
 FROM inventory_items GROUP BY 1, 2
 EXCEPT SELECT location_key, status, items, graded FROM inventory_shelf_totals WHERE items <> 0
+"""
+CHECK_SETS = """
+SELECT set_id, condition, status, count(*), count(grading_company)
+FROM inventory_items GROUP BY 1, 2, 3
+EXCEPT SELECT set_id, condition, status, items, graded FROM inventory_set_totals
+WHERE items <> 0
+"""
+# Every item's copies of its product's set and condition (migration 0012) are its product's.
+CHECK_COPIES = """
+SELECT i.id FROM inventory_items i JOIN products p ON p.id = i.product_id
+JOIN cards c ON c.id = p.card_id WHERE (i.set_id, i.condition) <> (c.set_id, p.condition)
 """
 
 
@@ -201,6 +212,8 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
     await bulk()
     assert await db.fetch(CHECK_TOTALS) == []  # every (product, status) exact
     assert await db.fetch(CHECK_SHELVES) == []  # every (shelf, status) exact
+    assert await db.fetch(CHECK_SETS) == []  # every (set, condition, status) exact
+    assert await db.fetch(CHECK_COPIES) == []  # the condition changes followed
     source = ("inventory_items i JOIN products p ON p.id = i.product_id "
               "JOIN cards c ON c.id = p.card_id")
     for f, where in (
@@ -211,6 +224,13 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
             (items.Filters(set_id="base1", status="SOLD", graded=False),
              "c.set_id = 'base1' AND i.status = 'SOLD' AND i.grading_company IS NULL"),
             (items.Filters(graded=True), "i.grading_company IS NOT NULL"),
+            (items.Filters(condition="LP"), "p.condition = 'LP'"),
+            (items.Filters(condition="LP", status="IN_STOCK", graded=False),
+             "p.condition = 'LP' AND i.status = 'IN_STOCK' AND i.grading_company IS NULL"),
+            (items.Filters(set_id="base1", condition="NM", status="IN_STOCK"),
+             "c.set_id = 'base1' AND p.condition = 'NM' AND i.status = 'IN_STOCK'"),
+            (items.Filters(card_id="base1-4", location=f"totals-{tag}"),
+             f"p.card_id = 'base1-4' AND i.location ILIKE 'totals-{tag}%'"),
             (items.Filters(location=f"TOTALS-{tag}-3"), f"i.location ILIKE 'totals-{tag}-3%'"),
             (items.Filters(location=f"totals-{tag}-1", status="IN_STOCK", graded=False),
              f"i.location ILIKE 'totals-{tag}-1%' AND i.status = 'IN_STOCK' "
@@ -238,3 +258,71 @@ async def _item_in(tx: Transaction, variant_id: int, location: str) -> int:
     row = await items.add(tx, items.NewItem(VariantRef(variant_id=variant_id),
                                             location=location), actor="test")
     return int(row["id"])
+
+
+# The reference page: every matching item, joined the plain way, in id order.
+REFERENCE_PAGE = """
+SELECT i.id FROM inventory_items i JOIN products p ON p.id = i.product_id
+JOIN cards c ON c.id = p.card_id WHERE {where} ORDER BY i.id LIMIT $1 OFFSET $2
+"""
+
+
+async def test_every_filter_pages_like_the_reference(catalog: Database) -> None:
+    """Whichever way a page is found (a set's or the graded items' index walked, a card's
+    or a shelf's items collected and sorted, the key walked), it holds the reference's
+    items, on the first page, a later one, one past the end and by keyset."""
+    db, shelf = catalog, f"shapes-{uuid.uuid4().hex[:8]}"
+    variant = await _variant(db, "base1-4")
+    for n in range(6):
+        await _item(db, variant, f"{shelf}-{n % 2}", condition=("NM", "LP", "DMG")[n % 3])
+    async with db.transaction() as tx:
+        graded = await _item_in(tx, variant, f"{shelf}-1")
+        await items.update(tx, graded, version=1, actor="t", changes={
+            "grading_company": "PSA", "grade": 9, "cert_number": f"C{shelf}"})
+    for f, where in (
+            (items.Filters(set_id="base1"), "c.set_id = 'base1'"),
+            (items.Filters(set_id="base1", condition="LP", status="IN_STOCK"),
+             "c.set_id = 'base1' AND p.condition = 'LP' AND i.status = 'IN_STOCK'"),
+            (items.Filters(set_id="base1", location=shelf),
+             f"c.set_id = 'base1' AND i.location LIKE '{shelf}%'"),
+            (items.Filters(graded=True), "i.grading_company IS NOT NULL"),
+            (items.Filters(graded=True, set_id="base1", status="IN_STOCK"),
+             "i.grading_company IS NOT NULL AND c.set_id = 'base1' AND i.status = 'IN_STOCK'"),
+            (items.Filters(card_id="base1-4", condition="DMG"),
+             "p.card_id = 'base1-4' AND p.condition = 'DMG'"),
+            (items.Filters(condition="LP"), "p.condition = 'LP'"),
+            (items.Filters(condition="DMG", graded=False), "p.condition = 'DMG' AND "
+             "i.grading_company IS NULL"),
+            (items.Filters(location=shelf, graded=True),
+             f"i.location LIKE '{shelf}%' AND i.grading_company IS NOT NULL"),
+            (items.Filters(location=f"{shelf}-0", condition="NM"),
+             f"i.location = '{shelf}-0' AND p.condition = 'NM'")):
+        total = await db.fetchval(f"SELECT count(*) FROM ({REFERENCE_PAGE.format(where=where)})"
+                                  " AS m", None, 0)
+        assert total > 0, f  # the shape has matches to page through
+        for page in (1, 2, total // 2 + 2):
+            want = [r["id"] for r in await db.fetch(REFERENCE_PAGE.format(where=where), 2,
+                                                    (page - 1) * 2)]
+            rows, got_total = await items.listing(db, f, page=page, page_size=2)
+            assert ([r["id"] for r in rows], got_total) == (want, total), (f, page)
+        first = await db.fetchval(f"SELECT min(i.id) FROM ({REFERENCE_PAGE.format(where=where)})"
+                                  " AS i", None, 0)
+        want = [r["id"] for r in await db.fetch(
+            REFERENCE_PAGE.format(where=f"{where} AND i.id > {first}"), 2, 0)]
+        rows, _ = await items.listing(db, f, page=1, page_size=2, after=first)
+        assert [r["id"] for r in rows] == want, (f, "after")
+
+
+async def test_an_items_set_and_condition_are_its_products(catalog: Database) -> None:
+    """The copies on the item follow its product whoever writes it: a condition change
+    moves it to another product, and a hand-written copy is put back."""
+    db = catalog
+    item = await _item(db, await _variant(db, "base1-4"), f"copies-{uuid.uuid4().hex[:8]}")
+    async with db.transaction() as tx:
+        await items.update(tx, item, version=1, changes={"condition": "HP"}, actor="t")
+    await db.execute("UPDATE inventory_items SET set_id = 'base2', condition = 'NM' "
+                     "WHERE id = $1", item)
+    row = await db.fetchrow("SELECT set_id, condition FROM inventory_items WHERE id = $1",
+                            item)
+    assert (row["set_id"], row["condition"]) == ("base1", "HP")
+    assert await db.fetch(CHECK_SETS) == []

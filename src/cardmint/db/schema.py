@@ -301,6 +301,10 @@ inventory_items = sa.Table(
     # column above holds it rounded for everything else.
     sa.Column("acquisition_cost", sa.Numeric(16, 4)),
     sa.CheckConstraint("acquisition_cost >= 0", name="exact_cost_not_negative"),
+    # Copies of the product's set and condition, set by a row trigger from product_id
+    # (migration 0012): the listing filters and pages a set without joining.
+    sa.Column("set_id", sa.Text, nullable=False),
+    sa.Column("condition", sa.Text, nullable=False),
     comment="Physical cards we hold, one row per copy.",
 )
 # With id: the listing's page by product (a set, a card, a condition) in id order is an
@@ -316,6 +320,14 @@ sa.Index("ix_inventory_items_location_prefix",
          inventory_items.c.status, inventory_items.c.id,
          postgresql_ops={"location_lower": "text_pattern_ops"},
          postgresql_include=["location"])
+# A set's items in id order, with every column another filter looks at: a page of a set
+# under any other filter is an index-only walk of the set alone (migration 0012).
+sa.Index(None, inventory_items.c.set_id, inventory_items.c.id,
+         postgresql_include=["condition", "status", "location", "grading_company"])
+# The graded items' ids, the same way: "graded" with any other filter walks these alone.
+sa.Index("ix_inventory_items_graded_id", inventory_items.c.id,
+         postgresql_include=["set_id", "condition", "status", "location"],
+         postgresql_where=inventory_items.c.grading_company.isnot(None))
 
 # Items per product and status, kept by statement triggers on inventory_items in the same
 # transaction as the change (migration 0008): the listing's total and the value's counts
@@ -351,6 +363,19 @@ inventory_shelf_totals = sa.Table(
     sa.UniqueConstraint("location_key", "status", postgresql_nulls_not_distinct=True),
     comment="Items per lowercased location (NULL: none) and status, and how many graded, "
             "kept by triggers on inventory_items.",
+)
+
+# Items per set, condition and status (migration 0012): a total by any of them, or
+# graded, sums a few of these rows, not one per product or item.
+inventory_set_totals = sa.Table(
+    "inventory_set_totals", metadata,
+    sa.Column("set_id", sa.Text, primary_key=True),
+    sa.Column("condition", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, primary_key=True),
+    sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("graded", sa.BigInteger, nullable=False, server_default="0"),
+    comment="Items per set, condition and status, and how many graded, kept by "
+            "triggers on inventory_items.",
 )
 
 inventory_ledger = sa.Table(

@@ -9,7 +9,7 @@ corrected by a new item, so the ledger never has to explain a sale that un-happe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -187,10 +187,26 @@ async def transition(tx: Transaction, item_id: int, action: str, *, version: int
     return dict(after)
 
 
-# A shelf holding at most this many matching items has its page read through the shelf's
-# index and sorted by id (an index-only scan of them: a few ms at most); a bigger one by
-# walking the primary key in id order, among whose rows its items are then dense.
+# How a page's ids are found: by walking an index in id order and keeping the matches
+# until the page is full (about depth / share-of-matches rows), or by collecting every
+# match through a selective index and sorting them (every match). A set's items and the
+# graded items have indexes in id order holding every filter's column (migration 0012).
+# A shelf holding at most this many matching items is collected (an index-only scan of
+# the shelf: a few ms at most); a bigger one is walked along the primary key unless the
+# walk would pass more rows than the shelf holds (a deep page).
 SHELF_SORT_MAX = 20_000
+
+# Where each filter looks, by what is read: the items (their own copies of the product's
+# set and condition, migration 0012), per product totals, per set totals, per shelf totals.
+ITEMS = {"set_id": "i.set_id", "card_id": "p.card_id", "condition": "i.condition",
+         "status": "i.status", "location": "lower(i.location)",
+         "graded": "i.grading_company"}
+PRODUCT_TOTALS = {"set_id": "c.set_id", "card_id": "p.card_id", "condition": "p.condition",
+                  "status": "t.status"}
+SET_TOTALS = {"set_id": "t.set_id", "condition": "t.condition", "status": "t.status"}
+SHELF_TOTALS = {"status": "t.status", "location": "t.location_key"}
+# The planner's own count of the items, for the walk-or-collect choice (approximate).
+TABLE_SIZE_SQL = "(SELECT reltuples FROM pg_class WHERE oid = 'inventory_items'::regclass)"
 
 
 # The page's rows, priced, by their ids: one fixed statement, so PostgreSQL plans it once
@@ -200,52 +216,61 @@ PAGE_ROWS_SQL = f"{SELECT_SQL} WHERE i.id = ANY($1::bigint[]) ORDER BY i.id"
 
 async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
                   after: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """One page of items and the number matching. The page's ids are found first, joining
-    only what the filters need (with the total beside them); only those rows are then
-    joined and priced. (Pricing every match before the limit, as a window count did,
-    took seconds at 1M items.) With `after` (an item id) the page is the next
-    `page_size` items after it (keyset: no OFFSET walk however deep); `page` is then not
-    used. Two statements: the rows are read as they are when asked for, after their ids."""
-    by_shelf = False
-    if filters.location is not None:
-        # A shelf's count first (a few rows of totals): an empty shelf costs nothing more,
-        # and its size chooses the page's plan. The planner cannot tell how many items a
-        # shelf holds in a status, and walked all 1M ids of the key for a shelf holding
-        # none of them (240 ms).
-        total = await count(ex, filters)
-        if total == 0:
-            return [], 0
-        by_shelf = total <= SHELF_SORT_MAX
-    found = await ex.fetchrow(*listing_query(filters, page=page, page_size=page_size,
-                                             after=after, by_shelf=by_shelf,
-                                             with_total=filters.location is None))
-    if filters.location is None:
-        total = found["total_count"]
-    ids = found["ids"]
+    """One page of items and the number matching. The number first, from totals kept with
+    every change (an empty match costs nothing more; its size chooses how the page is
+    found, see `collects`), then the page's ids, then only those rows joined and priced
+    (pricing every match before the limit took seconds at 1M items). With `after` (an
+    item id) the page is the next `page_size` items after it (keyset: no OFFSET walk
+    however deep); `page` is then not used. Three statements: the rows are read as they
+    are when asked for, after their ids."""
+    row = await ex.fetchrow(*_count_with_size(filters))
+    total = int(row["total"])
+    if total == 0:
+        return [], 0
+    depth = page_size if after is not None else page * page_size
+    if depth - page_size >= total:  # past the end
+        return [], total
+    collect = collects(filters, total=total, size=max(float(row["size"] or 0), total),
+                       depth=depth)
+    ids = await ex.fetchval(*listing_query(filters, page=page, page_size=page_size,
+                                           after=after, collect=collect))
     if not ids:  # past the end
         return [], total
     return [dict(row) for row in await ex.fetch(PAGE_ROWS_SQL, ids)], total
 
 
+def collects(filters: Filters, *, total: int, size: float, depth: int) -> bool:
+    """Whether a page `depth` rows deep into `total` matches (of `size` items) is collected
+    and sorted rather than walked in id order. A set and the graded items are walked
+    along their own indexes; a card's items are collected through its products' index; a
+    shelf is collected when it is small or the walk long; anything else is walked along
+    the primary key (a deep page of a rare status or condition walks far: `after`)."""
+    if filters.set_id is not None or filters.graded:
+        return False
+    if filters.card_id is not None:
+        return True
+    if filters.location is not None:
+        return total <= SHELF_SORT_MAX or depth * size / total > total
+    return False
+
+
 def listing_query(filters: Filters, *, page: int, page_size: int, after: int | None = None,
-                  by_shelf: bool = False, with_total: bool = True) -> tuple[Any, ...]:
-    """The statement of a page's ids (an array, in id order) and, `with_total`, the number
-    matching beside them, with its arguments (bench/scale.py EXPLAINs it). `by_shelf`: the
-    ids from the shelf's index, sorted (see SHELF_SORT_MAX)."""
+                  collect: bool = False) -> tuple[Any, ...]:
+    """The statement of a page's ids (an array, in id order), with its arguments
+    (bench/scale.py EXPLAINs it). `collect`: every match gathered and sorted, not an
+    index walked in id order (see `collects`)."""
     where, args = _where(filters)
     source = _source(filters)
-    total_sql, _ = _count_sql(filters)  # the same arguments, in the same order
     offset = (page - 1) * page_size
     if after is not None:
         args = [*args, after]
         where += f" AND i.id > ${len(args)}"
         offset = 0
-    # `i.id + 0` is not the key's column: the planner cannot walk the key in order and
-    # reads the few ids the shelf's index gives instead.
-    order = "i.id + 0" if by_shelf and filters.location is not None else "i.id"
-    total = f", ({total_sql}) AS total_count" if with_total else ""
+    # `i.id + 0` is not the key's column: the planner cannot walk an index in id order
+    # and reads the few ids a selective index gives instead.
+    order = "i.id + 0" if collect else "i.id"
     sql = (f"SELECT ARRAY(SELECT i.id FROM {source} WHERE {where} ORDER BY {order} "
-           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) AS ids{total}")
+           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2})")
     return (sql, *args, page_size, offset)
 
 
@@ -255,65 +280,68 @@ async def count(ex: Any, filters: Filters) -> int:
     return int(await ex.fetchval(sql, *args))
 
 
+def _count_with_size(filters: Filters) -> tuple[Any, ...]:
+    sql, args = _count_sql(filters)
+    return (f"SELECT ({sql}) AS total, {TABLE_SIZE_SQL} AS size", *args)
+
+
 def _count_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """The count of matching items, with `_where`'s arguments, from totals kept in the same
-    transaction as every change of an item: per shelf and status (inventory_shelf_totals)
-    when no product filter is given, else per product and status (inventory_totals) when
-    no shelf is; both together are counted item by item (a shelf's items of one set)."""
+    """The count of matching items, from totals kept in the same transaction as every
+    change of an item: per shelf and status when a shelf is the only thing asked of the
+    product; per set, condition and status when no card or shelf is asked; per product and
+    status when a card is (and no shelf). A shelf and a product filter together are
+    counted item by item (bounded by the set's or the shelf's index)."""
     column = {None: "t.items", True: "t.graded", False: "t.items - t.graded"}[filters.graded]
     by_product = (filters.set_id, filters.card_id, filters.condition) != (None, None, None)
-    if not by_product:
-        where, args = _where(replace(filters, location=None), status="t.status")
-        if filters.location is not None:
-            # the same prefix as _where's, on the key the totals keep (lower(location))
-            args.append(_location_prefix(filters.location))
-            where += f" AND t.location_key LIKE ${len(args)}"
-        return (f"SELECT coalesce(sum({column}), 0)::bigint FROM inventory_shelf_totals t "
-                f"WHERE {where}", args)
-    if filters.location is not None:
+    if filters.location is not None and not by_product:
+        table, columns = "inventory_shelf_totals t", SHELF_TOTALS
+    elif filters.location is not None:
         where, args = _where(filters)
         return f"SELECT count(*) FROM {_source(filters)} WHERE {where}", args
-    where, args = _where(filters, status="t.status")
-    return (f"SELECT coalesce(sum({column}), 0)::bigint FROM {_totals_source(filters)} "
-            f"WHERE {where}", args)
+    elif filters.card_id is None:
+        table, columns = "inventory_set_totals t", SET_TOTALS
+    else:
+        table, columns = _totals_source(filters), PRODUCT_TOTALS
+    where, args = _where(filters, columns)
+    return f"SELECT coalesce(sum({column}), 0)::bigint FROM {table} WHERE {where}", args
 
 
 def _totals_source(f: Filters) -> str:
-    return _source(f, "inventory_totals", "t")
-
-
-def _source(f: Filters, table: str = "inventory_items", alias: str = "i") -> str:
-    """The items (or their totals), joined to products and cards only when a filter
-    looks there."""
-    source = f"{table} {alias}"
+    """Per product totals, joined to products and cards only when a filter looks there."""
+    source = "inventory_totals t"
     if f.set_id is not None or f.card_id is not None or f.condition is not None:
-        source += f" JOIN products p ON p.id = {alias}.product_id"
+        source += " JOIN products p ON p.id = t.product_id"
     if f.set_id is not None:
         source += " JOIN cards c ON c.id = p.card_id"
     return source
 
 
+def _source(f: Filters) -> str:
+    """The items, joined to products only for a card (set and condition are the item's)."""
+    return ("inventory_items i" if f.card_id is None
+            else "inventory_items i JOIN products p ON p.id = i.product_id")
+
+
 async def value(ex: Any, filters: Filters) -> dict[str, Any]:
     """Market value of the items held (IN_STOCK and RESERVED unless `filters` says which):
     each at the latest price of its variant and condition; items without one are counted."""
-    if filters.status is None:
-        where, args = _where(filters)
-        where += " AND i.status IN ('IN_STOCK', 'RESERVED')"
-    else:
-        where, args = _where(filters)
     # Items are counted per product first and each product is priced once: the latest
     # price is a lookup per (variant, condition), and there are far fewer products than
     # items (bench/value.py, 1M items, 800,000 held: 1.75 s -> 0.76 s).
     # Without a shelf or graded filter the counts per product come from inventory_totals
     # (one row per product and status) instead of every item.
-    held = (f"SELECT i.product_id, count(*) AS n, sum(i.acquisition_cost_cents) AS cost,"
-            f" count(i.acquisition_cost_cents) AS with_cost FROM {_source(filters)}"
-            f" WHERE {where} GROUP BY i.product_id")
-    if filters.location is None and filters.graded is None:
+    by_totals = filters.location is None and filters.graded is None
+    where, args = _where(filters, PRODUCT_TOTALS if by_totals else ITEMS)
+    if filters.status is None:
+        where += f" AND {'t' if by_totals else 'i'}.status IN ('IN_STOCK', 'RESERVED')"
+    if by_totals:
         held = (f"SELECT t.product_id, sum(t.items) AS n, sum(t.cost_cents) AS cost,"
                 f" sum(t.with_cost) AS with_cost FROM {_totals_source(filters)}"
-                f" WHERE {where.replace('i.status', 't.status')} GROUP BY t.product_id"
-                f" HAVING sum(t.items) > 0")
+                f" WHERE {where} GROUP BY t.product_id HAVING sum(t.items) > 0")
+    else:
+        held = (f"SELECT i.product_id, count(*) AS n, sum(i.acquisition_cost_cents) AS cost,"
+                f" count(i.acquisition_cost_cents) AS with_cost FROM {_source(filters)}"
+                f" WHERE {where} GROUP BY i.product_id")
     row = await ex.fetchrow(
         f"WITH held AS ({held})"
         f" SELECT coalesce(sum(h.n), 0)::bigint AS items,"
@@ -328,22 +356,22 @@ async def value(ex: Any, filters: Filters) -> dict[str, Any]:
             "without_cost": row["items"] - row["with_cost"], "currency": "USD"}
 
 
-def _where(f: Filters, *, status: str = "i.status") -> tuple[str, list[Any]]:
-    """WHERE text and its arguments; `status` names the status column (totals: t.status,
-    where graded is a column to sum, not a condition)."""
+def _where(f: Filters, columns: dict[str, str] = ITEMS) -> tuple[str, list[Any]]:
+    """WHERE text and its arguments, each filter on its column in `columns` (ITEMS or one
+    of the totals). A totals table has no graded condition: it sums graded as a column."""
     clauses, args = ["true"], []
-    for column, value in (("c.set_id", f.set_id), ("p.card_id", f.card_id),
-                          ("p.condition", f.condition), (status, f.status)):
+    for name in ("set_id", "card_id", "condition", "status"):
+        value = getattr(f, name)
         if value is not None:
             args.append(value)
-            clauses.append(f"{column} = ${len(args)}")
+            clauses.append(f"{columns[name]} = ${len(args)}")
     if f.location is not None:
         # "binder" finds "Binder 3" and "BINDER 12": people type locations as they recall
         # them. A prefix match, LIKE's own characters taken literally.
         args.append(_location_prefix(f.location))
-        clauses.append(f"lower(i.location) LIKE ${len(args)}")
-    if f.graded is not None and status == "i.status":
-        clauses.append(f"i.grading_company IS {'NOT ' if f.graded else ''}NULL")
+        clauses.append(f"{columns['location']} LIKE ${len(args)}")
+    if f.graded is not None and "graded" in columns:
+        clauses.append(f"{columns['graded']} IS {'NOT ' if f.graded else ''}NULL")
     return " AND ".join(clauses), args
 
 
