@@ -8,12 +8,14 @@ to a replica), migrated, the full catalog loaded, products spread over the varia
 variant NM, a share of them also LP/MP/HP/DMG and a few Japanese). Then the inventory is
 grown in steps to each size with one INSERT ... SELECT as the owner role (statuses 70 %
 IN_STOCK, 10 % RESERVED, 15 % SOLD, 5 % REMOVED; 500 locations; 2 % graded; products
-skewed towards the low ids) and VACUUM ANALYZE. At each size, `cardmint serve` runs in its
-own process and 20 clients drive, one operation at a time: card lookup, search, and the
-inventory listing (a read token, one or two filters and a page). With wrk when installed
-(the Authorization header set inside its Lua script, never on a command line), else the
-project's httpx generator. At the largest size it prints EXPLAIN (ANALYZE, BUFFERS) of the
-listing's query shapes. Everything started is stopped by PID and deleted at the end.
+skewed towards the low ids) and VACUUM ANALYZE, then it waits until the build's WAL is
+archived and checkpointed (`settle_s`). At each size, `cardmint serve` runs in its own
+process and 20 clients drive, one operation at a time: card lookup, search, and the
+inventory listing (a read token, LISTING_SHAPES' filters and a page). With wrk when
+installed (the Authorization header set inside its Lua script, never on a command line),
+else the project's httpx generator. At the largest size it prints EXPLAIN (ANALYZE,
+BUFFERS) of the listing's statements and one client's time for every filter shape at pages
+1, 5, 200 and by keyset. Everything started is stopped by PID and deleted at the end.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from cardmint.catalog.load import load_catalog
 from cardmint.cluster.local.engine import LocalCluster
 from cardmint.cluster.state import with_topology
 from cardmint.config import Settings, secret
-from cardmint.db import Database, migrate
+from cardmint.db import Database, migrate, one
 from cardmint.db.connect import connection
 from cardmint.inventory import items
 from cardmint.ops.loadtest import loadgen, mix, wrk
@@ -113,17 +115,37 @@ async def grow(s: Settings, have: int, want: int) -> dict[str, Any]:
             "table_mb": round(size / 2**20, 1)}
 
 
+def _shelf(rng: random.Random) -> str:
+    return f"box-{rng.randrange(LISTING_LOCATIONS)}"
+
+
+# The listing's filters as a shop's screens ask them, with their share of the requests:
+# every filter alone and the usual pairs (issue 19: "any filter").
+LISTING_SHAPES: list[tuple[float, Any]] = [
+    (0.25, lambda r, sets: {"status": "IN_STOCK", "location": _shelf(r)}),  # a shelf
+    (0.20, lambda r, sets: {"set": r.choice(sets), "condition": r.choice(["NM", "LP"])}),
+    (0.15, lambda r, sets: {"status": "IN_STOCK"}),                         # everything
+    (0.10, lambda r, sets: {"set": r.choice(sets)}),
+    (0.05, lambda r, sets: {"condition": r.choice(["LP", "MP", "HP", "DMG"])}),
+    (0.05, lambda r, sets: {"status": r.choice(["SOLD", "REMOVED", "RESERVED"])}),
+    (0.05, lambda r, sets: {"graded": "true", "status": "IN_STOCK"}),
+    (0.05, lambda r, sets: {"set": r.choice(sets), "location": _shelf(r)}),
+    (0.05, lambda r, sets: {"card": f"{r.choice(sets)}-{r.randint(1, 50)}"}),
+    (0.05, lambda r, sets: {"location": _shelf(r), "graded": "false",
+                            "condition": r.choice(["NM", "LP"])}),
+]
+
+
 def listing_request(sets: list[str], headers: dict[str, str]) -> Any:
-    """One or two filters and a page, as a shop's screens would ask."""
+    """One of LISTING_SHAPES and a page (1-5 of 50)."""
     def build(rng: random.Random) -> Request:
-        kind = rng.random()
-        if kind < 0.4:    # a shelf: what is in stock at a location
-            params = {"status": "IN_STOCK", "location": f"box-{rng.randrange(500)}"}
-        elif kind < 0.7:  # a set's items in one condition
-            params = {"set": rng.choice(sets), "condition": rng.choice(["NM", "LP"])}
-        else:             # everything in stock, paged deep-ish
-            params = {"status": "IN_STOCK"}
-        params |= {"page": str(rng.randint(1, 5)), "pageSize": "50"}
+        pick, params = rng.random(), None
+        for share, shape in LISTING_SHAPES:
+            pick -= share
+            if pick < 0:
+                params = shape(rng, sets)
+                break
+        params = (params or {}) | {"page": str(rng.randint(1, 5)), "pageSize": "50"}
         return Request("GET", "/v1/inventory/items", params=params, headers=headers)
     return build
 
@@ -180,18 +202,90 @@ EXPLAIN_CASES = {
 
 async def explain(s: Settings) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the listing's statements exactly as items.listing
-    builds them: each case's page of ids (and total), then the rows of the last page."""
+    builds them: each case's count, its page of ids, then the rows of the last page."""
     out = {}
     async with connection(secret(s.migration_url) or "", s) as conn:
         ids: list[int] = []
         for name, (filters, page) in EXPLAIN_CASES.items():
-            sql, *args = items.listing_query(filters, page=page, page_size=50)
+            sql, *args = items.count_query(filters)
+            counted = one(await conn.fetchrow(sql, *args))
+            out[f"{name}: count"] = [r[0] for r in await conn.fetch(
+                f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
+            collect = items.collects(filters, total=counted["total"],
+                                     size=counted["size"], depth=page * 50)
+            sql, *args = items.listing_query(filters, page=page, page_size=50,
+                                             collect=collect)
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
-            out[name] = [r[0] for r in rows]
+            out[f"{name}: ids"] = [r[0] for r in rows]
             ids = list(await conn.fetchval(sql, *args))
         rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {items.PAGE_ROWS_SQL}", ids)
         out["the page's rows, priced"] = [r[0] for r in rows]
     return out
+
+
+async def shapes(s: Settings) -> list[dict[str, Any]]:
+    """One client, items.listing as the API calls it, for every filter alone and in the
+    usual pairs, on the most stocked set and card, a middling set, a shelf: the best of 3
+    runs (ms) at pages 1, 5 and 200 of 50, and by keyset from the middle of the matches."""
+    db = await Database(s, replica_dsns=[]).open(monitor=False)
+    try:
+        by_size = [r["set_id"] for r in await db.fetch(
+            "SELECT set_id FROM inventory_set_totals GROUP BY 1 ORDER BY sum(items) DESC")]
+        big, middling = by_size[0], by_size[len(by_size) // 2]
+        card = await db.fetchval("SELECT p.card_id FROM inventory_totals t JOIN products p "
+                                 "ON p.id = t.product_id GROUP BY 1 ORDER BY sum(t.items) "
+                                 "DESC LIMIT 1")
+        F = items.Filters
+        cases = {
+            "no filter": F(), "in stock": F(status="IN_STOCK"), "removed": F(status="REMOVED"),
+            "condition NM": F(condition="NM"), "condition DMG": F(condition="DMG"),
+            "graded": F(graded=True), "graded DMG": F(graded=True, condition="DMG"),
+            "shelf box-7 (a prefix: 11 shelves)": F(location="box-7"),
+            "shelf box-123 in stock": F(location="box-123", status="IN_STOCK"),
+            f"set {big}": F(set_id=big), f"set {big} LP": F(set_id=big, condition="LP"),
+            f"set {middling} NM in stock": F(set_id=middling, condition="NM",
+                                             status="IN_STOCK"),
+            f"set {big} shelf box-7": F(set_id=big, location="box-7"),
+            f"card {card}": F(card_id=card),
+            f"card {card} shelf box-1": F(card_id=card, location="box-1"),
+            "shelf box-1 NM ungraded": F(location="box-1", condition="NM", graded=False),
+        }
+        out = []
+        for name, f in cases.items():
+            row: dict[str, Any] = {"shape": name}
+            middle, _ = await items.listing(db, f, page=await items.count(db, f) // 2 + 1,
+                                            page_size=1)
+            for label, page, after in (("p1", 1, None), ("p5", 5, None), ("p200", 200, None),
+                                       ("after", 1, middle[0]["id"] if middle else 0)):
+                times = []
+                for _ in range(3):
+                    began = time.perf_counter()
+                    _, row["total"] = await items.listing(db, f, page=page, page_size=50,
+                                                          after=after)
+                    times.append((time.perf_counter() - began) * 1000)
+                row[label] = round(min(times), 2)
+            out.append(row)
+        return out
+    finally:
+        await db.close()
+
+
+async def settle(s: Settings, timeout_s: float = 900.0) -> float:
+    """Until the build's WAL is archived and a checkpoint has written its pages: a bulk
+    build leaves pgBackRest compressing gigabytes of WAL and the checkpointer flushing for
+    minutes after it, which is the build's cost, not the service's."""
+    began = time.perf_counter()
+    async with connection(secret(s.admin_url) or "", s) as conn:
+        segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
+        while True:
+            last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
+            if last and last[:8] == segment[:8] and last[8:] >= segment[8:]:
+                break
+            if time.perf_counter() - began > timeout_s:
+                raise SystemExit(f"WAL {segment} not archived within {timeout_s:g} s")
+            await asyncio.sleep(0.5)
+        await conn.execute("CHECKPOINT")
+    return round(time.perf_counter() - began, 1)
 
 
 def workdir() -> Path:
@@ -220,6 +314,7 @@ async def main(root: Path, sizes: list[int], seconds: int, clients: int,
             have = 0
             for size in sizes:
                 built = await grow(s, have, size)
+                built["settle_s"] = await settle(s)
                 have = size
                 print(f"[scale] {size:,} items built: {built}", file=sys.stderr, flush=True)
                 row = {"size": size, "build": built,
@@ -229,6 +324,7 @@ async def main(root: Path, sizes: list[int], seconds: int, clients: int,
                     {k: row[k] for k in ("lookup", "search", "listing", "load_before")}),
                     file=sys.stderr, flush=True)
             result["explain"] = await explain(s)
+            result["shapes"] = await shapes(s)
             await revoke_token(db, record["id"])
         finally:
             await db.close()
@@ -251,6 +347,12 @@ def render(out: dict[str, Any]) -> None:
             print(f"| {row['size']:,} | {b['with_vacuum_s']} s, {b['table_mb']} MB | {op} "
                   f"({x['tool']}) | {x['rps']:,.0f} | {x['p50_ms']} | {x['p95_ms']} | "
                   f"{x['errors']} | {row['load_before']}–{row['load_after']} |")
+    print(f"\nOne client, items.listing at {out['sizes'][-1]['size']:,} items, best of 3 (ms):")
+    print("| filters | matching | page 1 | page 5 | page 200 | keyset, mid-way |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in out.get("shapes", []):
+        print(f"| {r['shape']} | {r['total']:,} | {r['p1']} | {r['p5']} | {r['p200']} | "
+              f"{r['after']} |")
     for name, plan in out.get("explain", {}).items():
         print(f"\nEXPLAIN ANALYZE, listing {name}, at {out['sizes'][-1]['size']:,} items:")
         print("\n".join(plan))

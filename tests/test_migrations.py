@@ -343,3 +343,71 @@ async def test_revision_autogenerates_nothing_at_head(
     statements = [line.strip() for line in body.splitlines()
                   if line.strip() and not line.strip().startswith("#")]
     assert statements == ["pass"]
+
+
+CATALOG_ROWS = """
+INSERT INTO sets (id, name, series_id, series_name, card_count)
+VALUES ('s1', 'One', 'x', 'X', 2), ('s2', 'Two', 'x', 'X', 1);
+INSERT INTO cards (id, set_id, local_id, position, name, category)
+VALUES ('s1-1', 's1', '1', 1, 'A', 'Pokemon'), ('s1-2', 's1', '2', 2, 'B', 'Pokemon'),
+       ('s2-1', 's2', '1', 1, 'C', 'Pokemon');
+INSERT INTO card_variants (card_id, type, position)
+VALUES ('s1-1', 'normal', 1), ('s1-2', 'normal', 1), ('s2-1', 'holo', 1);
+INSERT INTO products (card_id, variant_id, condition, sku)
+SELECT v.card_id, v.id, c, v.card_id || c FROM card_variants v, unnest('{NM,LP}'::text[]) c;
+INSERT INTO inventory_items (product_id, status, location, grading_company, grade,
+                             cert_number)
+SELECT p.id, (ARRAY['IN_STOCK', 'SOLD'])[1 + g % 2], (ARRAY['Box-1', 'box-2', NULL])[1 + g % 3],
+       CASE WHEN g % 4 = 0 THEN 'PSA' END, CASE WHEN g % 4 = 0 THEN 9 END,
+       CASE WHEN g % 4 = 0 THEN 'C' || p.id || '-' || g END
+FROM products p, generate_series(1, 5) g
+"""
+SHELVES_0011 = """
+SELECT lower(location) COLLATE "C", status, count(*)::bigint, count(grading_company)::bigint
+FROM inventory_items GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+async def test_0012_copies_and_counts_the_items_there_are(empty_database: str) -> None:
+    """Upgrading with items in place: each gets its product's set and condition, the set
+    totals and the shelf totals per condition hold them; a downgrade puts 0011's shelf
+    totals back, as exact."""
+    await _upgrade(empty_database, "0011")
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(CATALOG_ROWS)
+        shelves_before = await conn.fetch(
+            "SELECT location_key, status, items, graded FROM inventory_shelf_totals "
+            "ORDER BY 1, 2")
+        assert [tuple(r) for r in shelves_before] == [
+            tuple(r) for r in await conn.fetch(SHELVES_0011)]
+        await _upgrade(empty_database, "0012")
+        assert await conn.fetchval(
+            "SELECT count(*) FROM inventory_items i JOIN products p ON p.id = i.product_id "
+            "JOIN cards c ON c.id = p.card_id "
+            "WHERE (i.set_id, i.condition) = (c.set_id, p.condition)") == 30
+        sets = await conn.fetch(
+            "SELECT set_id, condition, status, items, graded FROM inventory_set_totals "
+            "EXCEPT SELECT c.set_id, p.condition, i.status, count(*), count(i.grading_company) "
+            "FROM inventory_items i JOIN products p ON p.id = i.product_id "
+            "JOIN cards c ON c.id = p.card_id GROUP BY 1, 2, 3")
+        assert sets == [] and await conn.fetchval(
+            "SELECT sum(items) FROM inventory_set_totals") == 30
+        assert await conn.fetch(
+            "SELECT lower(location) COLLATE \"C\", condition, status, count(*), "
+            "count(grading_company) FROM inventory_items GROUP BY 1, 2, 3 EXCEPT "
+            "SELECT location_key, condition, status, items, graded "
+            "FROM inventory_shelf_totals") == []
+        # a new item gets its copies and lands in the totals, through the triggers
+        in_stock = ("SELECT items FROM inventory_set_totals WHERE (set_id, condition, status)"
+                    " = ('s2', 'LP', 'IN_STOCK')")
+        before = await conn.fetchval(in_stock)
+        await conn.execute("INSERT INTO inventory_items (product_id, location) SELECT id, "
+                           "'box-9' FROM products WHERE card_id = 's2-1' AND condition = 'LP'")
+        assert await conn.fetchval(in_stock) == before + 1 == 3
+        await asyncio.to_thread(migrate.downgrade, empty_database, "0011")
+        assert [tuple(r) for r in await conn.fetch(
+            "SELECT location_key, status, items, graded FROM inventory_shelf_totals "
+            "ORDER BY 1, 2")] == [tuple(r) for r in await conn.fetch(SHELVES_0011)]
+    finally:
+        await conn.close()

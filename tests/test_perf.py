@@ -168,9 +168,10 @@ EXCEPT SELECT product_id, status, items, graded, cost_cents, with_cost
 FROM inventory_totals WHERE items <> 0
 """
 CHECK_SHELVES = """
-SELECT lower(location) COLLATE "C", status, count(*), count(grading_company)
-FROM inventory_items GROUP BY 1, 2
-EXCEPT SELECT location_key, status, items, graded FROM inventory_shelf_totals WHERE items <> 0
+SELECT lower(location) COLLATE "C", condition, status, count(*), count(grading_company)
+FROM inventory_items GROUP BY 1, 2, 3
+EXCEPT SELECT location_key, condition, status, items, graded FROM inventory_shelf_totals
+WHERE items <> 0
 """
 CHECK_SETS = """
 SELECT set_id, condition, status, count(*), count(grading_company)
@@ -237,6 +238,9 @@ async def test_totals_stay_exact_under_concurrent_changes(catalog: Database) -> 
              "AND i.grading_company IS NULL"),
             (items.Filters(location="totals_", status="IN_STOCK"),  # _ taken literally
              "lower(i.location) LIKE 'totals\\_%' AND i.status = 'IN_STOCK'"),
+            (items.Filters(location=f"totals-{tag}-2", condition="LP", graded=False),
+             f"i.location ILIKE 'totals-{tag}-2%' AND p.condition = 'LP' "
+             "AND i.grading_company IS NULL"),
             (items.Filters(location=f"totals-{tag}", set_id="base1"),
              f"i.location ILIKE 'totals-{tag}%' AND c.set_id = 'base1'"),
             (items.Filters(), "true")):

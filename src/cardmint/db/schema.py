@@ -351,8 +351,9 @@ inventory_totals = sa.Table(
 sa.Index(None, inventory_totals.c.status, inventory_totals.c["items"],
          inventory_totals.c.graded)
 
-# Items per shelf (lowercased location; NULL: none) and status (migration 0011): a total by
-# status alone or by a shelf prefix sums a few of these rows, not every product's or item.
+# Items per shelf (lowercased location; NULL: none), condition and status (migrations 0011,
+# 0012): a total by status alone or by a shelf prefix sums a few of these rows, not every
+# product's or item.
 inventory_shelf_totals = sa.Table(
     "inventory_shelf_totals", metadata,
     # the "C" collation: the unique index's btree serves LIKE 'prefix%'
@@ -360,7 +361,10 @@ inventory_shelf_totals = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("graded", sa.BigInteger, nullable=False, server_default="0"),
-    sa.UniqueConstraint("location_key", "status", postgresql_nulls_not_distinct=True),
+    # per condition too (migration 0012): a shelf with a condition is counted from here
+    sa.Column("condition", sa.Text, nullable=False),
+    sa.UniqueConstraint("location_key", "condition", "status",
+                        postgresql_nulls_not_distinct=True),
     comment="Items per lowercased location (NULL: none) and status, and how many graded, "
             "kept by triggers on inventory_items.",
 )

@@ -204,7 +204,8 @@ ITEMS = {"set_id": "i.set_id", "card_id": "p.card_id", "condition": "i.condition
 PRODUCT_TOTALS = {"set_id": "c.set_id", "card_id": "p.card_id", "condition": "p.condition",
                   "status": "t.status"}
 SET_TOTALS = {"set_id": "t.set_id", "condition": "t.condition", "status": "t.status"}
-SHELF_TOTALS = {"status": "t.status", "location": "t.location_key"}
+SHELF_TOTALS = {"condition": "t.condition", "status": "t.status",
+                "location": "t.location_key"}
 # The planner's own count of the items, for the walk-or-collect choice (approximate).
 TABLE_SIZE_SQL = "(SELECT reltuples FROM pg_class WHERE oid = 'inventory_items'::regclass)"
 
@@ -223,7 +224,7 @@ async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
     item id) the page is the next `page_size` items after it (keyset: no OFFSET walk
     however deep); `page` is then not used. Three statements: the rows are read as they
     are when asked for, after their ids."""
-    row = await ex.fetchrow(*_count_with_size(filters))
+    row = await ex.fetchrow(*count_query(filters))
     total = int(row["total"])
     if total == 0:
         return [], 0
@@ -280,19 +281,21 @@ async def count(ex: Any, filters: Filters) -> int:
     return int(await ex.fetchval(sql, *args))
 
 
-def _count_with_size(filters: Filters) -> tuple[Any, ...]:
+def count_query(filters: Filters) -> tuple[Any, ...]:
+    """The statement of the number matching (`total`) and the planner's count of all items
+    (`size`), with its arguments (bench/scale.py EXPLAINs it)."""
     sql, args = _count_sql(filters)
     return (f"SELECT ({sql}) AS total, {TABLE_SIZE_SQL} AS size", *args)
 
 
 def _count_sql(filters: Filters) -> tuple[str, list[Any]]:
     """The count of matching items, from totals kept in the same transaction as every
-    change of an item: per shelf and status when a shelf is the only thing asked of the
-    product; per set, condition and status when no card or shelf is asked; per product and
-    status when a card is (and no shelf). A shelf and a product filter together are
-    counted item by item (bounded by the set's or the shelf's index)."""
+    change of an item: per shelf, condition and status when a shelf is asked without a
+    set or card; per set, condition and status when no card or shelf is asked; per product
+    and status when a card is (and no shelf). A shelf with a set or a card is counted item
+    by item (bounded by the set's index or the card's products')."""
     column = {None: "t.items", True: "t.graded", False: "t.items - t.graded"}[filters.graded]
-    by_product = (filters.set_id, filters.card_id, filters.condition) != (None, None, None)
+    by_product = (filters.set_id, filters.card_id) != (None, None)
     if filters.location is not None and not by_product:
         table, columns = "inventory_shelf_totals t", SHELF_TOTALS
     elif filters.location is not None:

@@ -23,7 +23,9 @@ item (20-46 ms).
 inventory_set_totals holds, per set, condition and status, how many items and how many
 graded, kept by the same statement triggers as 0008's and 0011's totals (product totals,
 then shelves, then sets, each in key order): a total by set, condition, status or graded
-in any combination sums at most a few hundred rows.
+in any combination sums at most a few hundred rows. The shelf totals are kept per
+condition too: a shelf prefix with a condition was counted item by item (box-1 in NM:
+222,000 items, 190 ms).
 """
 
 from __future__ import annotations
@@ -72,15 +74,16 @@ ORDER BY product_id, status
 ON CONFLICT (product_id, status) DO UPDATE SET items = t.items + excluded.items,
     graded = t.graded + excluded.graded, cost_cents = t.cost_cents + excluded.cost_cents,
     with_cost = t.with_cost + excluded.with_cost"""
-_SHELF_DELTA = """SELECT lower(location) COLLATE "C" AS location_key, status,
+# 0011's shelf totals, and the same per condition too.
+_SHELF_DELTA = """SELECT lower(location) COLLATE "C" AS location_key,{condition} status,
        {sign}1 AS items, {sign}(grading_company IS NOT NULL)::int AS graded FROM {table}"""
 _SHELF_APPLY = """
-INSERT INTO inventory_shelf_totals AS t (location_key, status, items, graded)
-SELECT location_key, status, sum(items), sum(graded)
-FROM ({rows}) AS d GROUP BY location_key, status
+INSERT INTO inventory_shelf_totals AS t (location_key,{condition} status, items, graded)
+SELECT location_key,{condition} status, sum(items), sum(graded)
+FROM ({rows}) AS d GROUP BY location_key,{condition} status
 HAVING sum(items) <> 0 OR sum(graded) <> 0
-ORDER BY location_key, status
-ON CONFLICT (location_key, status) DO UPDATE SET items = t.items + excluded.items,
+ORDER BY location_key,{condition} status
+ON CONFLICT (location_key,{condition} status) DO UPDATE SET items = t.items + excluded.items,
     graded = t.graded + excluded.graded"""
 _SET_DELTA = """SELECT set_id, condition, status, {sign}1 AS items,
        {sign}(grading_company IS NOT NULL)::int AS graded FROM {table}"""
@@ -94,17 +97,23 @@ ON CONFLICT (set_id, condition, status) DO UPDATE SET items = t.items + excluded
     graded = t.graded + excluded.graded"""
 
 
-def _function(*, sets: bool) -> str:
-    """inventory_totals_apply(): product and shelf totals (0011), and with `sets` the set
-    totals."""
+def _shelf(sql: str, *, new: bool, **kw: str) -> str:
+    """A shelf statement of this migration (`new`: per condition too) or of 0011."""
+    return sql.format(condition=" condition," if new else "", **kw)
+
+
+def _function(*, new: bool) -> str:
+    """inventory_totals_apply(): product and shelf totals, and when `new` the set totals
+    and shelves per condition; else 0011's."""
     def rows(delta: str, tables: list[tuple[str, str]]) -> str:
-        return " UNION ALL ".join(delta.format(sign=s, table=t) for s, t in tables)
+        return " UNION ALL ".join(_shelf(delta, new=new, sign=s, table=t)
+                                  for s, t in tables)
 
     def upserts(tables: list[tuple[str, str]]) -> str:
         parts = [(_PRODUCT_APPLY, _PRODUCT_DELTA), (_SHELF_APPLY, _SHELF_DELTA)]
-        if sets:
+        if new:
             parts.append((_SET_APPLY, _SET_DELTA))
-        return ";\n        ".join(apply.format(rows=rows(delta, tables))
+        return ";\n        ".join(_shelf(apply, new=new, rows=rows(delta, tables))
                                   for apply, delta in parts)
 
     return f"""
@@ -130,6 +139,28 @@ TRUNCATE = ("CREATE OR REPLACE FUNCTION inventory_totals_truncate() RETURNS trig
 BACKFILL_SETS = _SET_APPLY.format(rows=_SET_DELTA.format(sign="", table="inventory_items"))
 SET_INDEX = "ix_inventory_items_set_id_id"
 GRADED_INDEX = "ix_inventory_items_graded_id"
+# The shelf totals' key, as 0011 made it and per condition too.
+SHELF_KEYS = {False: ("uq_inventory_shelf_totals_location_key_status",
+                      "location_key, status"),
+              True: ("uq_inventory_shelf_totals_location_key_condition_status",
+                     "location_key, condition, status")}
+
+
+def _shelves(*, new: bool) -> None:
+    """inventory_shelf_totals keyed per condition too (`new`) or as 0011 made it, rebuilt
+    from the items."""
+    op.execute(f"ALTER TABLE inventory_shelf_totals DROP CONSTRAINT {SHELF_KEYS[not new][0]}")
+    op.execute("DELETE FROM inventory_shelf_totals")
+    if new:
+        op.add_column("inventory_shelf_totals",
+                      sa.Column("condition", sa.Text(), nullable=False))
+    else:
+        op.drop_column("inventory_shelf_totals", "condition")
+    name, columns = SHELF_KEYS[new]
+    op.execute(f"ALTER TABLE inventory_shelf_totals ADD CONSTRAINT {name} "
+               f"UNIQUE NULLS NOT DISTINCT ({columns})")
+    rows = _shelf(_SHELF_DELTA, new=new, sign="", table="inventory_items")
+    op.execute(_shelf(_SHELF_APPLY, new=new, rows=rows))
 
 
 def upgrade() -> None:
@@ -158,7 +189,8 @@ def upgrade() -> None:
                 "triggers on inventory_items.",
     )
     op.execute(BACKFILL_SETS)
-    op.execute(_function(sets=True))
+    _shelves(new=True)
+    op.execute(_function(new=True))
     op.execute(TRUNCATE.format(more=" DELETE FROM inventory_set_totals;"))
     op.create_index(SET_INDEX, "inventory_items", ["set_id", "id"],
                     postgresql_include=["condition", "status", "location", "grading_company"])
@@ -170,8 +202,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(GRADED_INDEX, table_name="inventory_items")
     op.drop_index(SET_INDEX, table_name="inventory_items")
-    op.execute(_function(sets=False))
+    op.execute(_function(new=False))
     op.execute(TRUNCATE.format(more=""))
+    _shelves(new=False)
     op.drop_table("inventory_set_totals")
     op.execute("DROP TRIGGER inventory_items_product_fields ON inventory_items")
     op.execute("DROP FUNCTION inventory_items_product_fields()")
