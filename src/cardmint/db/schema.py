@@ -314,12 +314,13 @@ sa.Index(None, inventory_items.c.product_id, inventory_items.c.status, inventory
 # walk of the whole primary key (bench/scale.py).
 sa.Index(None, inventory_items.c.location, inventory_items.c.status, inventory_items.c.id)
 # The same filter as people type it, a case-insensitive prefix (migration 0010); with the
-# location itself included, a shelf's ids are an index-only scan (migration 0011).
+# location and the other filters' columns included, a shelf's ids under any other filter
+# are an index-only scan (migrations 0011, 0012).
 sa.Index("ix_inventory_items_location_prefix",
          sa.func.lower(inventory_items.c.location).label("location_lower"),
          inventory_items.c.status, inventory_items.c.id,
          postgresql_ops={"location_lower": "text_pattern_ops"},
-         postgresql_include=["location"])
+         postgresql_include=["location", "set_id", "condition", "grading_company"])
 # A set's items in id order, with every column another filter looks at: a page of a set
 # under any other filter is an index-only walk of the set alone (migration 0012).
 sa.Index(None, inventory_items.c.set_id, inventory_items.c.id,
