@@ -202,19 +202,23 @@ EXPLAIN_CASES = {
 
 async def explain(s: Settings) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of the listing's statements exactly as items.listing
-    builds them: each case's count, its page of ids, then the rows of the last page."""
+    sends them: a shelf's count then its page of ids, or the ids and count in one; then
+    the rows of the last page."""
     out = {}
     async with connection(secret(s.migration_url) or "", s) as conn:
         ids: list[int] = []
         for name, (filters, page) in EXPLAIN_CASES.items():
-            sql, *args = items.count_query(filters)
-            counted = one(await conn.fetchrow(sql, *args))
-            out[f"{name}: count"] = [r[0] for r in await conn.fetch(
-                f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
-            collect = items.collects(filters, total=counted["total"],
-                                     size=counted["size"], depth=page * 50)
+            collect, with_total = items.collects(filters), True
+            if filters.location is not None:
+                sql, *args = items.count_query(filters)
+                counted = one(await conn.fetchrow(sql, *args))
+                out[f"{name}: count"] = [r[0] for r in await conn.fetch(
+                    f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)]
+                collect = items.collects(filters, total=counted["total"],
+                                         size=counted["size"], depth=page * 50)
+                with_total = False
             sql, *args = items.listing_query(filters, page=page, page_size=50,
-                                             collect=collect)
+                                             collect=collect, with_total=with_total)
             rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
             out[f"{name}: ids"] = [r[0] for r in rows]
             ids = list(await conn.fetchval(sql, *args))

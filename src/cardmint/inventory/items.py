@@ -189,8 +189,9 @@ async def transition(tx: Transaction, item_id: int, action: str, *, version: int
 
 # How a page's ids are found: by walking an index in id order and keeping the matches
 # until the page is full (about depth / share-of-matches rows), or by collecting every
-# match through a selective index and sorting them (every match). A set's items and the
-# graded items have indexes in id order holding every filter's column (migration 0012).
+# match through a selective index and sorting them (every match). A set's items, a
+# status's and the graded items have indexes in id order holding the other filters'
+# columns (migration 0012).
 # A shelf holding at most this many matching items is collected (an index-only scan of
 # the shelf: a few ms at most); a bigger one is walked along the primary key unless the
 # walk would pass more rows than the shelf holds (a deep page).
@@ -217,49 +218,56 @@ PAGE_ROWS_SQL = f"{SELECT_SQL} WHERE i.id = ANY($1::bigint[]) ORDER BY i.id"
 
 async def listing(ex: Any, filters: Filters, *, page: int, page_size: int,
                   after: int | None = None) -> tuple[list[dict[str, Any]], int]:
-    """One page of items and the number matching. The number first, from totals kept with
-    every change (an empty match costs nothing more; its size chooses how the page is
-    found, see `collects`), then the page's ids, then only those rows joined and priced
+    """One page of items and the number matching, the number from totals kept with every
+    change. Without a shelf, the page's ids and the number in one statement; with one,
+    the number first (an empty shelf costs nothing more, and its size chooses how the
+    page is found: see `collects`), then the ids. Then only those rows, joined and priced
     (pricing every match before the limit took seconds at 1M items). With `after` (an
     item id) the page is the next `page_size` items after it (keyset: no OFFSET walk
-    however deep); `page` is then not used. Three statements: the rows are read as they
-    are when asked for, after their ids."""
-    row = await ex.fetchrow(*count_query(filters))
-    total = int(row["total"])
-    if total == 0:
-        return [], 0
-    depth = page_size if after is not None else page * page_size
-    if depth - page_size >= total:  # past the end
-        return [], total
-    collect = collects(filters, total=total, size=max(float(row["size"] or 0), total),
-                       depth=depth)
-    ids = await ex.fetchval(*listing_query(filters, page=page, page_size=page_size,
-                                           after=after, collect=collect))
+    however deep); `page` is then not used. The rows are read as they are when asked
+    for, after their ids."""
+    if filters.location is None:
+        found = await ex.fetchrow(*listing_query(filters, page=page, page_size=page_size,
+                                                 after=after, collect=collects(filters),
+                                                 with_total=True))
+        ids, total = found["ids"], int(found["total"])
+    else:
+        row = await ex.fetchrow(*count_query(filters))
+        total = int(row["total"])
+        depth = page_size if after is not None else page * page_size
+        if depth - page_size >= total:  # nothing, or past the end
+            return [], total
+        collect = collects(filters, total=total, size=max(float(row["size"] or 0), total),
+                           depth=depth)
+        ids = await ex.fetchval(*listing_query(filters, page=page, page_size=page_size,
+                                               after=after, collect=collect))
     if not ids:  # past the end
         return [], total
     return [dict(row) for row in await ex.fetch(PAGE_ROWS_SQL, ids)], total
 
 
-def collects(filters: Filters, *, total: int, size: float, depth: int) -> bool:
-    """Whether a page `depth` rows deep into `total` matches (of `size` items) is collected
-    and sorted rather than walked in id order. A set and the graded items are walked
-    along their own indexes; a card's items are collected through its products' index; a
-    shelf is collected when it is small or the walk long; anything else is walked along
-    the primary key (a deep page of a rare status or condition walks far: `after`)."""
+def collects(filters: Filters, *, total: int = 0, size: float = 0, depth: int = 0) -> bool:
+    """Whether a page's ids are collected and sorted rather than walked in id order. A set,
+    a status and the graded items are walked along their own indexes, a card's items
+    collected through its products' index, anything else without a shelf walked along the
+    primary key (a deep page of a rare status or condition walks far: `after`). A shelf is
+    collected when its `total` matches are few or a walk `depth` rows deep would pass more
+    rows than that (`size`: all items, of which the matches are a share)."""
     if filters.set_id is not None or filters.graded:
         return False
     if filters.card_id is not None:
         return True
-    if filters.location is not None:
-        return total <= SHELF_SORT_MAX or depth * size / total > total
-    return False
+    if filters.location is None:
+        return False
+    return total <= SHELF_SORT_MAX or depth * size / total > total
 
 
 def listing_query(filters: Filters, *, page: int, page_size: int, after: int | None = None,
-                  collect: bool = False) -> tuple[Any, ...]:
-    """The statement of a page's ids (an array, in id order), with its arguments
-    (bench/scale.py EXPLAINs it). `collect`: every match gathered and sorted, not an
-    index walked in id order (see `collects`)."""
+                  collect: bool = False, with_total: bool = False) -> tuple[Any, ...]:
+    """The statement of a page's ids (an array, in id order) and, `with_total`, the
+    number matching beside them, with its arguments (bench/scale.py EXPLAINs it).
+    `collect`: every match gathered and sorted, not an index walked in id order (see
+    `collects`)."""
     where, args = _where(filters)
     source = _source(filters)
     offset = (page - 1) * page_size
@@ -270,8 +278,10 @@ def listing_query(filters: Filters, *, page: int, page_size: int, after: int | N
     # `i.id + 0` is not the key's column: the planner cannot walk an index in id order
     # and reads the few ids a selective index gives instead.
     order = "i.id + 0" if collect else "i.id"
+    # the count's arguments are the filters', in the same order (see `_where`)
+    total = f", ({_count_sql(filters)[0]}) AS total" if with_total else ""
     sql = (f"SELECT ARRAY(SELECT i.id FROM {source} WHERE {where} ORDER BY {order} "
-           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2})")
+           f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) AS ids{total}")
     return (sql, *args, page_size, offset)
 
 
