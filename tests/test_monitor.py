@@ -273,9 +273,16 @@ def test_monitor_once_json_and_alerts(pg: TestCluster, fresh_rows: None) -> None
 def test_monitor_loop_runs_rounds_until_interrupted(pg: TestCluster, fresh_rows: None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDMINT_")}
     env["CARDMINT_HOME"] = str(pg.home)
-    proc = subprocess.Popen([sys.executable, "-m", "cardmint", "monitor", "--interval", "0.2",
-                             "--no-backups", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    # A suite started in the background by a shell without job control runs with SIGINT
+    # ignored, and a child inherits that: the monitor would never see the interrupt.
+    # Handled here while it starts, the child starts with the default instead.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "cardmint", "monitor", "--interval",
+                                 "0.2", "--no-backups", "--json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         rounds = [json.loads(proc.stdout.readline()) for _ in range(2)]
         assert all(r["stored"] for r in rounds) and rounds[1]["sample"]["rates"] is not None
