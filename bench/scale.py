@@ -43,6 +43,7 @@ from cardmint.config import Settings, secret
 from cardmint.db import Database, migrate, one
 from cardmint.db.connect import connection
 from cardmint.inventory import items
+from cardmint.ops import facts
 from cardmint.ops.loadtest import loadgen, mix, wrk
 from cardmint.ops.loadtest.apiserver import serving
 from cardmint.ops.loadtest.loadgen import Operation, Request
@@ -289,7 +290,7 @@ async def settle(s: Settings, timeout_s: float = 900.0) -> float:
         segment = await conn.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
         while True:
             last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
-            if last and last[:8] == segment[:8] and last[8:] >= segment[8:]:
+            if facts.archived_through(last, segment):
                 break
             if time.perf_counter() - began > timeout_s:
                 raise SystemExit(f"WAL {segment} not archived within {timeout_s:g} s")

@@ -344,9 +344,10 @@ async def value(ex: Any, filters: Filters) -> dict[str, Any]:
     # Without a shelf or graded filter the counts per product come from inventory_totals
     # (one row per product and status) instead of every item.
     by_totals = filters.location is None and filters.graded is None
-    where, args = _where(filters, PRODUCT_TOTALS if by_totals else ITEMS)
+    columns = PRODUCT_TOTALS if by_totals else ITEMS
+    where, args = _where(filters, columns)
     if filters.status is None:
-        where += f" AND {'t' if by_totals else 'i'}.status IN ('IN_STOCK', 'RESERVED')"
+        where += f" AND {columns['status']} IN ('IN_STOCK', 'RESERVED')"
     if by_totals:
         held = (f"SELECT t.product_id, sum(t.items) AS n, sum(t.cost_cents) AS cost,"
                 f" sum(t.with_cost) AS with_cost FROM {_totals_source(filters)}"
@@ -381,17 +382,11 @@ def _where(f: Filters, columns: dict[str, str] = ITEMS) -> tuple[str, list[Any]]
     if f.location is not None:
         # "binder" finds "Binder 3" and "BINDER 12": people type locations as they recall
         # them. A prefix match, LIKE's own characters taken literally.
-        args.append(_location_prefix(f.location))
+        args.append(re.sub(r"([\\%_])", r"\\\1", f.location.lower()) + "%")
         clauses.append(f"{columns['location']} LIKE ${len(args)}")
     if f.graded is not None and "graded" in columns:
         clauses.append(f"{columns['graded']} IS {'NOT ' if f.graded else ''}NULL")
     return " AND ".join(clauses), args
-
-
-def _location_prefix(location: str) -> str:
-    """A LIKE pattern for locations starting with `location`, any case, LIKE's own
-    characters taken literally."""
-    return re.sub(r"([\\%_])", r"\\\1", location.lower()) + "%"
 
 
 async def _lock(tx: Transaction, item_id: int, version: int | None) -> Record:

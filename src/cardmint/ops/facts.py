@@ -121,6 +121,13 @@ class Archiver:
     failing: bool
 
 
+def archived_through(last_archived_wal: str | None, segment: str) -> bool:
+    """Whether the archiver's last segment is `segment` or a later one of its timeline
+    (WAL file names: 8 hex digits of timeline, then 16 of position)."""
+    last = last_archived_wal or ""
+    return len(last) == 24 and last[:8] == segment[:8] and last[8:] >= segment[8:]
+
+
 async def archiver(conn: asyncpg.Connection) -> Archiver:
     row = one(await conn.fetchrow("""
         SELECT archived_count, failed_count, last_archived_wal,

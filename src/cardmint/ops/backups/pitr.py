@@ -197,7 +197,7 @@ async def _archived(conn: asyncpg.Connection, s: store.Site, segment: str,
         if store.archived(s, segment):
             return True
         last = await conn.fetchval("SELECT last_archived_wal FROM pg_stat_archiver")
-        if last and len(last) == 24 and last[:8] == segment[:8] and last[8:] >= segment[8:]:
+        if facts.archived_through(last, segment):
             return True
         if time.monotonic() > deadline:
             return False

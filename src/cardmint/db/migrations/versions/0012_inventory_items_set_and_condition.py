@@ -101,8 +101,9 @@ ON CONFLICT (set_id, condition, status) DO UPDATE SET items = t.items + excluded
     graded = t.graded + excluded.graded"""
 
 
-def _shelf(sql: str, *, new: bool, **kw: str) -> str:
-    """A shelf statement of this migration (`new`: per condition too) or of 0011."""
+def _text(sql: str, *, new: bool, **kw: str) -> str:
+    """A statement as this migration writes it (`new`: shelves per condition too) or as
+    0011 did."""
     return sql.format(condition=" condition," if new else "", **kw)
 
 
@@ -110,14 +111,14 @@ def _function(*, new: bool) -> str:
     """inventory_totals_apply(): product and shelf totals, and when `new` the set totals
     and shelves per condition; else 0011's."""
     def rows(delta: str, tables: list[tuple[str, str]]) -> str:
-        return " UNION ALL ".join(_shelf(delta, new=new, sign=s, table=t)
+        return " UNION ALL ".join(_text(delta, new=new, sign=s, table=t)
                                   for s, t in tables)
 
     def upserts(tables: list[tuple[str, str]]) -> str:
         parts = [(_PRODUCT_APPLY, _PRODUCT_DELTA), (_SHELF_APPLY, _SHELF_DELTA)]
         if new:
             parts.append((_SET_APPLY, _SET_DELTA))
-        return ";\n        ".join(_shelf(apply, new=new, rows=rows(delta, tables))
+        return ";\n        ".join(_text(apply, new=new, rows=rows(delta, tables))
                                   for apply, delta in parts)
 
     return f"""
@@ -167,8 +168,8 @@ def _shelves(*, new: bool) -> None:
     name, columns = SHELF_KEYS[new]
     op.execute(f"ALTER TABLE inventory_shelf_totals ADD CONSTRAINT {name} "
                f"UNIQUE NULLS NOT DISTINCT ({columns})")
-    rows = _shelf(_SHELF_DELTA, new=new, sign="", table="inventory_items")
-    op.execute(_shelf(_SHELF_APPLY, new=new, rows=rows))
+    rows = _text(_SHELF_DELTA, new=new, sign="", table="inventory_items")
+    op.execute(_text(_SHELF_APPLY, new=new, rows=rows))
 
 
 def upgrade() -> None:
